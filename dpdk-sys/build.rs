@@ -50,7 +50,7 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header("src/wrapper.h")
         .clang_args(&cflags)
-        .allowlist_function("rte_(eal|eth|pktmbuf|mempool|lcore|thread|dev|ring|mbuf|socket|strerror|get_tsc|rdtsc|delay|flow|vdev|errno|exit|log|vswitch)_.*")
+        .allowlist_function("rte_(eal|eth|pktmbuf|mempool|lcore|thread|dev|ring|mbuf|socket|strerror|delay|flow|vdev|exit|log)_.*|rte_(rdtsc|rdtsc_precise|get_tsc_hz|get_timer_cycles|get_timer_hz|strerror|lcore_id)")
         .allowlist_function("rte_(pktmbuf|eth)_.*")
         .allowlist_function("vs_.*")
         .allowlist_type("rte_.*")

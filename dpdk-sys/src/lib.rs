@@ -6,7 +6,7 @@
 //! `build.rs` compiles, so they are real calls into DPDK's own code, not Rust
 //! re-implementations. Call them once per burst; per-packet fields are read from the
 //! generated structs.
-#![allow(clippy::all)]
+#![warn(missing_docs)]
 
 /// Raw bindings (generated). Everything here is `unsafe` to call.
 #[allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code, missing_docs, unsafe_op_in_unsafe_fn)]
@@ -14,3 +14,11 @@
 pub mod ffi {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
+
+pub mod eal;
+pub mod mbuf;
+pub mod port;
+
+pub use eal::{Eal, EalError};
+pub use mbuf::{Burst, Mbuf, Mempool};
+pub use port::{Link, Port, PortError, PortInfo, PortStats, RxQueue, TxQueue};

@@ -1,0 +1,337 @@
+//! Mempools, owned mbufs and bursts of them.
+//!
+//! [`Mbuf`] owns one reference to an `rte_mbuf`: dropping it frees that reference
+//! back to its pool, so an mbuf can only leak by `mem::forget`. [`Burst`] is a
+//! fixed-capacity array of mbufs laid out exactly as DPDK's `struct rte_mbuf *[]`
+//! (Mbuf is `repr(transparent)` over a non-null pointer), so `rx_burst`/`tx_burst`
+//! write and read it in place with no copying and no allocation.
+
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+use crate::eal::{last_error, Eal};
+use crate::ffi;
+
+/// A packet mbuf pool. Pools live until the process ends (ports keep pointers to
+/// them), so a `Mempool` is a `Copy` handle.
+#[derive(Clone, Copy, Debug)]
+pub struct Mempool(NonNull<ffi::rte_mempool>);
+
+// SAFETY: DPDK mempools are multi-producer/multi-consumer safe; the handle is a
+// pointer to a pool that is never freed while the process runs.
+unsafe impl Send for Mempool {}
+// SAFETY: as above; all operations through the handle are thread-safe in DPDK.
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    /// Creates a packet mbuf pool of `n` mbufs with `data_room` bytes of buffer
+    /// (headroom included) and a per-lcore cache of `cache` mbufs.
+    pub fn new(_eal: &Eal, name: &str, n: u32, cache: u32, data_room: u16) -> Result<Mempool, String> {
+        let cname = CString::new(name).map_err(|_| format!("pool name {name:?} has a NUL"))?;
+        // SAFETY: EAL is initialised (the &Eal proves it); name is a valid C string; the
+        // socket id -1 (SOCKET_ID_ANY) is accepted.
+        let p = unsafe { ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, -1) };
+        NonNull::new(p).map(Mempool).ok_or_else(|| {
+            format!("cannot create mbuf pool {name} of {n} mbufs: {}; raise -m in the EAL arguments", last_error())
+        })
+    }
+
+    /// Mbufs currently taken from the pool (allocated and not yet freed), including
+    /// those sitting in per-lcore caches' accounting as DPDK counts them.
+    pub fn in_use(&self) -> u32 {
+        // SAFETY: the pool pointer is valid for the life of the process.
+        unsafe { ffi::rte_mempool_in_use_count(self.0.as_ptr()) }
+    }
+
+    /// Mbufs available in the pool.
+    pub fn available(&self) -> u32 {
+        // SAFETY: the pool pointer is valid for the life of the process.
+        unsafe { ffi::rte_mempool_avail_count(self.0.as_ptr()) }
+    }
+
+    /// The raw pool pointer, for port setup.
+    pub fn as_ptr(&self) -> *mut ffi::rte_mempool {
+        self.0.as_ptr()
+    }
+
+    /// Allocates one mbuf (empty, default headroom).
+    #[inline]
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: valid pool; rte_pktmbuf_alloc returns NULL or an mbuf with refcnt 1
+        // that we now own.
+        NonNull::new(unsafe { ffi::rte_pktmbuf_alloc(self.0.as_ptr()) }).map(Mbuf)
+    }
+}
+
+/// One owned reference to a packet mbuf. Dropping it frees the reference.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Mbuf(NonNull<ffi::rte_mbuf>);
+
+// SAFETY: an Mbuf is a unique owner of one reference; mbufs may move between threads
+// (DPDK pools are thread-safe for free).
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Wraps a raw mbuf pointer.
+    ///
+    /// # Safety
+    /// `p` must be a valid mbuf whose reference the caller owns and hands over.
+    #[inline]
+    pub unsafe fn from_raw(p: NonNull<ffi::rte_mbuf>) -> Mbuf {
+        Mbuf(p)
+    }
+
+    /// Gives up ownership, returning the raw pointer.
+    #[inline]
+    pub fn into_raw(self) -> NonNull<ffi::rte_mbuf> {
+        let p = self.0;
+        std::mem::forget(self);
+        p
+    }
+
+    #[inline]
+    fn raw(&self) -> &ffi::rte_mbuf {
+        // SAFETY: we own a reference to a valid mbuf for as long as self lives.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The first segment's data (the whole frame for single-segment mbufs).
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        let m = self.raw();
+        // SAFETY: buf_addr + data_off points at data_len initialised bytes inside the
+        // mbuf's buffer, valid while we hold a reference.
+        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
+    }
+
+    /// Mutable access to the first segment's data, only when this is the sole
+    /// reference (refcnt 1): shared mbufs (floods) must not be modified.
+    #[inline]
+    pub fn data_mut(&mut self) -> Option<&mut [u8]> {
+        let m = self.raw();
+        if m.refcnt != 1 {
+            return None;
+        }
+        let (addr, off, len) = (m.buf_addr as *mut u8, m.data_off as usize, m.data_len as usize);
+        // SAFETY: sole owner (refcnt 1) and &mut self: no other reference to these bytes.
+        Some(unsafe { std::slice::from_raw_parts_mut(addr.add(off), len) })
+    }
+
+    /// Total frame length over all segments.
+    #[inline]
+    pub fn pkt_len(&self) -> u32 {
+        self.raw().pkt_len
+    }
+
+    /// Number of segments.
+    #[inline]
+    pub fn nb_segs(&self) -> u16 {
+        self.raw().nb_segs
+    }
+
+    /// The port the mbuf was received on.
+    #[inline]
+    pub fn port(&self) -> u16 {
+        self.raw().port
+    }
+
+    /// Appends `len` bytes at the end of the data and returns them for writing.
+    pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
+        // SAFETY: valid mbuf we own; rte_pktmbuf_append returns NULL when there is no room.
+        let p = unsafe { ffi::rte_pktmbuf_append(self.0.as_ptr(), len) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: DPDK reserved `len` writable bytes at p inside our buffer.
+        Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len as usize) })
+    }
+
+    /// A new mbuf holding a copy of `bytes` from `pool`.
+    pub fn from_bytes(pool: &Mempool, bytes: &[u8]) -> Option<Mbuf> {
+        let mut m = pool.alloc()?;
+        let len = u16::try_from(bytes.len()).ok()?;
+        m.append(len)?.copy_from_slice(bytes);
+        Some(m)
+    }
+
+    /// Another reference to the same mbuf (refcount + 1), for sending one frame to
+    /// several ports. Neither reference may modify the data afterwards.
+    #[inline]
+    pub fn share(&self) -> Mbuf {
+        // SAFETY: valid mbuf; bumping the refcount of every segment is what
+        // rte_pktmbuf_refcnt_update does, and the new reference is owned by the result.
+        unsafe {
+            ffi::rte_pktmbuf_refcnt_update(self.0.as_ptr(), 1);
+        }
+        Mbuf(self.0)
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own exactly one reference; rte_pktmbuf_free releases it (and the
+        // mbuf when it was the last).
+        unsafe { ffi::rte_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// A fixed-capacity burst of mbufs, laid out as DPDK's `struct rte_mbuf *[N]`.
+/// Entries `0..len` are owned; dropping the burst frees them.
+pub struct Burst<const N: usize> {
+    bufs: [MaybeUninit<Mbuf>; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for Burst<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Burst<N> {
+    /// An empty burst.
+    #[inline]
+    pub fn new() -> Self {
+        Burst { bufs: [const { MaybeUninit::uninit() }; N], len: 0 }
+    }
+    /// Number of mbufs held.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// True when full.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.len == N
+    }
+    /// Free room.
+    #[inline]
+    pub fn room(&self) -> usize {
+        N - self.len
+    }
+    /// Capacity.
+    pub const CAPACITY: usize = N;
+
+    /// Adds an mbuf; gives it back when full.
+    #[inline]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == N {
+            return Err(m);
+        }
+        self.bufs[self.len].write(m);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The held mbufs.
+    #[inline]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        // SAFETY: entries 0..len are initialised; MaybeUninit<Mbuf> has Mbuf's layout.
+        unsafe { std::slice::from_raw_parts(self.bufs.as_ptr() as *const Mbuf, self.len) }
+    }
+
+    /// Takes every mbuf out, in order, leaving the burst empty.
+    #[inline]
+    pub fn drain(&mut self) -> Drain<'_, N> {
+        let len = self.len;
+        self.len = 0;
+        Drain { burst: self, next: 0, end: len }
+    }
+
+    /// Pointer to the free tail, for rx_burst to fill. Internal.
+    #[inline]
+    pub(crate) fn tail_ptr(&mut self) -> (*mut *mut ffi::rte_mbuf, usize) {
+        // SAFETY: index len <= N, so the pointer is within or one past the array.
+        let p = unsafe { self.bufs.as_mut_ptr().add(self.len) } as *mut *mut ffi::rte_mbuf;
+        (p, N - self.len)
+    }
+
+    /// Marks `n` more entries (written by DPDK at the tail) as owned. Internal.
+    #[inline]
+    pub(crate) fn grow(&mut self, n: usize) {
+        debug_assert!(self.len + n <= N);
+        self.len += n;
+    }
+
+    /// Pointer to the entries for tx_burst. Internal.
+    #[inline]
+    pub(crate) fn head_ptr(&mut self) -> *mut *mut ffi::rte_mbuf {
+        self.bufs.as_mut_ptr() as *mut *mut ffi::rte_mbuf
+    }
+
+    /// Forgets the first `n` entries (DPDK took them) and moves the rest to the front.
+    #[inline]
+    pub(crate) fn consume_front(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        if n == 0 {
+            return;
+        }
+        let rest = self.len - n;
+        // SAFETY: moves initialised entries n..len to 0..rest; the first n were taken
+        // over by DPDK and must not be dropped, which this overwrites.
+        unsafe {
+            std::ptr::copy(self.bufs.as_ptr().add(n), self.bufs.as_mut_ptr(), rest);
+        }
+        self.len = rest;
+    }
+
+    /// Frees every held mbuf at once (one bulk call).
+    #[inline]
+    pub fn free_all(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        let n = self.len;
+        self.len = 0;
+        // SAFETY: entries 0..n are owned mbuf references; after this call they are
+        // released and len is 0 so they are not touched again.
+        unsafe { ffi::vs_pktmbuf_free_bulk(self.bufs.as_mut_ptr() as *mut *mut ffi::rte_mbuf, n as u32) }
+    }
+}
+
+impl<const N: usize> Drop for Burst<N> {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}
+
+/// Iterator taking mbufs out of a [`Burst`].
+pub struct Drain<'a, const N: usize> {
+    burst: &'a mut Burst<N>,
+    next: usize,
+    end: usize,
+}
+
+impl<const N: usize> Iterator for Drain<'_, N> {
+    type Item = Mbuf;
+    #[inline]
+    fn next(&mut self) -> Option<Mbuf> {
+        if self.next == self.end {
+            return None;
+        }
+        // SAFETY: entries next..end were initialised and are read exactly once; the
+        // burst's len was already set to 0 so it will not drop them.
+        let m = unsafe { self.burst.bufs[self.next].assume_init_read() };
+        self.next += 1;
+        Some(m)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.end - self.next, Some(self.end - self.next))
+    }
+}
+
+impl<const N: usize> Drop for Drain<'_, N> {
+    fn drop(&mut self) {
+        for m in self.by_ref() {
+            drop(m);
+        }
+    }
+}

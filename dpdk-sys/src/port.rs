@@ -1,0 +1,441 @@
+//! Ethernet ports: attach by devargs, configure, start/stop, queues, link and stats.
+//!
+//! Queue ownership is enforced by types: [`RxQueue`] and [`TxQueue`] are tokens that
+//! are `Send` but neither `Clone` nor `Sync`, and each (port, queue) can be claimed
+//! only once at a time (a process-wide claim bitmap), so an rx or tx queue is never
+//! used by two threads at once — DPDK's rule for its lock-free queues.
+
+use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::eal::{errno_str, Eal};
+use crate::ffi;
+use crate::mbuf::{Burst, Mempool};
+
+/// The highest queue index a token can claim (claims are a 64-bit map per port).
+pub const MAX_QUEUES: u16 = 64;
+const MAX_PORTS: usize = ffi::RTE_MAX_ETHPORTS as usize;
+
+static RX_CLAIMS: [AtomicU64; MAX_PORTS] = [const { AtomicU64::new(0) }; MAX_PORTS];
+static TX_CLAIMS: [AtomicU64; MAX_PORTS] = [const { AtomicU64::new(0) }; MAX_PORTS];
+
+/// Errors from port operations, with DPDK's reason.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PortError {
+    /// rte_dev_probe refused the devargs.
+    #[error("cannot attach device {devargs:?}: {reason}. Is the driver name right (net_vhost0, net_tap0, net_pcap0, ...) and its arguments valid?")]
+    Probe {
+        /// The devargs given.
+        devargs: String,
+        /// DPDK's reason.
+        reason: String,
+    },
+    /// The device probed but no ethdev port carries its name.
+    #[error("device {0:?} attached but no Ethernet port was created for it")]
+    NoPort(String),
+    /// A configuration step failed.
+    #[error("port {port} ({name}): {op} failed: {reason}")]
+    Op {
+        /// Port id.
+        port: u16,
+        /// Port name.
+        name: String,
+        /// The operation.
+        op: &'static str,
+        /// DPDK's reason.
+        reason: String,
+    },
+    /// A queue is already owned by someone else, or out of range.
+    #[error("port {port}: {kind} queue {queue} is already claimed or out of range")]
+    QueueClaimed {
+        /// Port id.
+        port: u16,
+        /// "rx" or "tx".
+        kind: &'static str,
+        /// Queue index.
+        queue: u16,
+    },
+}
+
+/// Link state as the PMD reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Link {
+    /// Carrier up.
+    pub up: bool,
+    /// Speed in Mb/s (0 when unknown).
+    pub speed_mbps: u32,
+    /// Full duplex.
+    pub full_duplex: bool,
+}
+
+/// Port statistics as the PMD counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Received packets.
+    pub ipackets: u64,
+    /// Transmitted packets.
+    pub opackets: u64,
+    /// Received bytes.
+    pub ibytes: u64,
+    /// Transmitted bytes.
+    pub obytes: u64,
+    /// Rx dropped by the hardware/PMD (no descriptors).
+    pub imissed: u64,
+    /// Rx errors.
+    pub ierrors: u64,
+    /// Tx errors.
+    pub oerrors: u64,
+    /// Rx mbuf allocation failures.
+    pub rx_nombuf: u64,
+}
+
+/// Static facts about a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Driver name, e.g. `net_vhost`.
+    pub driver: String,
+    /// Most rx queues the device allows.
+    pub max_rx_queues: u16,
+    /// Most tx queues the device allows.
+    pub max_tx_queues: u16,
+}
+
+/// A DPDK Ethernet port id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Port {
+    id: u16,
+}
+
+fn op_err(port: Port, op: &'static str, rc: i32) -> PortError {
+    PortError::Op { port: port.id, name: port.name(), op, reason: errno_str(rc) }
+}
+
+impl Port {
+    /// Attaches a device by devargs (`net_tap0,iface=dtap0`, a PCI address, ...) and
+    /// returns its port. A device already created by `--vdev` is found, not re-probed.
+    pub fn attach(_eal: &Eal, devargs: &str) -> Result<Port, PortError> {
+        let name = devargs.split(',').next().unwrap_or("").trim().to_string();
+        if let Some(p) = Port::by_name(&name) {
+            return Ok(p);
+        }
+        let c = CString::new(devargs).map_err(|_| PortError::Probe {
+            devargs: devargs.to_string(),
+            reason: "contains a NUL byte".into(),
+        })?;
+        // SAFETY: EAL initialised (the &Eal proves it); c is a valid C string.
+        let rc = unsafe { ffi::rte_dev_probe(c.as_ptr()) };
+        if rc < 0 {
+            return Err(PortError::Probe { devargs: devargs.to_string(), reason: errno_str(rc) });
+        }
+        Port::by_name(&name).ok_or(PortError::NoPort(name))
+    }
+
+    /// The port whose ethdev name is `name`.
+    pub fn by_name(name: &str) -> Option<Port> {
+        let c = CString::new(name).ok()?;
+        let mut id = 0u16;
+        // SAFETY: valid C string and out-pointer.
+        let rc = unsafe { ffi::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
+        (rc == 0).then_some(Port { id })
+    }
+
+    /// Every valid port id, in order.
+    pub fn all() -> Vec<Port> {
+        (0..MAX_PORTS as u16)
+            // SAFETY: rte_eth_dev_is_valid_port accepts any id.
+            .filter(|&id| unsafe { ffi::rte_eth_dev_is_valid_port(id) } == 1)
+            .map(|id| Port { id })
+            .collect()
+    }
+
+    /// The numeric port id.
+    #[inline]
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The ethdev name.
+    pub fn name(&self) -> String {
+        let mut buf = [0 as std::os::raw::c_char; 64];
+        // SAFETY: buf is RTE_ETH_NAME_MAX_LEN (64) bytes, as the API requires.
+        let rc = unsafe { ffi::rte_eth_dev_get_name_by_port(self.id, buf.as_mut_ptr()) };
+        if rc != 0 {
+            return format!("port{}", self.id);
+        }
+        // SAFETY: DPDK wrote a NUL-terminated string into buf.
+        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+    }
+
+    /// Driver name and queue limits.
+    pub fn info(&self) -> Result<PortInfo, PortError> {
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: valid out-pointer to a zeroed struct.
+        let rc = unsafe { ffi::rte_eth_dev_info_get(self.id, &mut info) };
+        if rc != 0 {
+            return Err(op_err(*self, "dev_info_get", rc));
+        }
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: driver_name points at the driver's static name string.
+            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+        };
+        Ok(PortInfo { driver, max_rx_queues: info.max_rx_queues, max_tx_queues: info.max_tx_queues })
+    }
+
+    /// Configures `nb_rx` rx and `nb_tx` tx queues with default settings, sets up each
+    /// queue with `nb_desc` descriptors, rx buffers from `pool`.
+    pub fn configure(&self, nb_rx: u16, nb_tx: u16, nb_desc: u16, pool: &Mempool) -> Result<(), PortError> {
+        let conf = ffi::rte_eth_conf::default();
+        // SAFETY: valid port id and a zeroed (default) configuration struct.
+        let rc = unsafe { ffi::rte_eth_dev_configure(self.id, nb_rx, nb_tx, &conf) };
+        if rc != 0 {
+            return Err(op_err(*self, "configure", rc));
+        }
+        // SAFETY: plain query on a valid port.
+        let socket = unsafe { ffi::rte_eth_dev_socket_id(self.id) };
+        let socket = if socket < 0 { 0 } else { socket as u32 };
+        for q in 0..nb_rx {
+            // SAFETY: configured port, queue index < nb_rx, NULL conf = driver defaults,
+            // pool valid for the process lifetime.
+            let rc = unsafe {
+                ffi::rte_eth_rx_queue_setup(self.id, q, nb_desc, socket, std::ptr::null(), pool.as_ptr())
+            };
+            if rc != 0 {
+                return Err(op_err(*self, "rx_queue_setup", rc));
+            }
+        }
+        for q in 0..nb_tx {
+            // SAFETY: configured port, queue index < nb_tx, NULL conf = driver defaults.
+            let rc = unsafe { ffi::rte_eth_tx_queue_setup(self.id, q, nb_desc, socket, std::ptr::null()) };
+            if rc != 0 {
+                return Err(op_err(*self, "tx_queue_setup", rc));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the port.
+    pub fn start(&self) -> Result<(), PortError> {
+        // SAFETY: valid, configured port.
+        let rc = unsafe { ffi::rte_eth_dev_start(self.id) };
+        if rc != 0 {
+            return Err(op_err(*self, "start", rc));
+        }
+        Ok(())
+    }
+
+    /// Stops the port. Callers stop polling its queues first.
+    pub fn stop(&self) -> Result<(), PortError> {
+        // SAFETY: valid port; no queue of it is being polled (the caller's contract,
+        // enforced in the switch by stopping workers first).
+        let rc = unsafe { ffi::rte_eth_dev_stop(self.id) };
+        if rc != 0 {
+            return Err(op_err(*self, "stop", rc));
+        }
+        Ok(())
+    }
+
+    /// Closes the port and removes its device (hot-unplug). The port id is invalid afterwards.
+    pub fn detach(self) -> Result<(), PortError> {
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: valid out-pointer.
+        let rc = unsafe { ffi::rte_eth_dev_info_get(self.id, &mut info) };
+        if rc != 0 {
+            return Err(op_err(self, "dev_info_get", rc));
+        }
+        // SAFETY: the port is stopped by the caller; close releases its queues.
+        let rc = unsafe { ffi::rte_eth_dev_close(self.id) };
+        if rc != 0 {
+            return Err(op_err(self, "close", rc));
+        }
+        if !info.device.is_null() {
+            // SAFETY: device pointer from dev_info of the port just closed.
+            let rc = unsafe { ffi::rte_dev_remove(info.device) };
+            if rc != 0 {
+                return Err(op_err(self, "dev_remove", rc));
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the port without removing the device.
+    pub fn close(&self) -> Result<(), PortError> {
+        // SAFETY: valid port, stopped by the caller.
+        let rc = unsafe { ffi::rte_eth_dev_close(self.id) };
+        if rc != 0 {
+            return Err(op_err(*self, "close", rc));
+        }
+        Ok(())
+    }
+
+    /// Receive every frame regardless of destination MAC (NICs of a switch).
+    pub fn set_promiscuous(&self, on: bool) -> Result<(), PortError> {
+        // SAFETY: valid port.
+        let rc = unsafe {
+            if on {
+                ffi::rte_eth_promiscuous_enable(self.id)
+            } else {
+                ffi::rte_eth_promiscuous_disable(self.id)
+            }
+        };
+        // Some virtual PMDs do not implement it (-ENOTSUP): they receive everything anyway.
+        if rc != 0 && rc != -(libc_enotsup()) {
+            return Err(op_err(*self, "promiscuous", rc));
+        }
+        Ok(())
+    }
+
+    /// Current link state, without waiting.
+    pub fn link(&self) -> Link {
+        let mut l = ffi::rte_eth_link::default();
+        // SAFETY: valid out-pointer.
+        let rc = unsafe { ffi::rte_eth_link_get_nowait(self.id, &mut l) };
+        if rc != 0 {
+            return Link::default();
+        }
+        Link {
+            up: l.link_status() != 0,
+            speed_mbps: if l.link_speed == u32::MAX { 0 } else { l.link_speed },
+            full_duplex: l.link_duplex() != 0,
+        }
+    }
+
+    /// PMD statistics.
+    pub fn stats(&self) -> PortStats {
+        let mut s = ffi::rte_eth_stats::default();
+        // SAFETY: valid out-pointer.
+        let rc = unsafe { ffi::rte_eth_stats_get(self.id, &mut s) };
+        if rc != 0 {
+            return PortStats::default();
+        }
+        PortStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            ibytes: s.ibytes,
+            obytes: s.obytes,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        }
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        let mut a = ffi::rte_ether_addr::default();
+        // SAFETY: valid out-pointer.
+        unsafe { ffi::rte_eth_macaddr_get(self.id, &mut a) };
+        a.addr_bytes
+    }
+
+    /// Claims rx queue `q` for the calling owner.
+    pub fn rx_queue(&self, q: u16) -> Result<RxQueue, PortError> {
+        claim(&RX_CLAIMS, *self, q, "rx")?;
+        Ok(RxQueue { port: self.id, queue: q, _not_sync: PhantomData })
+    }
+
+    /// Claims tx queue `q` for the calling owner.
+    pub fn tx_queue(&self, q: u16) -> Result<TxQueue, PortError> {
+        claim(&TX_CLAIMS, *self, q, "tx")?;
+        Ok(TxQueue { port: self.id, queue: q, _not_sync: PhantomData })
+    }
+}
+
+fn libc_enotsup() -> i32 {
+    95
+}
+
+fn claim(map: &[AtomicU64; MAX_PORTS], port: Port, q: u16, kind: &'static str) -> Result<(), PortError> {
+    if q >= MAX_QUEUES || port.id as usize >= MAX_PORTS {
+        return Err(PortError::QueueClaimed { port: port.id, kind, queue: q });
+    }
+    let bit = 1u64 << q;
+    let prev = map[port.id as usize].fetch_or(bit, Ordering::AcqRel);
+    if prev & bit != 0 {
+        return Err(PortError::QueueClaimed { port: port.id, kind, queue: q });
+    }
+    Ok(())
+}
+
+/// Exclusive right to poll one rx queue. `Send`, not `Sync`, not `Clone`.
+#[derive(Debug)]
+pub struct RxQueue {
+    port: u16,
+    queue: u16,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl RxQueue {
+    /// The port.
+    #[inline]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// The queue index.
+    #[inline]
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+    /// Receives up to the burst's free room; returns how many arrived.
+    #[inline]
+    pub fn rx_burst<const N: usize>(&mut self, burst: &mut Burst<N>) -> usize {
+        let (p, room) = burst.tail_ptr();
+        if room == 0 {
+            return 0;
+        }
+        // SAFETY: we exclusively own this queue (claim bitmap + !Sync); p points at
+        // `room` writable slots; DPDK writes owned mbuf pointers into the first n.
+        let n = unsafe { ffi::rte_eth_rx_burst(self.port, self.queue, p, room as u16) } as usize;
+        burst.grow(n);
+        n
+    }
+}
+
+impl Drop for RxQueue {
+    fn drop(&mut self) {
+        RX_CLAIMS[self.port as usize].fetch_and(!(1u64 << self.queue), Ordering::AcqRel);
+    }
+}
+
+/// Exclusive right to transmit on one tx queue. `Send`, not `Sync`, not `Clone`.
+#[derive(Debug)]
+pub struct TxQueue {
+    port: u16,
+    queue: u16,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl TxQueue {
+    /// The port.
+    #[inline]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// The queue index.
+    #[inline]
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+    /// Transmits from the front of the burst; sent mbufs leave it, the rest move to
+    /// the front and stay owned by the caller. Returns how many were sent.
+    #[inline]
+    pub fn tx_burst<const N: usize>(&mut self, burst: &mut Burst<N>) -> usize {
+        let len = burst.len();
+        if len == 0 {
+            return 0;
+        }
+        // SAFETY: exclusive queue ownership; the first `len` entries are owned mbufs;
+        // DPDK takes ownership of the first n it returns.
+        let n = unsafe { ffi::rte_eth_tx_burst(self.port, self.queue, burst.head_ptr(), len as u16) } as usize;
+        burst.consume_front(n);
+        n
+    }
+}
+
+impl Drop for TxQueue {
+    fn drop(&mut self) {
+        TX_CLAIMS[self.port as usize].fetch_and(!(1u64 << self.queue), Ordering::AcqRel);
+    }
+}
