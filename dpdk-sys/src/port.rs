@@ -149,6 +149,11 @@ impl Port {
             .collect()
     }
 
+    /// A handle for a known port id (operations on an invalid id fail cleanly).
+    pub fn from_id(id: u16) -> Port {
+        Port { id }
+    }
+
     /// The numeric port id.
     #[inline]
     pub fn id(&self) -> u16 {

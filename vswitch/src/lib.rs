@@ -1,1 +1,22 @@
-//! placeholder
+//! # vswitch — the data plane and the `vswitchd` daemon
+//!
+//! Threads (see `docs/ARCHITECTURE.md` for the full picture):
+//! - **workers** ([`worker`]): one per configured core, pinned, busy-polling their
+//!   rx queues, switching frames and transmitting on their own tx queue of each port.
+//!   No locks, no allocation per packet.
+//! - **control** ([`control`]): polls link state, runs the teaming/LACP logic from the
+//!   `policy` crate, handles slow-protocol frames, and publishes new [`snapshot`]s.
+//! - **main** (`vswitchd`): configuration, signals, status output.
+//!
+//! `unsafe` lives in `dpdk-sys`; this crate has none.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod control;
+pub mod interim_dist;
+pub mod shared;
+pub mod snapshot;
+pub mod stats;
+pub mod switch;
+pub mod worker;

@@ -1,0 +1,115 @@
+//! `vswitchd --config FILE`: runs the switch until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use vswitch::config::Config;
+use vswitch::stats::DropReason;
+use vswitch::switch::Switch;
+
+/// The DPDK virtual switch daemon.
+#[derive(Parser, Debug)]
+#[command(version, about, after_help = "Example:\n  vswitchd --config /etc/vswitch/vswitch.toml --stats-interval 2")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Print port counters every N seconds (0 = only at exit).
+    #[arg(long, default_value_t = 0.0)]
+    stats_interval: f64,
+    /// Stop by itself after N seconds (demos, tests).
+    #[arg(long)]
+    run_for: Option<f64>,
+    /// Print the final status as JSON on stdout at exit.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_table(sw: &Switch) {
+    let view = sw.control_view();
+    println!("{:<14} {:<5} {:<5} {:>12} {:>12} {:>12} {:>12}  drops", "port", "kind", "link", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes");
+    for p in sw.ports() {
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .filter(|r| p.counters.drops_of(**r) > 0)
+            .map(|r| format!("{}={}", r.name(), p.counters.drops_of(*r)))
+            .collect();
+        println!(
+            "{:<14} {:<5} {:<5} {:>12} {:>12} {:>12} {:>12}  {}",
+            p.name,
+            p.kind,
+            if p.link_up { "up" } else { "down" },
+            p.counters.rx_pkts,
+            p.counters.rx_bytes,
+            p.counters.tx_pkts,
+            p.counters.tx_bytes,
+            if drops.is_empty() { "-".to_string() } else { drops.join(" ") }
+        );
+    }
+    for u in &view.uplinks {
+        let members: Vec<String> = u
+            .members
+            .iter()
+            .map(|m| format!("{}({}{})", m.name, if m.usable { "usable" } else { "unusable" }, if m.reason.is_empty() { String::new() } else { format!(", {}", m.reason) }))
+            .collect();
+        println!("uplink {} [{}{}]: {}", u.name, if u.is_bond { "bond " } else { "" }, u.mode, members.join(" "));
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            std::process::exit(2);
+        }
+    };
+    let quit = Arc::new(AtomicBool::new(false));
+    {
+        let q = Arc::clone(&quit);
+        if let Err(e) = ctrlc::set_handler(move || q.store(true, Ordering::SeqCst)) {
+            eprintln!("vswitchd: cannot install signal handler: {e}");
+            std::process::exit(1);
+        }
+    }
+    let sw = match Switch::start(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            std::process::exit(1);
+        }
+    };
+    let start = Instant::now();
+    let mut last_print = Instant::now();
+    while !quit.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        if args.run_for.is_some_and(|t| start.elapsed().as_secs_f64() >= t) {
+            break;
+        }
+        if args.stats_interval > 0.0 && last_print.elapsed().as_secs_f64() >= args.stats_interval {
+            last_print = Instant::now();
+            print_table(&sw);
+        }
+    }
+    if !args.json {
+        print_table(&sw);
+    }
+    let ports = sw.ports();
+    let view = sw.control_view();
+    let in_use = sw.shutdown();
+    if args.json {
+        let v = serde_json::json!({ "ports": ports, "control": view, "mbufs_in_use_at_exit": in_use });
+        println!("{v}");
+    } else {
+        println!("mbufs in use at exit: {in_use}");
+    }
+    std::process::exit(if in_use == 0 { 0 } else { 3 });
+}

@@ -1,0 +1,542 @@
+//! The switch's configuration file (TOML) and its validation.
+//!
+//! Parsing is strict: unknown keys are errors (a typo must not silently become a
+//! default), and every error names the file, the line where the TOML parser knows
+//! it, and the offending entry. [`Config::validate`] applies the specification's
+//! assignment rules ([0060]): a NIC belongs to at most one bond or stays unbonded; a
+//! vNIC is assigned to exactly one bond or one unbonded NIC, never to a bonded NIC
+//! directly; a VM may have several vNICs.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use policy::wire::MacAddr;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A rule of the topology is broken.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn default_eal_args() -> Vec<String> {
+    ["--no-huge", "-m", "1024", "--no-pci", "--no-telemetry", "--iova-mode=va"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// `[eal]`: extra EAL arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EalSection {
+    /// Arguments passed to rte_eal_init (the defaults work without hugepages).
+    #[serde(default = "default_eal_args")]
+    pub args: Vec<String>,
+    /// `--file-prefix`, unique per DPDK process on a host.
+    #[serde(default = "default_prefix")]
+    pub file_prefix: String,
+}
+
+fn default_prefix() -> String {
+    "vswitch".into()
+}
+
+impl Default for EalSection {
+    fn default() -> Self {
+        EalSection { args: default_eal_args(), file_prefix: default_prefix() }
+    }
+}
+
+/// `[dataplane]`: worker threads and buffers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneSection {
+    /// Worker cores, one pinned polling thread each.
+    #[serde(default = "default_cores")]
+    pub cores: Vec<usize>,
+    /// Core for the control thread (unpinned when absent).
+    #[serde(default)]
+    pub control_core: Option<usize>,
+    /// Mbufs in the packet pool.
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// Rx/tx descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub descriptors: u16,
+    /// Link-state polling period of the control thread, ms.
+    #[serde(default = "default_link_poll")]
+    pub link_poll_ms: u64,
+    /// Capacity of the slow-protocol (LACP) handoff queue to the control thread.
+    #[serde(default = "default_ctl_queue")]
+    pub control_queue: usize,
+}
+
+fn default_cores() -> Vec<usize> {
+    vec![1]
+}
+fn default_mbufs() -> u32 {
+    16383
+}
+fn default_desc() -> u16 {
+    1024
+}
+fn default_link_poll() -> u64 {
+    10
+}
+fn default_ctl_queue() -> usize {
+    1024
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        DataplaneSection {
+            cores: default_cores(),
+            control_core: None,
+            mbufs: default_mbufs(),
+            descriptors: default_desc(),
+            link_poll_ms: default_link_poll(),
+            control_queue: default_ctl_queue(),
+        }
+    }
+}
+
+/// `[[nic]]`: a physical (or virtual stand-in) NIC driven by a DPDK PMD.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NicConfig {
+    /// Unique name.
+    pub name: String,
+    /// DPDK devargs or PCI address.
+    pub devargs: String,
+    /// Capacity to assume when the PMD reports no speed (virtual NICs).
+    #[serde(default)]
+    pub speed_mbps: Option<u32>,
+}
+
+/// `[[bond]]`: a team of NICs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BondConfigFile {
+    /// Unique name.
+    pub name: String,
+    /// Member NIC names, in order.
+    pub members: Vec<String>,
+    /// Distribution policy (e.g. `active-backup`, `hash-l3l4`, `vm-pinned`).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Failback policy: `immediate`, `delayed`, `manual`.
+    #[serde(default = "default_failback")]
+    pub failback: String,
+    /// Delay before failing back under `delayed`, ms.
+    #[serde(default)]
+    pub failback_delay_ms: u64,
+    /// Time a member must stay up before it is used, ms.
+    #[serde(default)]
+    pub updelay_ms: u64,
+    /// Time a member must stay down before it is dropped, ms.
+    #[serde(default)]
+    pub downdelay_ms: u64,
+    /// Active-backup failover order (member names); default: `members` order.
+    #[serde(default)]
+    pub active_order: Vec<String>,
+    /// Send gratuitous RARPs for moved MACs on failover.
+    #[serde(default = "yes")]
+    pub notify_switches: bool,
+    /// LACP: `off`, `active`, `passive`.
+    #[serde(default = "default_lacp")]
+    pub lacp: String,
+    /// LACP rate asked of the partner: `fast` or `slow`.
+    #[serde(default = "default_lacp_rate")]
+    pub lacp_rate: String,
+    /// LACP fallback when the partner is silent: `active-backup` or `none`.
+    #[serde(default = "default_lacp_fallback")]
+    pub lacp_fallback: String,
+    /// Degraded-bond policy: `drop-lower-priority` or `proportional`.
+    #[serde(default = "default_degraded")]
+    pub degraded: String,
+    /// priority-aware: vNICs at or below this priority are isolated.
+    #[serde(default)]
+    pub isolate_priority_max: Option<u8>,
+    /// priority-aware: the member (name) they are isolated to.
+    #[serde(default)]
+    pub isolated_member: Option<String>,
+    /// load-based: utilisation threshold, percent.
+    #[serde(default)]
+    pub rebalance_threshold_pct: Option<u8>,
+    /// load-based: window, seconds.
+    #[serde(default)]
+    pub rebalance_window_s: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_mode() -> String {
+    "active-backup".into()
+}
+fn default_failback() -> String {
+    "immediate".into()
+}
+fn default_lacp() -> String {
+    "off".into()
+}
+fn default_lacp_rate() -> String {
+    "fast".into()
+}
+fn default_lacp_fallback() -> String {
+    "none".into()
+}
+fn default_degraded() -> String {
+    "drop-lower-priority".into()
+}
+
+/// `[[vm]]`: a virtual machine and its vNICs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Unique name.
+    pub name: String,
+    /// Priority 0–10 (default for its vNICs).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Shares (default for its vNICs).
+    #[serde(default = "default_shares")]
+    pub shares: u32,
+    /// QEMU QMP socket for VM actions.
+    #[serde(default)]
+    pub qmp: Option<String>,
+    /// Hook command for VM actions.
+    #[serde(default)]
+    pub hook: Option<String>,
+    /// The VM's virtual NICs.
+    #[serde(default)]
+    pub vnic: Vec<VnicConfig>,
+}
+
+fn default_priority() -> u8 {
+    5
+}
+fn default_shares() -> u32 {
+    1000
+}
+
+/// `[[vm.vnic]]`: one virtual NIC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VnicConfig {
+    /// Name; default `<vm>.<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// vhost-user socket path.
+    #[serde(default)]
+    pub socket: Option<String>,
+    /// `server` (the switch creates the socket) or `client` (QEMU serves it).
+    #[serde(default = "default_vhost_mode")]
+    pub vhost_mode: String,
+    /// Any DPDK port instead of vhost-user (benchmarks, tests).
+    #[serde(default)]
+    pub devargs: Option<String>,
+    /// The vNIC's MAC.
+    pub mac: String,
+    /// A bond or an unbonded NIC.
+    pub uplink: String,
+    /// Drop frames whose source MAC is not `mac` ("forged transmits: reject").
+    #[serde(default = "yes")]
+    pub spoof_check: bool,
+    /// Shares override.
+    #[serde(default)]
+    pub shares: Option<u32>,
+    /// Priority override.
+    #[serde(default)]
+    pub priority: Option<u8>,
+}
+
+fn default_vhost_mode() -> String {
+    "server".into()
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// EAL settings.
+    #[serde(default)]
+    pub eal: EalSection,
+    /// Data plane settings.
+    #[serde(default)]
+    pub dataplane: DataplaneSection,
+    /// NICs.
+    #[serde(default)]
+    pub nic: Vec<NicConfig>,
+    /// Bonds.
+    #[serde(default)]
+    pub bond: Vec<BondConfigFile>,
+    /// VMs.
+    #[serde(default)]
+    pub vm: Vec<VmConfig>,
+}
+
+/// What a vNIC's uplink name resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkRef {
+    /// Index into `Config::bond`.
+    Bond(usize),
+    /// Index into `Config::nic` (an unbonded NIC).
+    Nic(usize),
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(0);
+            ConfigError::Parse { path: origin.to_string(), line, message: e.message().to_string() }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The name of vNIC `j` of `vm`.
+    pub fn vnic_name(vm: &VmConfig, j: usize) -> String {
+        vm.vnic[j].name.clone().unwrap_or_else(|| format!("{}.{}", vm.name, j))
+    }
+
+    /// Resolves an uplink name.
+    pub fn uplink(&self, name: &str) -> Option<UplinkRef> {
+        if let Some(i) = self.bond.iter().position(|b| b.name == name) {
+            return Some(UplinkRef::Bond(i));
+        }
+        self.nic.iter().position(|n| n.name == name).map(UplinkRef::Nic)
+    }
+
+    /// The bond a NIC belongs to, if any.
+    pub fn bond_of_nic(&self, nic: &str) -> Option<&BondConfigFile> {
+        self.bond.iter().find(|b| b.members.iter().any(|m| m == nic))
+    }
+
+    /// Checks every rule; the message names the offending entry.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.dataplane.cores.is_empty() {
+            return bad("[dataplane] cores is empty: give at least one worker core, e.g. cores = [1]".into());
+        }
+        let mut seen_cores = HashSet::new();
+        for c in &self.dataplane.cores {
+            if !seen_cores.insert(c) {
+                return bad(format!("[dataplane] core {c} is listed twice"));
+            }
+        }
+        if self.dataplane.mbufs < 1024 {
+            return bad(format!("[dataplane] mbufs = {} is too small (at least 1024)", self.dataplane.mbufs));
+        }
+        let mut names: HashMap<&str, &str> = HashMap::new();
+        for n in &self.nic {
+            if n.name.is_empty() {
+                return bad("a [[nic]] has an empty name".into());
+            }
+            if let Some(prev) = names.insert(&n.name, "nic") {
+                return bad(format!("nic '{}': the name is already used by a {prev}", n.name));
+            }
+            if n.devargs.trim().is_empty() {
+                return bad(format!("nic '{}': devargs is empty", n.name));
+            }
+        }
+        let mut bonded: HashMap<&str, &str> = HashMap::new();
+        for b in &self.bond {
+            if let Some(prev) = names.insert(&b.name, "bond") {
+                return bad(format!("bond '{}': the name is already used by a {prev}", b.name));
+            }
+            if b.members.is_empty() {
+                return bad(format!("bond '{}': it has no members", b.name));
+            }
+            for m in &b.members {
+                if !self.nic.iter().any(|n| &n.name == m) {
+                    return bad(format!("bond '{}': member '{m}' is not a configured [[nic]]", b.name));
+                }
+                if let Some(other) = bonded.insert(m, &b.name) {
+                    return bad(format!(
+                        "bond '{}': nic '{m}' is already a member of bond '{other}'; a NIC belongs to at most one bond ([0060])",
+                        b.name
+                    ));
+                }
+            }
+            for m in &b.active_order {
+                if !b.members.contains(m) {
+                    return bad(format!("bond '{}': active_order names '{m}', which is not a member", b.name));
+                }
+            }
+            if let Some(m) = &b.isolated_member {
+                if !b.members.contains(m) {
+                    return bad(format!("bond '{}': isolated_member '{m}' is not a member", b.name));
+                }
+            }
+        }
+        let mut macs: HashMap<MacAddr, String> = HashMap::new();
+        let mut sockets: HashSet<&str> = HashSet::new();
+        for vm in &self.vm {
+            if let Some(prev) = names.insert(&vm.name, "vm") {
+                return bad(format!("vm '{}': the name is already used by a {prev}", vm.name));
+            }
+            if vm.priority > 10 {
+                return bad(format!("vm '{}': priority {} is out of range 0-10", vm.name, vm.priority));
+            }
+            for (j, v) in vm.vnic.iter().enumerate() {
+                let vname = Config::vnic_name(vm, j);
+                let what = format!("vm '{}' vnic '{vname}'", vm.name);
+                let mac: MacAddr = v.mac.parse().map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+                if !mac.is_unicast() {
+                    return bad(format!("{what}: mac {mac} is not a unicast address"));
+                }
+                if let Some(other) = macs.insert(mac, vname.clone()) {
+                    return bad(format!("{what}: mac {mac} is already used by vnic '{other}'"));
+                }
+                match (&v.socket, &v.devargs) {
+                    (Some(_), Some(_)) => return bad(format!("{what}: give either socket or devargs, not both")),
+                    (None, None) => return bad(format!("{what}: give a vhost-user socket or a devargs")),
+                    (Some(s), None) => {
+                        if !sockets.insert(s) {
+                            return bad(format!("{what}: socket {s} is used by another vnic"));
+                        }
+                    }
+                    _ => {}
+                }
+                if v.vhost_mode != "server" && v.vhost_mode != "client" {
+                    return bad(format!("{what}: vhost_mode '{}' must be 'server' or 'client'", v.vhost_mode));
+                }
+                if v.priority.is_some_and(|p| p > 10) {
+                    return bad(format!("{what}: priority out of range 0-10"));
+                }
+                match self.uplink(&v.uplink) {
+                    None => {
+                        return bad(format!(
+                            "{what}: uplink '{}' is neither a bond nor a nic",
+                            v.uplink
+                        ))
+                    }
+                    Some(UplinkRef::Nic(_)) => {
+                        if let Some(b) = self.bond_of_nic(&v.uplink) {
+                            return bad(format!(
+                                "{what}: uplink '{}' is a member of bond '{}'; assign the vNIC to the bond instead ([0060])",
+                                v.uplink, b.name
+                            ));
+                        }
+                    }
+                    Some(UplinkRef::Bond(_)) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_null0"
+[[nic]]
+name = "nic1"
+devargs = "net_null1"
+[[nic]]
+name = "nic2"
+devargs = "net_null2"
+[[bond]]
+name = "bond0"
+members = ["nic0", "nic1"]
+[[vm]]
+name = "vm1"
+priority = 5
+  [[vm.vnic]]
+  socket = "/tmp/vm1.sock"
+  mac = "02:00:00:00:00:01"
+  uplink = "bond0"
+  [[vm.vnic]]
+  socket = "/tmp/vm1b.sock"
+  mac = "02:00:00:00:00:03"
+  uplink = "nic2"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.eal.args, default_eal_args());
+        assert_eq!(c.bond[0].mode, "active-backup");
+        assert_eq!(c.vm[0].vnic.len(), 2);
+        assert_eq!(Config::vnic_name(&c.vm[0], 1), "vm1.1");
+        assert_eq!(c.uplink("nic2"), Some(UplinkRef::Nic(2)));
+    }
+
+    #[test]
+    fn vnic_on_bonded_nic_is_refused() {
+        let e = err(&GOOD.replace("uplink = \"nic2\"", "uplink = \"nic1\""));
+        assert!(e.contains("vnic 'vm1.1'") && e.contains("member of bond 'bond0'"), "{e}");
+    }
+
+    #[test]
+    fn nic_in_two_bonds_is_refused() {
+        let t = format!("{GOOD}\n[[bond]]\nname = \"bond1\"\nmembers = [\"nic1\"]\n");
+        let e = err(&t);
+        assert!(e.contains("bond 'bond1'") && e.contains("already a member of bond 'bond0'"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_reports_line() {
+        let t = GOOD.replace("priority = 5", "priorty = 5");
+        match Config::parse(&t, "t.toml").unwrap_err() {
+            ConfigError::Parse { line, message, .. } => {
+                assert!(message.contains("priorty"), "{message}");
+                let expect = t.lines().position(|l| l.contains("[[vm]]")).unwrap() + 1;
+                assert!(line >= expect, "line {line} < {expect}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn bad_mac_and_duplicates() {
+        assert!(err(&GOOD.replace("02:00:00:00:00:03", "02:00:00:00:00")).contains("invalid MAC"));
+        assert!(err(&GOOD.replace("02:00:00:00:00:03", "02:00:00:00:00:01")).contains("already used by vnic 'vm1.0'"));
+        assert!(err(&GOOD.replace("02:00:00:00:00:03", "01:00:5e:00:00:01")).contains("not a unicast"));
+        assert!(err(&GOOD.replace("uplink = \"nic2\"", "uplink = \"nope\"")).contains("neither a bond nor a nic"));
+        assert!(err(&GOOD.replace("members = [\"nic0\", \"nic1\"]", "members = [\"nic0\", \"nicX\"]")).contains("'nicX' is not a configured"));
+        assert!(err(&GOOD.replace("cores = [1]", "cores = []")).contains("cores is empty"));
+        assert!(err(&GOOD.replace("name = \"nic2\"", "name = \"nic1\"")).contains("already used by a nic"));
+    }
+}

@@ -1,0 +1,191 @@
+//! Per-port counters, written by exactly one worker each, read by anyone.
+//!
+//! Every worker owns a [`WorkerStats`]: one [`PortCounters`] per DPDK port id. Only
+//! the owning worker writes them (a relaxed load + store, no locked RMW on the fast
+//! path); the control thread and `vsctl` sum them across workers. Counters are
+//! updated once per burst, not per packet, wherever the code allows.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The most DPDK ports the switch tracks (DPDK's RTE_MAX_ETHPORTS on Debian).
+pub const MAX_PORTS: usize = 32;
+
+/// Why a frame was dropped. Each reason has a counter per port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    Runt = 0,
+    /// Source MAC is not the vNIC's own (forged transmit).
+    Spoofed,
+    /// A VM tried to send a slow-protocol (LACP) frame.
+    SlowFromVm,
+    /// No vNIC has the destination MAC.
+    UnknownUnicast,
+    /// The uplink has no usable member.
+    NoUsableMember,
+    /// Arrived on a standby member of an active-backup bond.
+    StandbyMember,
+    /// The tx queue was full.
+    TxFull,
+    /// The control thread's handoff queue was full.
+    ControlQueueFull,
+    /// Multi-segment frame (jumbo) not supported on this path.
+    MultiSegment,
+    /// Over its proportional share.
+    OverShare,
+    /// Over its traffic-shaping limit.
+    OverShaping,
+    /// Lower priority while its bond is degraded.
+    LowerPriorityDegraded,
+    /// Its delay queue was full or the frame waited too long.
+    QueueFull,
+    /// Matched a DoS signature or a drop mitigation.
+    DosDrop,
+    /// Arrived on a port the current snapshot does not know (hot-plug race).
+    UnknownPort,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 15;
+    /// All reasons in counter order.
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Runt,
+        DropReason::Spoofed,
+        DropReason::SlowFromVm,
+        DropReason::UnknownUnicast,
+        DropReason::NoUsableMember,
+        DropReason::StandbyMember,
+        DropReason::TxFull,
+        DropReason::ControlQueueFull,
+        DropReason::MultiSegment,
+        DropReason::OverShare,
+        DropReason::OverShaping,
+        DropReason::LowerPriorityDegraded,
+        DropReason::QueueFull,
+        DropReason::DosDrop,
+        DropReason::UnknownPort,
+    ];
+    /// The counter's name in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::Spoofed => "spoofed",
+            DropReason::SlowFromVm => "slow_protocol_from_vm",
+            DropReason::UnknownUnicast => "unknown_unicast",
+            DropReason::NoUsableMember => "no_usable_member",
+            DropReason::StandbyMember => "standby_member",
+            DropReason::TxFull => "tx_full",
+            DropReason::ControlQueueFull => "control_queue_full",
+            DropReason::MultiSegment => "multi_segment",
+            DropReason::OverShare => "over_share",
+            DropReason::OverShaping => "over_shaping",
+            DropReason::LowerPriorityDegraded => "lower_priority_degraded",
+            DropReason::QueueFull => "queue_full",
+            DropReason::DosDrop => "dos",
+            DropReason::UnknownPort => "unknown_port",
+        }
+    }
+}
+
+/// Counters of one port as seen by one worker.
+#[derive(Default)]
+pub struct PortCounters {
+    /// Frames received on the port.
+    pub rx_pkts: AtomicU64,
+    /// Bytes received.
+    pub rx_bytes: AtomicU64,
+    /// Frames transmitted on the port.
+    pub tx_pkts: AtomicU64,
+    /// Bytes transmitted.
+    pub tx_bytes: AtomicU64,
+    /// Drops charged to this port, by reason.
+    pub drops: [AtomicU64; DropReason::COUNT],
+}
+
+/// Single-writer add: the owner is the only thread that stores, so a load + store
+/// is exact and avoids a locked instruction.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl PortCounters {
+    /// Adds one drop of `reason` (owner only).
+    #[inline]
+    pub fn drop_one(&self, reason: DropReason) {
+        bump(&self.drops[reason as usize], 1);
+    }
+}
+
+/// A plain-value copy of counters, summed over workers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PortTotals {
+    /// Frames received.
+    pub rx_pkts: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_pkts: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Drops by reason, in [`DropReason::ALL`] order.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortTotals {
+    /// Sum of all drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+    /// Drops of one reason.
+    pub fn drops_of(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+/// All counters of one worker.
+pub struct WorkerStats {
+    /// Indexed by DPDK port id.
+    pub ports: Vec<PortCounters>,
+    /// Poll loop iterations.
+    pub iterations: AtomicU64,
+    /// Iterations that received at least one frame.
+    pub busy_iterations: AtomicU64,
+    /// TSC cycles spent in busy iterations (pmd-stats-show's "processing cycles").
+    pub busy_cycles: AtomicU64,
+    /// TSC cycles spent in idle iterations.
+    pub idle_cycles: AtomicU64,
+    /// Snapshot generation the worker runs with.
+    pub generation: AtomicU64,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            iterations: AtomicU64::new(0),
+            busy_iterations: AtomicU64::new(0),
+            busy_cycles: AtomicU64::new(0),
+            idle_cycles: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Sums one port's counters over the workers.
+pub fn port_totals(workers: &[std::sync::Arc<WorkerStats>], port: u16) -> PortTotals {
+    let mut t = PortTotals::default();
+    for w in workers {
+        let c = &w.ports[port as usize];
+        t.rx_pkts += c.rx_pkts.load(Relaxed);
+        t.rx_bytes += c.rx_bytes.load(Relaxed);
+        t.tx_pkts += c.tx_pkts.load(Relaxed);
+        t.tx_bytes += c.tx_bytes.load(Relaxed);
+        for (i, d) in c.drops.iter().enumerate() {
+            t.drops[i] += d.load(Relaxed);
+        }
+    }
+    t
+}

@@ -1,0 +1,393 @@
+//! Bringing a switch up from a [`Config`] and taking it down cleanly.
+//!
+//! Start-up order: EAL → mbuf pool → NIC ports (promiscuous) → vNIC ports (vhost-user
+//! server or client, or any devargs) → the first snapshot → worker threads (pinned,
+//! registered with DPDK) → the control thread. Shutdown reverses it: workers stop
+//! and free their buffered frames, the control thread stops, handoff queues are
+//! emptied, ports are stopped and closed (vhost sockets removed), and the pool's
+//! in-use count is reported — it must be 0.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dpdk_sys::{Eal, Mempool, Port, PortStats};
+use parking_lot::RwLock;
+
+use crate::config::{Config, UplinkRef};
+use crate::control::{Control, ControlView, Topology};
+use crate::interim_dist::Distribution;
+use crate::shared::Shared;
+use crate::snapshot::{PortEntry, PortRole, UplinkEntry, VnicEntry};
+use crate::stats::{port_totals, PortTotals, WorkerStats, MAX_PORTS};
+use crate::worker::{Worker, WorkerQueues};
+
+/// Why the switch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// EAL failed.
+    #[error(transparent)]
+    Eal(#[from] dpdk_sys::EalError),
+    /// A port failed.
+    #[error("{what}: {source}")]
+    Port {
+        /// Which configured object.
+        what: String,
+        /// DPDK's reason.
+        source: dpdk_sys::PortError,
+    },
+    /// Something else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A port as status output shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PortStatus {
+    /// Configured name.
+    pub name: String,
+    /// DPDK port id.
+    pub id: u16,
+    /// "vnic" or "nic".
+    pub kind: &'static str,
+    /// Devargs it was attached with.
+    pub devargs: String,
+    /// Link up.
+    pub link_up: bool,
+    /// The switch's own counters.
+    pub counters: PortTotals,
+    /// The PMD's counters.
+    #[serde(skip)]
+    pub pmd: PortStats,
+}
+
+/// A running switch.
+pub struct Switch {
+    eal: &'static Eal,
+    pool: Mempool,
+    shared: Arc<Shared>,
+    view: Arc<RwLock<ControlView>>,
+    workers: Vec<JoinHandle<WorkerQueues>>,
+    worker_stats: Vec<Arc<WorkerStats>>,
+    control: Option<JoinHandle<()>>,
+    ports: Vec<(PortEntry, String)>,
+    topo: Topology,
+    sockets: Vec<String>,
+}
+
+fn port_err(what: String) -> impl FnOnce(dpdk_sys::PortError) -> SwitchError {
+    move |source| SwitchError::Port { what, source }
+}
+
+impl Switch {
+    /// Starts a switch from a validated configuration.
+    pub fn start(cfg: &Config) -> Result<Switch, SwitchError> {
+        let n_workers = cfg.dataplane.cores.len();
+        let main_core = cfg
+            .dataplane
+            .control_core
+            .or_else(|| (0..1024).find(|c| !cfg.dataplane.cores.contains(c)))
+            .unwrap_or(0);
+        let mut args = cfg.eal.args.clone();
+        if !args.iter().any(|a| a == "-l" || a.starts_with("--lcores") || a == "-c") {
+            args.push("-l".into());
+            args.push(main_core.to_string());
+        }
+        if !args.iter().any(|a| a.starts_with("--file-prefix")) {
+            args.push(format!("--file-prefix={}", cfg.eal.file_prefix));
+        }
+        if !args.iter().any(|a| a.starts_with("--log-level")) {
+            args.push("--log-level=lib.vhost.config:error".into());
+        }
+        let eal = Eal::init(&args)?;
+        let pool = Mempool::new(eal, "vswitch_pool", cfg.dataplane.mbufs, 256, 2048 + 128)
+            .map_err(SwitchError::Other)?;
+        let desc = cfg.dataplane.descriptors;
+
+        let mut ports: Vec<(PortEntry, String)> = Vec::new();
+        let mut uplinks: Vec<UplinkEntry> = Vec::new();
+        let mut modes = Vec::new();
+        let mut member_names = Vec::new();
+        let mut member_speeds = Vec::new();
+        let mut nic_port: Vec<Option<u16>> = vec![None; cfg.nic.len()];
+
+        let open = |what: String, devargs: &str, nb_q: u16| -> Result<Port, SwitchError> {
+            let p = Port::attach(eal, devargs).map_err(port_err(what.clone()))?;
+            if p.id() as usize >= MAX_PORTS {
+                return Err(SwitchError::Other(format!("{what}: port id {} exceeds {MAX_PORTS}", p.id())));
+            }
+            let info = p.info().map_err(port_err(what.clone()))?;
+            if info.max_tx_queues < nb_q {
+                return Err(SwitchError::Other(format!(
+                    "{what}: driver {} offers {} tx queues but {} workers need one each; use fewer cores",
+                    info.driver, info.max_tx_queues, nb_q
+                )));
+            }
+            p.configure(1, nb_q, desc, &pool).map_err(port_err(what.clone()))?;
+            Ok(p)
+        };
+
+        // Uplinks: bonds, then unbonded NICs.
+        let mut add_uplink = |name: &str, is_bond: bool, nics: Vec<usize>, mode: String| -> Result<(), SwitchError> {
+            let u = uplinks.len() as u16;
+            let mut members = Vec::new();
+            let mut names = Vec::new();
+            let mut speeds = Vec::new();
+            for (mi, &ni) in nics.iter().enumerate() {
+                let nic = &cfg.nic[ni];
+                let p = open(format!("nic '{}'", nic.name), &nic.devargs, n_workers as u16)?;
+                p.set_promiscuous(true).map_err(port_err(format!("nic '{}'", nic.name)))?;
+                nic_port[ni] = Some(p.id());
+                ports.push((
+                    PortEntry { id: p.id(), name: nic.name.clone(), role: PortRole::Nic { uplink: u, member: mi as u8 } },
+                    nic.devargs.clone(),
+                ));
+                members.push(p.id());
+                names.push(nic.name.clone());
+                speeds.push(nic.speed_mbps);
+            }
+            uplinks.push(UplinkEntry {
+                name: name.to_string(),
+                is_bond,
+                members,
+                vnics: Vec::new(),
+                dist: Distribution::from_mask(0),
+            });
+            modes.push(mode);
+            member_names.push(names);
+            member_speeds.push(speeds);
+            Ok(())
+        };
+        for b in &cfg.bond {
+            let nics = b.members.iter().map(|m| cfg.nic.iter().position(|n| &n.name == m).unwrap()).collect();
+            add_uplink(&b.name, true, nics, b.mode.clone())?;
+        }
+        for (i, n) in cfg.nic.iter().enumerate() {
+            if cfg.bond_of_nic(&n.name).is_none() {
+                add_uplink(&n.name, false, vec![i], "single".into())?;
+            }
+        }
+        let uplink_index = |name: &str| -> u16 {
+            match cfg.uplink(name) {
+                Some(UplinkRef::Bond(b)) => b as u16,
+                Some(UplinkRef::Nic(n)) => {
+                    (cfg.bond.len() + cfg.nic[..n].iter().filter(|x| cfg.bond_of_nic(&x.name).is_none()).count()) as u16
+                }
+                None => unreachable!("validated"),
+            }
+        };
+
+        // vNICs.
+        let mut vnics = Vec::new();
+        let mut sockets = Vec::new();
+        let mut vhost_index = 0;
+        for vm in &cfg.vm {
+            for (j, v) in vm.vnic.iter().enumerate() {
+                let name = Config::vnic_name(vm, j);
+                let devargs = match (&v.socket, &v.devargs) {
+                    (Some(sock), _) => {
+                        let client = if v.vhost_mode == "client" { ",client=1" } else { "" };
+                        if v.vhost_mode == "server" {
+                            let _ = std::fs::remove_file(sock);
+                            sockets.push(sock.clone());
+                        }
+                        let d = format!("net_vhost{vhost_index},iface={sock},queues={n_workers}{client}");
+                        vhost_index += 1;
+                        d
+                    }
+                    (None, Some(d)) => d.clone(),
+                    (None, None) => unreachable!("validated"),
+                };
+                let p = open(format!("vm '{}' vnic '{name}'", vm.name), &devargs, n_workers as u16)?;
+                let uplink = uplink_index(&v.uplink);
+                let idx = vnics.len() as u32;
+                uplinks[uplink as usize].vnics.push(idx);
+                vnics.push(VnicEntry {
+                    name: name.clone(),
+                    vm: vm.name.clone(),
+                    mac: v.mac.parse().expect("validated"),
+                    port: p.id(),
+                    uplink,
+                    spoof_check: v.spoof_check,
+                    priority: v.priority.unwrap_or(vm.priority),
+                });
+                ports.push((PortEntry { id: p.id(), name, role: PortRole::Vnic { vnic: idx } }, devargs));
+            }
+        }
+        for (entry, _) in &ports {
+            Port::from_id(entry.id).start().map_err(port_err(entry.name.clone()))?;
+        }
+
+        let topo = Topology {
+            ports: ports.iter().map(|(p, _)| p.clone()).collect(),
+            vnics,
+            uplinks,
+            modes,
+            member_names,
+            member_speeds,
+        };
+        // The first snapshot already reflects the links as they are, so no frame is
+        // dropped for want of a member before the control thread's first poll.
+        let masks: Vec<u16> = topo
+            .uplinks
+            .iter()
+            .map(|u| {
+                u.members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &p)| Port::from_id(p).link().up)
+                    .fold(0u16, |a, (i, _)| a | (1 << i))
+            })
+            .collect();
+        let shared = Arc::new(Shared::new(topo.snapshot(&masks), cfg.dataplane.control_queue));
+        let view = Arc::new(RwLock::new(ControlView::default()));
+
+        // Queues: rx queue 0 of each port goes to worker (k mod n); every worker gets
+        // tx queue w of every port.
+        let mut assign: Vec<WorkerQueues> = (0..n_workers)
+            .map(|_| WorkerQueues { rx: Vec::new(), tx: (0..MAX_PORTS).map(|_| None).collect() })
+            .collect();
+        for (k, (entry, _)) in ports.iter().enumerate() {
+            let p = Port::from_id(entry.id);
+            assign[k % n_workers].rx.push(p.rx_queue(0).map_err(port_err(entry.name.clone()))?);
+            for (w, a) in assign.iter_mut().enumerate() {
+                a.tx[entry.id as usize] = Some(p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?);
+            }
+        }
+        let mut workers = Vec::new();
+        let mut worker_stats = Vec::new();
+        for (w, q) in assign.into_iter().enumerate() {
+            let stats = Arc::new(WorkerStats::default());
+            worker_stats.push(Arc::clone(&stats));
+            let sh = Arc::clone(&shared);
+            let core = cfg.dataplane.cores[w];
+            let h = std::thread::Builder::new()
+                .name(format!("pmd{w}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        tracing::warn!(worker = w, core, "could not pin worker to its core");
+                    }
+                    if let Err(e) = dpdk_sys::eal::register_thread() {
+                        tracing::warn!(worker = w, "rte_thread_register failed: {e}");
+                    }
+                    Worker::new(w, q, stats, sh).run()
+                })
+                .map_err(|e| SwitchError::Other(format!("spawn worker: {e}")))?;
+            workers.push(h);
+        }
+        let control = Control::new(
+            topo.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&view),
+            Duration::from_millis(cfg.dataplane.link_poll_ms.max(1)),
+        );
+        let control_core = cfg.dataplane.control_core;
+        let control = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                if let Some(c) = control_core {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                }
+                let _ = dpdk_sys::eal::register_thread();
+                control.run()
+            })
+            .map_err(|e| SwitchError::Other(format!("spawn control: {e}")))?;
+        tracing::info!(workers = n_workers, ports = ports.len(), "switch started");
+        Ok(Switch {
+            eal,
+            pool,
+            shared,
+            view,
+            workers,
+            worker_stats,
+            control: Some(control),
+            ports,
+            topo,
+            sockets,
+        })
+    }
+
+    /// Status of every port.
+    pub fn ports(&self) -> Vec<PortStatus> {
+        self.ports
+            .iter()
+            .map(|(p, devargs)| {
+                let port = Port::from_id(p.id);
+                PortStatus {
+                    name: p.name.clone(),
+                    id: p.id,
+                    kind: match p.role {
+                        PortRole::Vnic { .. } => "vnic",
+                        PortRole::Nic { .. } => "nic",
+                    },
+                    devargs: devargs.clone(),
+                    link_up: port.link().up,
+                    counters: port_totals(&self.worker_stats, p.id),
+                    pmd: port.stats(),
+                }
+            })
+            .collect()
+    }
+
+    /// The control plane's view.
+    pub fn control_view(&self) -> ControlView {
+        self.view.read().clone()
+    }
+
+    /// Per-worker statistics.
+    pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
+        &self.worker_stats
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// Mbufs currently out of the pool.
+    pub fn mbufs_in_use(&self) -> u32 {
+        self.pool.in_use()
+    }
+
+    /// Stops workers and the control thread, frees every frame, closes ports and
+    /// returns the pool's in-use count afterwards (0 when nothing leaked).
+    pub fn shutdown(mut self) -> u32 {
+        self.shared.quit.store(true, Ordering::Relaxed);
+        let mut queues = Vec::new();
+        for h in self.workers.drain(..) {
+            match h.join() {
+                Ok(q) => queues.push(q),
+                Err(_) => tracing::error!("a worker panicked"),
+            }
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+        while let Some((_, m)) = self.shared.slow_rx.pop() {
+            drop(m);
+        }
+        while let Some((_, m)) = self.shared.ctl_tx.pop() {
+            drop(m);
+        }
+        drop(queues);
+        for (p, _) in &self.ports {
+            let port = Port::from_id(p.id);
+            if let Err(e) = port.stop() {
+                tracing::warn!("{e}");
+            }
+        }
+        for (p, _) in &self.ports {
+            if let Err(e) = Port::from_id(p.id).close() {
+                tracing::warn!("{e}");
+            }
+        }
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+        let in_use = self.pool.in_use();
+        tracing::info!(mbufs_in_use = in_use, "switch stopped");
+        let _ = self.eal;
+        in_use
+    }
+}
