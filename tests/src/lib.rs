@@ -1,1 +1,225 @@
-//! placeholder
+//! Harness for the end-to-end tests: starts `vswitchd`, generator processes
+//! (`vsperf`) and peers (`dpdk-testpmd`, QEMU) as real processes, each DPDK process
+//! with its own `--file-prefix`, and cleans them up (and their tap interfaces and
+//! sockets) when dropped, even when a test fails.
+//!
+//! Binaries are found next to the test executable's target directory
+//! (`target/<profile>/vswitchd`); `scripts/test.sh` builds them first.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A built binary of this workspace.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is not built: run `cargo build --release --workspace --bins` (scripts/test.sh does)", p.display());
+    p
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this test process and call (for tap interfaces, file
+/// prefixes, socket paths). Interface names must stay under 16 bytes.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}{}", std::process::id() % 10000, n)
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Creates `/tmp/vst-<unique>`.
+    pub fn new() -> Scratch {
+        let p = std::env::temp_dir().join(unique("vst-"));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    /// A path inside it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process whose stderr is collected in the background; killed on drop.
+pub struct Proc {
+    /// What it is, for messages.
+    pub name: String,
+    child: Option<Child>,
+    stderr: Arc<Mutex<String>>,
+    stdout_reader: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr captured.
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        let tag = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if std::env::var_os("VST_VERBOSE").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout_reader = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }));
+        Proc { name: name.to_string(), child: Some(child), stderr, stdout_reader }
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle`; panics with the log after `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if self.stderr().contains(needle) {
+                return;
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{} exited ({st}) before printing {needle:?}:\n{}", self.name, self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not print {needle:?} within {timeout:?}:\n{}", self.name, self.stderr());
+    }
+
+    /// Sends a signal by name (TERM, INT, KILL).
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+        }
+    }
+
+    /// PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits for exit (up to `timeout`, then kills); returns (exit code, stdout).
+    pub fn wait(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        let code = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st.code(),
+                Ok(None) if t.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{} did not exit within {timeout:?}:\n{}", self.name, self.stderr());
+                }
+            }
+        };
+        let out = self.stdout_reader.take().unwrap().join().unwrap_or_default();
+        (code, out)
+    }
+
+    /// SIGTERM, then wait; returns (exit code, stdout).
+    pub fn stop(self, timeout: Duration) -> (Option<i32>, String) {
+        self.signal("TERM");
+        self.wait(timeout)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Parses the last line of `out` that is a JSON object.
+pub fn last_json(out: &str) -> serde_json::Value {
+    out.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok().filter(|v| v.is_object()))
+        .unwrap_or_else(|| panic!("no JSON object in output:\n{out}"))
+}
+
+/// `vswitchd` running a config written into `dir`.
+pub fn start_vswitchd(dir: &Path, config: &str, extra: &[&str]) -> Proc {
+    let path = dir.join("vswitch.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(bin("vswitchd"));
+    cmd.arg("--config").arg(&path).arg("--json").args(extra);
+    let mut p = Proc::spawn("vswitchd", cmd);
+    p.wait_for("switch started", Duration::from_secs(30));
+    p
+}
+
+/// The counters object of port `name` in vswitchd's final JSON.
+pub fn port_counters<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["ports"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name))
+        .map(|p| &p["counters"])
+        .unwrap_or_else(|| panic!("no port {name} in {status}"))
+}
+
+/// A drop counter by reason name (`spoofed`, `unknown_unicast`, ...).
+pub fn drops(counters: &serde_json::Value, reason: &str) -> u64 {
+    counters["drops"][reason].as_u64().unwrap_or_else(|| panic!("no drop reason {reason} in {counters}"))
+}
+
+/// `ip link set <iface> up|down`.
+pub fn set_link(iface: &str, up: bool) {
+    let st = Command::new("ip")
+        .args(["link", "set", "dev", iface, if up { "up" } else { "down" }])
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip link set {iface} failed");
+}
+
+/// True when `ip link show <iface>` succeeds.
+pub fn iface_exists(iface: &str) -> bool {
+    Command::new("ip").args(["link", "show", "dev", iface]).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// Waits until `f` is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}

@@ -130,8 +130,18 @@ pub struct PortTotals {
     pub tx_pkts: u64,
     /// Bytes transmitted.
     pub tx_bytes: u64,
-    /// Drops by reason, in [`DropReason::ALL`] order.
+    /// Drops by reason, in [`DropReason::ALL`] order (serialised as a map by name).
+    #[serde(serialize_with = "drops_by_name")]
     pub drops: [u64; DropReason::COUNT],
+}
+
+fn drops_by_name<S: serde::Serializer>(d: &[u64; DropReason::COUNT], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(DropReason::COUNT))?;
+    for r in DropReason::ALL {
+        m.serialize_entry(r.name(), &d[r as usize])?;
+    }
+    m.end()
 }
 
 impl PortTotals {
