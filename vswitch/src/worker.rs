@@ -48,14 +48,12 @@ pub struct Worker {
     pending: u64,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
-    snap: Arc<Snapshot>,
     select: SelectCtx,
 }
 
 impl Worker {
     /// A worker with its queues; it starts with the current snapshot.
     pub fn new(index: usize, queues: WorkerQueues, stats: Arc<WorkerStats>, shared: Arc<Shared>) -> Worker {
-        let snap = shared.published.load();
         Worker {
             index,
             queues,
@@ -63,7 +61,6 @@ impl Worker {
             pending: 0,
             stats,
             shared,
-            snap,
             select: SelectCtx::default(),
         }
     }
@@ -75,11 +72,15 @@ impl Worker {
         let mut iterations = 0u64;
         let mut last = tsc();
         let (mut busy_cycles, mut idle_cycles, mut busy_iters) = (0u64, 0u64, 0u64);
+        // The worker's own reference to the topology; replaced only at this quiescent
+        // point at the top of an iteration, when the generation moved.
+        let mut snap = self.shared.published.load();
+        self.stats.generation.store(snap.generation, Ordering::Relaxed);
         loop {
             iterations += 1;
-            if self.shared.published.generation() != self.snap.generation {
-                self.snap = self.shared.published.load();
-                self.stats.generation.store(self.snap.generation, Ordering::Relaxed);
+            if self.shared.published.generation() != snap.generation {
+                snap = self.shared.published.load();
+                self.stats.generation.store(snap.generation, Ordering::Relaxed);
             }
             let mut got = 0;
             for qi in 0..self.queues.rx.len() {
@@ -87,7 +88,7 @@ impl Worker {
                 if n > 0 {
                     got += n;
                     let port = self.queues.rx[qi].port();
-                    self.process(port, &mut rx);
+                    self.process(&snap, port, &mut rx);
                 }
             }
             if self.index == 0 {
@@ -120,8 +121,7 @@ impl Worker {
     }
 
     /// Switches one received burst from `port`.
-    fn process(&mut self, port: u16, rx: &mut Burst<RX_BURST>) {
-        let snap = Arc::clone(&self.snap);
+    fn process(&mut self, snap: &Snapshot, port: u16, rx: &mut Burst<RX_BURST>) {
         let counters = &self.stats.ports[port as usize];
         let mut bytes = 0u64;
         for m in rx.as_slice() {
@@ -148,8 +148,8 @@ impl Worker {
                 }
             };
             match role {
-                PortRole::Vnic { vnic } => self.from_vnic(&snap, port, vnic, &flow, m),
-                PortRole::Nic { uplink, member } => self.from_nic(&snap, port, uplink, member, &flow, m),
+                PortRole::Vnic { vnic } => self.from_vnic(snap, port, vnic, &flow, m),
+                PortRole::Nic { uplink, member } => self.from_nic(snap, port, uplink, member, &flow, m),
             }
         }
     }
