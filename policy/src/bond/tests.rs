@@ -216,20 +216,26 @@ fn config_validation() {
 }
 
 #[test]
-fn config_serde_uses_names() {
+fn config_serde_uses_names_and_defaults() {
     let c = BondConfig {
         mode: Mode::Hash(HashFields::L3L4),
         failback: Failback::Manual,
+        active_order: vec![1, 0],
         ..BondConfig::default()
     };
-    let j = serde_json_like(&c);
-    assert!(j.contains("hash-l3l4") && j.contains("manual"), "{j}");
-}
-
-/// Serialises through serde's derived impl without pulling a format crate: Debug of the
-/// `String` conversions the `into = "String"` attribute uses.
-fn serde_json_like(c: &BondConfig) -> String {
-    format!("{} {}", String::from(c.mode), String::from(c.failback))
+    let j = serde_json::to_string(&c).unwrap();
+    assert!(
+        j.contains("\"mode\":\"hash-l3l4\"") && j.contains("\"failback\":\"manual\""),
+        "{j}"
+    );
+    assert_eq!(serde_json::from_str::<BondConfig>(&j).unwrap(), c);
+    // Missing fields take their defaults; aliases are accepted; unknown names refused.
+    let c: BondConfig = serde_json::from_str(r#"{"mode":"balance-slb","updelay":5}"#).unwrap();
+    assert_eq!(c.mode, Mode::Hash(HashFields::L2Src));
+    assert_eq!(c.updelay, 5);
+    assert_eq!(c.tx_stall_holddown, BondConfig::default().tx_stall_holddown);
+    let e = serde_json::from_str::<BondConfig>(r#"{"mode":"balance-foo"}"#).unwrap_err();
+    assert!(e.to_string().contains("unknown bond mode"), "{e}");
 }
 
 // ---------------------------------------------------------------- states and damping
@@ -1016,8 +1022,10 @@ fn priority_aware_isolates_low_priority() {
     b.add_vnic(1, mac(1), 3).unwrap(); // low (at the limit)
     b.add_vnic(2, mac(2), 8).unwrap(); // high
     let d = b.distribution();
-    let mut ctx = SelectCtx::default();
-    ctx.pending = [500, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut ctx = SelectCtx {
+        rr: 0,
+        pending: [500, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    };
     for i in 0..20 {
         assert_eq!(d.select(&flow(i), 0, &mut ctx), Some(2));
         assert_eq!(d.select(&flow(i), 1, &mut ctx), Some(2));
@@ -1102,7 +1110,7 @@ fn load_based_dip_below_threshold_resets_the_window() {
 }
 
 #[test]
-fn load_based_moves_several_when_no_single_vnic_suffices_and_respects_target_headroom() {
+fn load_based_prefers_one_sufficient_vnic() {
     let c = BondConfig {
         mode: Mode::LoadBased,
         rebalance_window: 0,
@@ -1112,7 +1120,8 @@ fn load_based_moves_several_when_no_single_vnic_suffices_and_respects_target_hea
     for s in 0..6 {
         b.set_home_on_add(s, 0);
     }
-    // Member 0: 9.5 Gb/s from six vNICs; member 1 idle. Excess over 7.5: 2 Gb/s.
+    // Member 0 at 95 %, member 1 idle: excess over 75 % is 2 Gb/s. The 2 Gb/s vNICs each
+    // remove it alone: the smallest sufficient vNIC moves (the lower slot on ties).
     let rates = [
         (0, GBIT),
         (1, GBIT),
@@ -1127,36 +1136,61 @@ fn load_based_moves_several_when_no_single_vnic_suffices_and_respects_target_hea
         &[10 * GBIT, 10 * GBIT],
         &rates,
     );
-    assert_eq!(n, 1, "one 2 Gb/s vNIC removes the whole excess");
+    assert_eq!(n, 1);
     let moved: Vec<_> = (0..6).filter(|&s| b.home_of(s) == Some(1)).collect();
     assert_eq!(moved, vec![3]);
+}
 
-    // Target with little headroom: only vNICs that fit are moved, never overloading it.
-    let mut b = bond_up(
-        BondConfig {
-            mode: Mode::LoadBased,
-            rebalance_window: 0,
-            ..BondConfig::default()
-        },
-        2,
-    );
-    for s in 0..3 {
+#[test]
+fn load_based_moves_several_when_no_single_vnic_suffices() {
+    let c = BondConfig {
+        mode: Mode::LoadBased,
+        rebalance_window: 0,
+        ..BondConfig::default()
+    };
+    let mut b = bond_up(c, 2);
+    for s in 0..6 {
         b.set_home_on_add(s, 0);
     }
-    let rates = [(0, 4 * GBIT), (1, 4 * GBIT), (2, GBIT)];
-    let n = b.report_load(0, &[9 * GBIT, 7 * GBIT], &[10 * GBIT, 10 * GBIT], &rates);
-    assert_eq!(
-        n, 0,
-        "no vNIC fits in 0.5 Gb/s headroom... except none: 1 Gb/s > 0.5"
-    );
-    let rates = [(0, 4 * GBIT), (1, 4 * GBIT), (2, GBIT / 2)];
+    // Excess 2 Gb/s, vNICs of at most 1 Gb/s: two moves, the largest first.
+    let rates = [
+        (0, GBIT / 2),
+        (1, GBIT),
+        (2, GBIT),
+        (3, GBIT / 4),
+        (4, GBIT),
+        (5, GBIT / 2),
+    ];
     let n = b.report_load(
-        SEC,
-        &[8 * GBIT + GBIT / 2, 7 * GBIT],
+        0,
+        &[9 * GBIT + GBIT / 2, 0],
         &[10 * GBIT, 10 * GBIT],
         &rates,
     );
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
+    let moved: Vec<_> = (0..6).filter(|&s| b.home_of(s) == Some(1)).collect();
+    assert_eq!(moved.len(), 2);
+    assert!(moved.iter().all(|&s| [1, 2, 4].contains(&s)), "{moved:?}");
+}
+
+#[test]
+fn load_based_never_overloads_the_target() {
+    let c = BondConfig {
+        mode: Mode::LoadBased,
+        rebalance_window: 0,
+        ..BondConfig::default()
+    };
+    let mut b = bond_up(c, 2);
+    for s in 0..3 {
+        b.set_home_on_add(s, 0);
+    }
+    let cap = [10 * GBIT, 10 * GBIT];
+    // Target has 0.5 Gb/s of headroom below 75 %; every vNIC is larger: nothing moves.
+    let rates = [(0, 4 * GBIT), (1, 4 * GBIT), (2, GBIT)];
+    assert_eq!(b.report_load(0, &[9 * GBIT, 7 * GBIT], &cap, &rates), 0);
+    // A vNIC that fits moves, even though it only reduces the excess.
+    let rates = [(0, 4 * GBIT), (1, 4 * GBIT), (2, GBIT / 2)];
+    assert_eq!(b.report_load(SEC, &[9 * GBIT, 7 * GBIT], &cap, &rates), 1);
     assert_eq!(b.home_of(2), Some(1));
 }
 
