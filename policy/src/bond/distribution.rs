@@ -14,7 +14,7 @@ use super::{HashFields, Mode, MAX_MEMBERS};
 use crate::wire::Flow;
 
 /// Number of hash buckets. Hash values are reduced to a bucket by their top 8 bits
-/// (the "outcome falls within a range" of [0067]); each bucket maps to one member.
+/// (the "outcome falls within a range" of \[0067\]); each bucket maps to one member.
 pub const HASH_BUCKETS: usize = 256;
 
 /// Entry of the per-slot table meaning "this slot is not known to the bond".
@@ -33,7 +33,7 @@ pub struct SelectCtx {
     /// Bytes currently pending for transmission on each member (index = member),
     /// maintained by the caller (e.g. bytes buffered for the member's tx queue plus
     /// descriptors not yet completed). Used by least-pending and priority-aware modes
-    /// ([0066], [0109]).
+    /// (\[0066\], \[0109\]).
     pub pending: [u32; MAX_MEMBERS],
 }
 

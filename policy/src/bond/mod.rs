@@ -2,9 +2,9 @@
 //!
 //! A *bond* teams up to [`MAX_MEMBERS`] physical NICs ("members", identified by their
 //! index in configuration order) behind the vNICs of the VMs assigned to it
-//! ([0059]–[0061]). This module decides, without touching a NIC or a clock:
+//! (\[0059\]–\[0061\]). This module decides, without touching a NIC or a clock:
 //!
-//! - **whether each member may carry traffic** ([0065], [0085], [0101]–[0104]): link state
+//! - **whether each member may carry traffic** (\[0065\], \[0085\], \[0101\]–\[0104\]): link state
 //!   (polled about every 10 ms by the control thread and/or delivered as events) damped
 //!   by `updelay`/`downdelay` as Linux bonding and Open vSwitch do; temporary
 //!   unavailability for lack of tx resources (a member whose tx keeps returning short is
@@ -12,37 +12,38 @@
 //!   hold-down doubling — up to 8× — while it keeps stalling); the LACP module's verdict
 //!   ([`Bond::set_lacp`]); and the administrator ([`Bond::set_admin`]). A link failure is
 //!   re-checked on its own slower schedule ([`BondConfig::link_recheck_interval`], reported
-//!   by [`Bond::tick`]), a tx-resource shortage after every hold-down, as [0103] suggests
+//!   by [`Bond::tick`]), a tx-resource shortage after every hold-down, as \[0103\] suggests
 //!   (frequent re-checks for temporary limitations, rarer ones for hard failures);
-//! - **failover and failback** ([0065], [0102]–[0104], claims 10, 38): a member that
+//! - **failover and failback** (\[0065\], \[0102\]–\[0104\], claims 10, 38): a member that
 //!   recovers from a link or LACP failure is readmitted according to the [`Failback`]
 //!   policy — at once, after it has been up for [`BondConfig::failback_delay`], or on
 //!   [`Bond::manual_failback`]. Until then it is [`MemberState::AwaitingFailback`]; it is
-//!   readmitted anyway as soon as another member fails or no other member is usable (as
+//!   readmitted anyway as soon as another member fails (link, LACP or admin — a
+//!   tx-resource stall does not count) or no other member is usable (as
 //!   vSphere's "failback: no" keeps a recovered NIC in reserve until it is needed).
 //!   Recovery from a tx-resource stall, from admin-down or a first link-up never waits for
 //!   failback. With `notify_switches`, every vNIC MAC whose transmitting member changed in
 //!   a mode that pins MACs to members is reported as [`BondEvent::MacMoved`], so the data
 //!   plane sends a gratuitous RARP through the new member;
-//! - **which member each outgoing frame takes** ([0066]–[0069], [0082], [0109], [0121],
+//! - **which member each outgoing frame takes** (\[0066\]–\[0069\], \[0082\], \[0109\], \[0121\],
 //!   claims 5–9, 30–39): see the table below.
 //!
 //! | [`Mode`] (name) | Specification | Open vSwitch | vSphere teaming policy | Linux bonding |
 //! |---|---|---|---|---|
-//! | `active-backup` | [0065], claim 38 | `bond_mode=active-backup` | "Use explicit failover order" | `mode=active-backup` (1) |
-//! | `round-robin` | [0066], claim 33 | — | — | `mode=balance-rr` (0) |
-//! | `least-pending` | [0066], [0109], [0121], claims 6, 34 | — | — | — (nearest: `balance-tlb`) |
-//! | `hash-l2-dst` … `hash-l3l4` | [0067], [0069] | `balance-slb` ≈ `hash-l2-src`, `balance-tcp` = `hash-l3l4` | "Route based on IP hash" ≈ `hash-l3-src-dst` | `balance-xor`/`802.3ad` with `xmit_hash_policy=layer2` ≈ `hash-l2-src-dst`, `layer3+4` ≈ `hash-l3l4` |
-//! | `ip-hash-else-round-robin` | [0068] | — | — | — |
-//! | `vm-pinned` | [0082], claims 8, 9, 30 | — (nearest: `balance-slb` without rebalancing) | "Route based on originating virtual port" | — |
-//! | `priority-aware` | [0121], claim 26 | — | — | — |
-//! | `load-based` | [0082] + [0066] | `balance-slb` with `bond-rebalance-interval` | "Route based on physical NIC load" (75 % over 30 s) | — (nearest: `balance-tlb`) |
+//! | `active-backup` | \[0065\], claim 38 | `bond_mode=active-backup` | "Use explicit failover order" | `mode=active-backup` (1) |
+//! | `round-robin` | \[0066\], claim 33 | — | — | `mode=balance-rr` (0) |
+//! | `least-pending` | \[0066\], \[0109\], \[0121\], claims 6, 34 | — | — | — (nearest: `balance-tlb`) |
+//! | `hash-l2-dst` … `hash-l3l4` | \[0067\], \[0069\] | `balance-slb` ≈ `hash-l2-src`, `balance-tcp` = `hash-l3l4` | "Route based on IP hash" ≈ `hash-l3-src-dst` | `balance-xor`/`802.3ad` with `xmit_hash_policy=layer2` ≈ `hash-l2-src-dst`, `layer3+4` ≈ `hash-l3l4` |
+//! | `ip-hash-else-round-robin` | \[0068\] | — | — | — |
+//! | `vm-pinned` | \[0082\], claims 8, 9, 30 | — (nearest: `balance-slb` without rebalancing) | "Route based on originating virtual port" | — |
+//! | `priority-aware` | \[0121\], claim 26 | — | — | — |
+//! | `load-based` | \[0082\] + \[0066\] | `balance-slb` with `bond-rebalance-interval` | "Route based on physical NIC load" (75 % over 30 s) | — (nearest: `balance-tlb`) |
 //!
 //! Notes on the modes:
 //! - *round-robin* sends consecutive frames on consecutive usable members: it reorders
 //!   frames **within** a flow (TCP sees this as loss signals) and makes one MAC appear on
 //!   several members, so it needs a static LAG or LACP on the switch;
-//! - *hash* modes keep every frame of a flow on one member ([0069]): the hash selects one
+//! - *hash* modes keep every frame of a flow on one member (\[0069\]): the hash selects one
 //!   of 256 buckets, each bucket belongs to one member; when a member leaves, only its
 //!   buckets are redistributed (evenly) over the survivors and flows on surviving members
 //!   do not move. Non-IP frames under an L3 hash use the matching L2 hash. Hash modes,
@@ -97,7 +98,7 @@ pub const MAX_VNIC_SLOTS: u32 = 1 << 16;
 /// A member that keeps stalling has its hold-down doubled up to `2^MAX_STALL_BACKOFF` times.
 pub const MAX_STALL_BACKOFF: u8 = 3;
 
-/// Which header fields a hash distribution hashes ([0067], [0069]).
+/// Which header fields a hash distribution hashes (\[0067\], \[0069\]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum HashFields {
@@ -113,7 +114,7 @@ pub enum HashFields {
     L3Src,
     /// Source and destination IP; L2 source+destination for non-IP frames.
     L3SrcDst,
-    /// IP addresses, protocol and L4 ports, so a TCP session stays on one NIC ([0069]) —
+    /// IP addresses, protocol and L4 ports, so a TCP session stays on one NIC (\[0069\]) —
     /// Open vSwitch `balance-tcp`, Linux `layer3+4`.
     L3L4,
 }
@@ -157,11 +158,11 @@ pub enum Mode {
     LeastPending,
     /// A hash of the given fields picks the member; stable per flow.
     Hash(HashFields),
-    /// IP frames by L3 destination hash, other frames round-robin ([0068]).
+    /// IP frames by L3 destination hash, other frames round-robin (\[0068\]).
     IpHashElseRoundRobin,
-    /// Each vNIC leaves on its home member while it is usable ([0082]).
+    /// Each vNIC leaves on its home member while it is usable (\[0082\]).
     VmPinned,
-    /// Low-priority vNICs isolated to one member, others least-pending ([0121]).
+    /// Low-priority vNICs isolated to one member, others least-pending (\[0121\]).
     PriorityAware,
     /// vm-pinned plus utilisation-driven rebalancing of homes.
     LoadBased,
@@ -346,7 +347,7 @@ pub struct BondConfig {
     /// keeps carrying traffic ([`MemberState::DownDelay`]). Default 0.
     pub downdelay: Nanos,
     /// How long a member whose tx keeps returning short stays out of distribution before
-    /// it is retried ([0065], [0103]). Default 20 ms.
+    /// it is retried (\[0065\], \[0103\]). Default 20 ms.
     pub tx_stall_holddown: Nanos,
     /// How often a member that is down for link failure should have its link re-checked
     /// (reported by [`Bond::tick`]). Default 500 ms.
@@ -490,7 +491,7 @@ pub enum DownReason {
     None,
     /// The link is down (or waiting out `updelay`).
     Link,
-    /// Tx kept returning short: temporarily out for lack of tx resources ([0065]).
+    /// Tx kept returning short: temporarily out for lack of tx resources (\[0065\]).
     NoTxResources,
     /// The LACP module does not let the member distribute.
     Lacp,
@@ -1206,7 +1207,8 @@ impl Bond {
         }
     }
 
-    /// Re-derives one member's state; returns true when it left service.
+    /// Re-derives one member's state; returns true when it left service for a reason
+    /// other than a tx-resource stall.
     fn update_member(&mut self, i: usize, now: Nanos) -> bool {
         let fb = self.cfg.failback;
         let delay = self.cfg.failback_delay;
@@ -1250,7 +1252,9 @@ impl Bond {
         if failed_back {
             self.events.push(BondEvent::Failback { member: i });
         }
-        was_usable && !s.is_usable()
+        // A tx-resource stall is temporary: it does not count as lost capacity that
+        // would pull members out of failback hold.
+        was_usable && !s.is_usable() && r != DownReason::NoTxResources
     }
 
     fn in_service(&self) -> u16 {

@@ -607,7 +607,20 @@ fn member_awaiting_failback_is_readmitted_when_another_fails() {
     assert_eq!(b.member_status(0).unwrap().state, MemberState::Up);
     assert_eq!(b.active_member(), Some(0));
 
-    // And when it is the only member left with a working link.
+    // A transient tx stall of the active member is not a failure that readmits it...
+    let mut b = ab_with_vnics(Failback::Manual, vec![], 3);
+    b.link_changed(0, false, SEC).unwrap();
+    b.link_changed(0, true, 2 * SEC).unwrap();
+    b.tx_stalled(1, 3 * SEC).unwrap();
+    assert_eq!(
+        b.member_status(0).unwrap().state,
+        MemberState::AwaitingFailback
+    );
+    assert_eq!(b.active_member(), Some(2));
+    b.tick(3 * SEC + 20 * MS);
+    assert_eq!(b.active_member(), Some(1));
+
+    // ...but it is readmitted when it is the only member left with a working link.
     let mut b = ab_with_vnics(Failback::Manual, vec![], 2);
     b.link_changed(0, false, SEC).unwrap();
     b.link_changed(1, false, SEC).unwrap();
