@@ -432,7 +432,8 @@ fn admin_and_lacp_reasons() {
     // Admin outranks link.
     b.link_changed(0, false, 4).unwrap();
     assert_eq!(b.member_status(0).unwrap().reason, DownReason::Admin);
-    assert!(!b.is_degraded() || b.usable_mask() == 0);
+    assert_eq!(b.usable_mask(), 0);
+    assert!(b.is_degraded(), "member 1 is admin-up but not distributing");
 
     // Without LACP, set_lacp is recorded but ignored.
     let mut b = bond_up(cfg(Mode::RoundRobin), 2);
