@@ -1,0 +1,287 @@
+//! The worker-side view of a bond: an immutable [`Distribution`] and the flow hashes.
+//!
+//! A `Distribution` is built by the control thread ([`super::Bond`]) after every change
+//! and published to the workers, who only ever read it. Everything a worker needs per
+//! frame is precomputed: the list of usable members, the 256-entry hash bucket table,
+//! the active-backup active member and a per-vNIC-slot target table. [`Distribution::select`]
+//! and [`Distribution::accepts_rx`] do not allocate, do not panic and run in constant
+//! time (at most [`MAX_MEMBERS`] iterations for least-pending).
+//!
+//! Invariant kept by the builder and re-checked defensively by `select`: every member
+//! index `select` returns has its bit set in [`Distribution::usable_mask`].
+
+use super::{HashFields, Mode, MAX_MEMBERS};
+use crate::wire::Flow;
+
+/// Number of hash buckets. Hash values are reduced to a bucket by their top 8 bits
+/// (the "outcome falls within a range" of \[0067\]); each bucket maps to one member.
+pub const HASH_BUCKETS: usize = 256;
+
+/// Entry of the per-slot table meaning "this slot is not known to the bond".
+pub(super) const SLOT_UNKNOWN: u8 = 0xff;
+/// Entry of the per-slot table meaning "no fixed member: use least-pending".
+pub(super) const SLOT_FLOAT: u8 = 0xfe;
+
+/// Per-worker scratch state for [`Distribution::select`], owned by one worker thread.
+///
+/// The worker keeps one `SelectCtx` per bond; it is never shared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelectCtx {
+    /// Round-robin counter, advanced by round-robin selections (and used to rotate
+    /// tie-breaks among members with equal pending bytes).
+    pub rr: u32,
+    /// Bytes currently pending for transmission on each member (index = member),
+    /// maintained by the caller (e.g. bytes buffered for the member's tx queue plus
+    /// descriptors not yet completed). Used by least-pending and priority-aware modes
+    /// (\[0066\], \[0109\]).
+    pub pending: [u32; MAX_MEMBERS],
+}
+
+/// An immutable snapshot of how a bond distributes frames, safe to share between
+/// threads (`Clone + Send + Sync`, no interior mutability).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Distribution {
+    pub(super) generation: u64,
+    pub(super) mode: Mode,
+    pub(super) n_members: u8,
+    pub(super) usable: u16,
+    pub(super) rx: u16,
+    pub(super) usable_list: [u8; MAX_MEMBERS],
+    pub(super) n_usable: u8,
+    /// Active-backup active member (first usable member in failover order).
+    pub(super) active: Option<u8>,
+    /// Switch-independent multi-active modes: the one member on which group-addressed
+    /// frames are accepted.
+    pub(super) mcast_rx: Option<u8>,
+    pub(super) degraded: bool,
+    pub(super) buckets: [u8; HASH_BUCKETS],
+    /// Per vNIC slot: a member index, [`SLOT_FLOAT`] or [`SLOT_UNKNOWN`].
+    pub(super) slots: Vec<u8>,
+}
+
+impl Distribution {
+    /// The member a frame leaves on, or `None` when no member is usable.
+    ///
+    /// `flow` is the parsed frame, `vnic_slot` the sending vNIC's slot (slots unknown to
+    /// the bond fall back to a hash of the source MAC over the usable members), `ctx`
+    /// the worker's own scratch state. *Fast path*: no allocation, no panic.
+    #[inline]
+    pub fn select(&self, flow: &Flow, vnic_slot: u32, ctx: &mut SelectCtx) -> Option<usize> {
+        if self.n_usable == 0 {
+            return None;
+        }
+        let m = match self.mode {
+            Mode::ActiveBackup => self.active?,
+            Mode::RoundRobin => self.round_robin(ctx),
+            Mode::LeastPending => self.least_pending(ctx),
+            Mode::Hash(fields) => self.by_hash(hash_flow(fields, flow)),
+            Mode::IpHashElseRoundRobin => {
+                if flow.l3.is_some() {
+                    self.by_hash(hash_flow(HashFields::L3Dst, flow))
+                } else {
+                    self.round_robin(ctx)
+                }
+            }
+            Mode::VmPinned | Mode::LoadBased | Mode::PriorityAware => {
+                match self.slots.get(vnic_slot as usize).copied() {
+                    Some(SLOT_FLOAT) => self.least_pending(ctx),
+                    Some(m) if self.is_usable(m as usize) => m,
+                    _ => self.by_hash(hash_flow(HashFields::L2Src, flow)),
+                }
+            }
+        };
+        // Defensive: the builder guarantees this, but never hand out an unusable member.
+        if self.is_usable(m as usize) {
+            Some(m as usize)
+        } else {
+            self.usable_list.first().map(|&m| m as usize)
+        }
+    }
+
+    /// Whether frames received on `member` are delivered (coarse, per member).
+    ///
+    /// Active-backup: only the active member. Other modes: members that are
+    /// administratively up and (when the bond runs LACP) collecting/distributing.
+    /// Slow-protocol frames are handled by the caller before asking. *Fast path*.
+    #[inline]
+    pub fn accepts_rx(&self, member: usize) -> bool {
+        member < MAX_MEMBERS && self.rx & (1 << member) != 0
+    }
+
+    /// Like [`accepts_rx`](Self::accepts_rx) but also suppresses duplicate group-addressed
+    /// frames in switch-independent multi-active modes (vm-pinned and load-based without
+    /// LACP): the upstream switch floods broadcasts and multicasts to every member, so
+    /// they are accepted on one designated member only (as Open vSwitch's balance-slb
+    /// and vSphere's port-ID teaming do). *Fast path*.
+    #[inline]
+    pub fn accepts_rx_frame(&self, member: usize, flow: &Flow) -> bool {
+        if !self.accepts_rx(member) {
+            return false;
+        }
+        match self.mcast_rx {
+            Some(m) if flow.dst_mac.is_multicast() => m as usize == member,
+            _ => true,
+        }
+    }
+
+    /// Bit `i` set when member `i` may carry traffic.
+    #[inline]
+    pub fn usable_mask(&self) -> u16 {
+        self.usable
+    }
+
+    /// Number of usable members.
+    #[inline]
+    pub fn usable_count(&self) -> usize {
+        self.n_usable as usize
+    }
+
+    /// The active member in active-backup terms (first usable member in failover order).
+    /// Meaningful for [`Mode::ActiveBackup`]; computed for every mode.
+    #[inline]
+    pub fn active(&self) -> Option<usize> {
+        self.active.map(|m| m as usize)
+    }
+
+    /// True while fewer members are usable than are administratively up (a failover is
+    /// in effect: claim 10's "failover is occurring").
+    #[inline]
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// The distribution mode.
+    #[inline]
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Number of configured members.
+    #[inline]
+    pub fn n_members(&self) -> usize {
+        self.n_members as usize
+    }
+
+    /// Incremented by the control thread each time the distribution changes; workers may
+    /// compare it to decide whether to reload.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The member owning hash bucket `bucket` (`None` when no member is usable).
+    #[inline]
+    pub fn bucket_member(&self, bucket: u8) -> Option<usize> {
+        if self.n_usable == 0 {
+            None
+        } else {
+            Some(self.buckets[bucket as usize] as usize)
+        }
+    }
+
+    #[inline]
+    fn is_usable(&self, m: usize) -> bool {
+        m < MAX_MEMBERS && self.usable & (1 << m) != 0
+    }
+
+    #[inline]
+    fn round_robin(&self, ctx: &mut SelectCtx) -> u8 {
+        let i = ctx.rr % self.n_usable as u32;
+        ctx.rr = ctx.rr.wrapping_add(1);
+        self.usable_list[i as usize]
+    }
+
+    /// The usable member with the least pending bytes; ties are broken by rotating the
+    /// starting point with `ctx.rr`, so idle members (all zero) share the load.
+    #[inline]
+    fn least_pending(&self, ctx: &mut SelectCtx) -> u8 {
+        let n = self.n_usable as usize;
+        let start = (ctx.rr % n as u32) as usize;
+        ctx.rr = ctx.rr.wrapping_add(1);
+        let mut best = self.usable_list[start];
+        let mut best_p = ctx.pending[best as usize & (MAX_MEMBERS - 1)];
+        for i in 1..n {
+            let m = self.usable_list[(start + i) % n];
+            let p = ctx.pending[m as usize & (MAX_MEMBERS - 1)];
+            if p < best_p {
+                best = m;
+                best_p = p;
+            }
+        }
+        best
+    }
+
+    #[inline]
+    fn by_hash(&self, h: u64) -> u8 {
+        self.buckets[bucket_of(h)]
+    }
+}
+
+/// The bucket (0..[`HASH_BUCKETS`]) of a flow hash: its top 8 bits.
+#[inline]
+pub fn bucket_of(hash: u64) -> usize {
+    (hash >> 56) as usize
+}
+
+const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline]
+fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(K1).rotate_left(29)
+}
+
+/// MurmurHash3's 64-bit finaliser: full avalanche in two multiplies.
+#[inline]
+fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[inline]
+fn lo(x: u128) -> u64 {
+    x as u64
+}
+
+#[inline]
+fn hi(x: u128) -> u64 {
+    (x >> 64) as u64
+}
+
+/// Hashes the fields `fields` selects from `flow`. Deterministic, stable per flow, a few
+/// multiply/xor rounds (no SipHash). *Fast path*.
+///
+/// Fallbacks: an L3 hash of a frame without an IP header hashes the corresponding L2
+/// fields (L3Dst → L2Dst, L3Src → L2Src, L3SrcDst and L3L4 → L2SrcDst); an L3L4 hash
+/// of an IP frame without ports (non-TCP/UDP, fragments) hashes the addresses and the
+/// protocol, so all fragments of a datagram stay together. L2 hashes include the VLAN ID.
+#[inline]
+pub fn hash_flow(fields: HashFields, flow: &Flow) -> u64 {
+    let vlan = (flow.vlan as u64) << 48;
+    let l2s = flow.src_mac.to_u64() | vlan;
+    let l2d = flow.dst_mac.to_u64() | vlan;
+    let h = match (fields, flow.l3) {
+        (HashFields::L2Dst, _) | (HashFields::L3Dst, None) => mix(1, l2d),
+        (HashFields::L2Src, _) | (HashFields::L3Src, None) => mix(2, l2s),
+        (HashFields::L2SrcDst, _) | (HashFields::L3SrcDst, None) | (HashFields::L3L4, None) => {
+            mix(mix(3, l2s), l2d)
+        }
+        (HashFields::L3Dst, Some(a)) => mix(mix(4, lo(a.dst)), hi(a.dst)),
+        (HashFields::L3Src, Some(a)) => mix(mix(5, lo(a.src)), hi(a.src)),
+        (HashFields::L3SrcDst, Some(a)) => {
+            mix(mix(mix(mix(6, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst))
+        }
+        (HashFields::L3L4, Some(a)) => {
+            let ports = if flow.has_l4 {
+                ((flow.sport as u64) << 16) | flow.dport as u64
+            } else {
+                0
+            };
+            let h = mix(mix(mix(mix(7, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst));
+            mix(h, ports | ((flow.proto as u64) << 32))
+        }
+    };
+    fmix(h)
+}
