@@ -23,8 +23,9 @@
 //!   a member whose Periodic machine is in NO_PERIODIC (so passive–passive stays silent).
 //! - Selection is deterministic: all eligible ports with equal [`LagId`] (partner
 //!   system priority + system + key, actor key) form one candidate aggregator; the bond
-//!   uses exactly one, the one with the most ports (ties: keep the current one, then
-//!   the best partner system priority/ID, then the lowest key). Ports of other
+//!   uses exactly one, the one with the most ports (ties: keep the current one if it
+//!   has a port attached, then the best partner system priority/ID, then the lowest
+//!   key). Ports of other
 //!   candidates are STANDBY, ports with no partner (defaulted), a partner marked
 //!   individual, our own system (loopback) or a half-duplex link are UNSELECTED.
 //! - A member distributes ([`LacpBond::is_distributing`]) only while its link is up
@@ -359,6 +360,15 @@ impl LacpBond {
     /// Selection logic: picks the active aggregator and sets each port's Selected.
     fn select(&mut self) -> bool {
         let n = self.ports.len();
+        // The current aggregator earns the tie-break only once it carries a port past
+        // WAITING, so the choice among fresh candidates does not depend on which
+        // partner spoke first.
+        let in_use = self.active.filter(|&id| {
+            self.ports.iter().any(|p| {
+                p.lag == Some(id)
+                    && matches!(p.mux, MuxState::Attached | MuxState::CollectingDistributing)
+            })
+        });
         // Choose the active candidate (no allocation: O(n²) over a handful of ports).
         let mut best: Option<(usize, LagId)> = None;
         for i in 0..n {
@@ -372,7 +382,7 @@ impl LacpBond {
                     let rank = |c: usize, l: LagId| {
                         (
                             core::cmp::Reverse(c),
-                            Some(l) != self.active,
+                            Some(l) != in_use,
                             l.partner_system_priority,
                             l.partner_system,
                             l.partner_key,

@@ -513,7 +513,10 @@ impl Port {
 
     /// Whether a LACPDU may go out at `now` under the rate limit.
     pub fn tx_allowed(&self, now: Nanos) -> bool {
-        self.tx_allowed_at().map_or(true, |t| now >= t)
+        match self.tx_allowed_at() {
+            Some(t) => now >= t,
+            None => true,
+        }
     }
 
     pub fn record_tx(&mut self, now: Nanos) {
