@@ -1076,6 +1076,10 @@ fn back_to_back_bring_up_and_link_loss() {
         }
     }
     let up_at = up_at.expect("never reached collecting+distributing");
+    println!(
+        "back-to-back: both links collecting+distributing at {} ms",
+        up_at / MS
+    );
     // Recorded bring-up time: both sides hear each other at t = 1 ms (first step), so
     // wait_while ends at 2.001 s and the sync exchange completes in the same step.
     assert_eq!(
@@ -1206,4 +1210,20 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn print_status_example() {
+    let mut b = bond_with(2, |c| c.fallback = Fallback::ActiveBackup);
+    let p = Partner::new();
+    bring_up(&mut b, &p, 0);
+    b.set_link(1, false, 0, true, 3 * SEC);
+    let _ = b.on_frame(0, &real_lacpdu()[..50], 3 * SEC);
+    let text = b.status().to_string();
+    println!("{text}");
+    assert!(
+        text.contains("member: member1: disabled detached"),
+        "{text}"
+    );
+    assert!(text.contains("rx_errors: 1 truncated 1"), "{text}");
 }
