@@ -423,7 +423,7 @@ impl VmSupervisor {
                             && e.spec.priority < vprio
                             && shares
                             && e.spec.policy.suspend_for_dos
-                            && protect.map_or(true, |p| e.spec.priority < p)
+                            && !protect.is_some_and(|p| e.spec.priority >= p)
                         {
                             e.reasons.insert(cause.clone());
                         }
