@@ -561,7 +561,7 @@ mod tests {
 
     #[test]
     fn peer_closing_or_answering_non_objects_errors() {
-        let (sock, h) = fake_server(|s| drop(s));
+        let (sock, h) = fake_server(drop);
         let (e, _) = connect_err(&sock, Duration::from_secs(5));
         assert!(matches!(e, VmctlError::Closed), "{e:?}");
         h.join().unwrap();
