@@ -415,6 +415,7 @@ impl VmSupervisor {
                     .insert(kind.class());
                 if responses.contains(&DosResponse::SuspendLowerPriority) {
                     let protect = self.cfg.min_priority_to_keep;
+                    let protected = |prio: u8| protect.is_some_and(|p| prio >= p);
                     for (name, e) in self.vms.iter_mut() {
                         let shares = vbonds.is_empty()
                             || e.spec.bonds.is_empty()
@@ -423,7 +424,7 @@ impl VmSupervisor {
                             && e.spec.priority < vprio
                             && shares
                             && e.spec.policy.suspend_for_dos
-                            && !protect.is_some_and(|p| e.spec.priority >= p)
+                            && !protected(e.spec.priority)
                         {
                             e.reasons.insert(cause.clone());
                         }
