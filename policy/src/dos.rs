@@ -1,7 +1,7 @@
 //! Denial-of-service detection and mitigation decisions for traffic arriving for VMs.
 //!
-//! Implements specification paragraphs [0125]–[0131] and claims 40–48 as filed: the
-//! NIC manager sees every frame before the VM does ([0129]), so it can count, match
+//! Implements specification paragraphs \[0125\]–\[0131\] and claims 40–48 as filed: the
+//! NIC manager sees every frame before the VM does (\[0129\]), so it can count, match
 //! and hold suspicious traffic, and decide responses quickly.
 //!
 //! # Split between threads
@@ -57,7 +57,7 @@ use std::collections::VecDeque;
 // Signatures (worker side)
 // ---------------------------------------------------------------------------
 
-/// One intrusion-detection signature ([0129]: a port used in a prior attack, or a
+/// One intrusion-detection signature (\[0129\]: a port used in a prior attack, or a
 /// byte pattern found in a known attack). All present criteria must match.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SignatureRule {
@@ -367,7 +367,7 @@ impl DosCounters {
 // Configuration (control side)
 // ---------------------------------------------------------------------------
 
-/// A response to an attack ([0126]–[0131]); several can be combined per VM.
+/// A response to an attack (\[0126\]–\[0131\]); several can be combined per VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DosResponse {
     /// Police all traffic to the VM to at most `pps` frames per second.
@@ -378,7 +378,7 @@ pub enum DosResponse {
     /// Drop frames positively identified as attack traffic (signature matches, and
     /// pure SYNs during a SYN flood).
     Drop,
-    /// Hold suspicious frames for `hold` before delivering them ([0130], claim 44),
+    /// Hold suspicious frames for `hold` before delivering them (\[0130\], claim 44),
     /// at most `max_frames` at once (a full queue drops).
     Delay {
         /// How long a frame is held.
@@ -386,13 +386,13 @@ pub enum DosResponse {
         /// Bound of the delay queue.
         max_frames: usize,
     },
-    /// Move the VM's traffic to the named alternate uplink (bond) ([0128], claim 48).
+    /// Move the VM's traffic to the named alternate uplink (bond) (\[0128\], claim 48).
     FailoverUplink(String),
-    /// Suspend VMs of lower priority sharing the VM's uplinks ([0126], claim 40).
+    /// Suspend VMs of lower priority sharing the VM's uplinks (\[0126\], claim 40).
     SuspendLowerPriority,
-    /// Ask the orchestrator to migrate the VM ([0131], claim 41).
+    /// Ask the orchestrator to migrate the VM (\[0131\], claim 41).
     RequestMigration,
-    /// Raise an alert on start and end ([0133]).
+    /// Raise an alert on start and end (\[0133\]).
     Alert,
 }
 
@@ -737,7 +737,7 @@ impl Mitigation {
     }
 }
 
-/// When a held frame may be delivered ([0130]: delay processing by the VM of
+/// When a held frame may be delivered (\[0130\]: delay processing by the VM of
 /// suspicious frames to give the NIC manager time to act).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DelayPolicy {

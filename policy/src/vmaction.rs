@@ -1,10 +1,10 @@
 //! When to suspend, resume, migrate or raise an alert about a VM.
 //!
-//! Implements specification paragraphs [0123]–[0124] (suspend a lower-priority VM
+//! Implements specification paragraphs \[0123\]–\[0124\] (suspend a lower-priority VM
 //! starved by a degraded bond, until the failure is corrected and a failback
-//! occurs; claims 11, 13 and 49 as amended), [0126] and claim 40 (suspend
-//! lower-priority VMs during a DoS attack), [0131]–[0132] and claims 14, 41 and 50
-//! (request a VM's migration), and [0133] (raise an alert for every action).
+//! occurs; claims 11, 13 and 49 as amended), \[0126\] and claim 40 (suspend
+//! lower-priority VMs during a DoS attack), \[0131\]–\[0132\] and claims 14, 41 and 50
+//! (request a VM's migration), and \[0133\] (raise an alert for every action).
 //!
 //! # Ownership
 //!
@@ -94,15 +94,15 @@ impl FromStr for VmAction {
 /// How to act on one VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmActionPolicy {
-    /// Suspend the VM when it is starved by the degraded-bond rule ([0124]).
+    /// Suspend the VM when it is starved by the degraded-bond rule (\[0124\]).
     pub suspend_when_starved: bool,
     /// How long starvation must last before suspending (avoids acting on blips).
     pub starve_grace: Nanos,
-    /// Request migration when the VM is affected by a bond degraded for this long ([0132]).
+    /// Request migration when the VM is affected by a bond degraded for this long (\[0132\]).
     pub migrate_after: Option<Nanos>,
-    /// Raise an alert for every action taken on this VM ([0133]).
+    /// Raise an alert for every action taken on this VM (\[0133\]).
     pub alert: bool,
-    /// The VM may be suspended to protect a higher-priority VM under DoS attack ([0126]).
+    /// The VM may be suspended to protect a higher-priority VM under DoS attack (\[0126\]).
     pub suspend_for_dos: bool,
 }
 
