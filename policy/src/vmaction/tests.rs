@@ -1,0 +1,506 @@
+//! Tests for `policy::vmaction` with a simulated clock.
+
+use super::*;
+use crate::dos::{AttackKind, DosEvent};
+use crate::time::MS;
+
+fn vm(name: &str, priority: u8, bonds: &[&str], policy: VmActionPolicy) -> VmSpec {
+    VmSpec {
+        name: name.into(),
+        priority,
+        bonds: bonds.iter().map(|b| b.to_string()).collect(),
+        policy,
+        dos_responses: vec![],
+    }
+}
+
+fn starvable() -> VmActionPolicy {
+    VmActionPolicy {
+        suspend_when_starved: true,
+        starve_grace: 500 * MS,
+        ..VmActionPolicy::default()
+    }
+}
+
+/// Two VMs on bond0: `hi` (priority 10) and `lo` (priority 1, may be suspended).
+fn two_vms() -> VmSupervisor {
+    let mut s = VmSupervisor::new(SupervisorConfig::default());
+    s.add_vm(vm("hi", 10, &["bond0"], VmActionPolicy::default()));
+    s.add_vm(vm("lo", 1, &["bond0"], starvable()));
+    s
+}
+
+/// The non-alert actions drained, as (vm, action).
+fn acts(s: &mut VmSupervisor) -> Vec<(String, VmAction)> {
+    s.drain_actions()
+        .into_iter()
+        .filter(|a| a.action != VmAction::Alert)
+        .map(|a| (a.vm, a.action))
+        .collect()
+}
+
+fn alerts(s: &mut VmSupervisor) -> Vec<String> {
+    s.drain_actions()
+        .into_iter()
+        .filter(|a| a.action == VmAction::Alert)
+        .map(|a| a.reason)
+        .collect()
+}
+
+fn one(vm: &str, a: VmAction) -> Vec<(String, VmAction)> {
+    vec![(vm.to_string(), a)]
+}
+
+#[test]
+fn member_fails_low_priority_vm_starved_suspended_then_resumed_on_failback() {
+    let mut s = two_vms();
+    s.bond_degraded("bond0", SEC);
+    s.vm_starved("lo", true, SEC + 100 * MS);
+    s.tick(SEC + 500 * MS);
+    assert!(acts(&mut s).is_empty(), "grace period not over");
+    s.tick(SEC + 600 * MS);
+    let planned = s.drain_actions();
+    assert_eq!(planned.len(), 1);
+    assert_eq!(
+        (planned[0].vm.as_str(), planned[0].action),
+        ("lo", VmAction::Suspend)
+    );
+    assert!(planned[0].reason.contains("bond0"), "{}", planned[0].reason);
+    // Nothing more while the suspend is in flight.
+    s.tick(SEC + 700 * MS);
+    assert!(s.drain_actions().is_empty());
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    assert!(s.is_suspended_by_us("lo"));
+    let a = alerts(&mut s);
+    assert_eq!(a.len(), 1);
+    assert!(a[0].contains("lo suspended"), "{a:?}");
+    // Suspended, it stops sending and no longer looks starved: it stays suspended.
+    s.vm_starved("lo", false, 2 * SEC);
+    for t in 2..10 {
+        s.tick(t * SEC);
+    }
+    assert!(s.drain_actions().is_empty());
+    // Failback: resume.
+    s.bond_restored("bond0", 10 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Resume));
+    s.action_result("lo", VmAction::Resume, Ok(()));
+    assert!(!s.is_suspended_by_us("lo"));
+    assert_eq!(alerts(&mut s).len(), 1);
+    s.tick(11 * SEC);
+    assert!(s.drain_actions().is_empty());
+    let st = s.status();
+    let lo = st.iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!(
+        (lo.counts.suspends, lo.counts.resumes, lo.counts.alerts),
+        (1, 1, 2)
+    );
+    let hi = st.iter().find(|v| v.vm == "hi").unwrap();
+    assert_eq!(hi.counts, ActionCounts::default());
+}
+
+#[test]
+fn starvation_without_degraded_bond_or_shorter_than_grace_does_nothing() {
+    let mut s = two_vms();
+    s.vm_starved("lo", true, 0);
+    s.tick(10 * SEC);
+    assert!(
+        s.drain_actions().is_empty(),
+        "not starved by the degraded-bond rule"
+    );
+    s.vm_starved("lo", false, 10 * SEC);
+    s.bond_degraded("bond0", 11 * SEC);
+    s.vm_starved("lo", true, 11 * SEC);
+    s.vm_starved("lo", false, 11 * SEC + 400 * MS);
+    s.vm_starved("lo", true, 11 * SEC + 450 * MS);
+    s.tick(11 * SEC + 900 * MS);
+    assert!(
+        s.drain_actions().is_empty(),
+        "the grace restarts with each starvation episode"
+    );
+    s.tick(11 * SEC + 950 * MS);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+}
+
+#[test]
+fn bond_policy_and_priority_protection_prevent_suspension() {
+    let mut s = two_vms();
+    s.set_bond_policy(
+        "bond0",
+        BondActionPolicy {
+            suspend_starved: false,
+            migrate_after: None,
+        },
+    );
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(5 * SEC);
+    assert!(s.drain_actions().is_empty());
+
+    let mut s = VmSupervisor::new(SupervisorConfig {
+        min_priority_to_keep: Some(1),
+        ..SupervisorConfig::default()
+    });
+    s.add_vm(vm("lo", 1, &["bond0"], starvable()));
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(5 * SEC);
+    assert!(s.drain_actions().is_empty());
+}
+
+#[test]
+fn migration_requested_once_after_degradation_lasts_migrate_after() {
+    let mut s = VmSupervisor::new(SupervisorConfig::default());
+    let p = VmActionPolicy {
+        migrate_after: Some(10 * SEC),
+        ..VmActionPolicy::default()
+    };
+    s.add_vm(vm("lo", 1, &["bond0"], p));
+    s.add_vm(vm(
+        "bystander",
+        1,
+        &["bond0"],
+        VmActionPolicy {
+            migrate_after: Some(10 * SEC),
+            ..VmActionPolicy::default()
+        },
+    ));
+    s.bond_degraded("bond0", SEC);
+    s.vm_starved("lo", true, 2 * SEC);
+    s.tick(11 * SEC - 1);
+    assert!(s.drain_actions().is_empty());
+    s.tick(11 * SEC);
+    assert_eq!(
+        acts(&mut s),
+        one("lo", VmAction::RequestMigration),
+        "only the starved VM"
+    );
+    s.action_result("lo", VmAction::RequestMigration, Ok(()));
+    assert!(alerts(&mut s)[0].contains("migration requested"));
+    for t in 12..40 {
+        s.tick(t * SEC);
+    }
+    assert!(s.drain_actions().is_empty(), "requested once per episode");
+    // A new episode may request again.
+    s.bond_restored("bond0", 40 * SEC);
+    s.bond_degraded("bond0", 41 * SEC);
+    s.vm_starved("lo", true, 41 * SEC);
+    s.tick(51 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::RequestMigration));
+}
+
+#[test]
+fn bond_migrate_after_applies_to_vms_without_their_own() {
+    let mut s = two_vms();
+    s.set_bond_policy(
+        "bond0",
+        BondActionPolicy {
+            suspend_starved: true,
+            migrate_after: Some(3 * SEC),
+        },
+    );
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    s.vm_starved("lo", false, 2 * SEC);
+    s.tick(3 * SEC);
+    // Still affected: suspended because of bond0.
+    assert_eq!(acts(&mut s), one("lo", VmAction::RequestMigration));
+}
+
+#[test]
+fn inputs_are_idempotent() {
+    let mut s = two_vms();
+    for _ in 0..3 {
+        s.bond_degraded("bond0", 0);
+        s.vm_starved("lo", true, 0);
+    }
+    let mut planned = Vec::new();
+    for t in 0..20 {
+        s.tick(t * 100 * MS);
+        s.bond_degraded("bond0", t * 100 * MS);
+        s.vm_starved("lo", true, t * 100 * MS);
+        planned.extend(acts(&mut s));
+    }
+    assert_eq!(planned, one("lo", VmAction::Suspend));
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    s.action_result("lo", VmAction::Suspend, Ok(())); // duplicate result: ignored
+    s.action_result("lo", VmAction::Resume, Ok(())); // never asked: ignored
+    assert!(s.is_suspended_by_us("lo"));
+    for t in 20..40 {
+        s.tick(t * 100 * MS);
+        s.vm_starved("lo", true, t * 100 * MS);
+    }
+    assert!(acts(&mut s).is_empty(), "never suspended twice");
+    s.bond_restored("bond0", 5 * SEC);
+    s.bond_restored("bond0", 5 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Resume));
+    s.action_result("lo", VmAction::Resume, Ok(()));
+    s.bond_restored("bond0", 6 * SEC);
+    s.tick(7 * SEC);
+    assert!(acts(&mut s).is_empty());
+}
+
+#[test]
+fn never_resumes_a_vm_it_did_not_suspend() {
+    let mut s = two_vms();
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    s.action_result("lo", VmAction::Suspend, Err("qmp: no such socket".into()));
+    s.bond_restored("bond0", 2 * SEC);
+    for t in 2..100 {
+        s.tick(t * SEC);
+    }
+    assert!(
+        acts(&mut s).is_empty(),
+        "suspend failed and the cause is gone: nothing to undo"
+    );
+    assert!(!s.is_suspended_by_us("lo"));
+}
+
+#[test]
+fn suspension_completing_after_its_cause_cleared_is_undone() {
+    let mut s = two_vms();
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    s.bond_restored("bond0", SEC + 1);
+    assert!(acts(&mut s).is_empty(), "wait for the in-flight suspend");
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    assert_eq!(acts(&mut s), one("lo", VmAction::Resume));
+}
+
+#[test]
+fn failed_actions_are_retried_with_backoff_and_alerted_once() {
+    let mut s = two_vms();
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    let mut attempts = vec![SEC];
+    let mut alert_count = 0;
+    let mut t = SEC;
+    // Fail 5 times; retries after 1 s, 2 s, 4 s, 8 s.
+    while attempts.len() < 6 {
+        s.action_result("lo", VmAction::Suspend, Err("boom".into()));
+        loop {
+            t += 100 * MS;
+            s.tick(t);
+            let d = s.drain_actions();
+            alert_count += d.iter().filter(|a| a.action == VmAction::Alert).count();
+            if d.iter().any(|a| a.action == VmAction::Suspend) {
+                attempts.push(t);
+                break;
+            }
+            assert!(t < 100 * SEC);
+        }
+    }
+    let gaps: Vec<Nanos> = attempts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / (100 * MS))
+        .collect();
+    assert_eq!(gaps, vec![10, 20, 40, 80, 160]);
+    // The first failure's alert was drained with the first retry loop.
+    assert_eq!(alert_count, 1);
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    assert!(s.is_suspended_by_us("lo"));
+    let st = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!(
+        (st.failures, st.counts.failures, st.counts.suspends),
+        (0, 5, 1)
+    );
+}
+
+#[test]
+fn lost_results_time_out_and_count_as_failures() {
+    let cfg = SupervisorConfig {
+        action_timeout: 5 * SEC,
+        retry_base: 2 * SEC,
+        ..SupervisorConfig::default()
+    };
+    let mut s = VmSupervisor::new(cfg);
+    s.add_vm(vm("lo", 1, &["bond0"], starvable()));
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    s.tick(6 * SEC - 1);
+    assert!(s.drain_actions().is_empty());
+    s.tick(6 * SEC);
+    assert_eq!(alerts(&mut s).len(), 1, "timeout alerted");
+    s.tick(8 * SEC - 1);
+    assert!(s.drain_actions().is_empty());
+    s.tick(8 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    // The late result of the first attempt matches the retry in flight: accepted once.
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    assert!(s.is_suspended_by_us("lo"));
+}
+
+#[test]
+fn restart_restore_still_resumes() {
+    let mut s = two_vms();
+    s.bond_degraded("bond0", 0);
+    s.vm_starved("lo", true, 0);
+    s.tick(SEC);
+    let g0 = s.snapshot_generation();
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    assert!(s.snapshot_generation() > g0);
+    let snap = s.snapshot();
+    assert_eq!(
+        snap.suspended,
+        vec![SuspendedVm {
+            vm: "lo".into(),
+            reasons: vec![SuspendReason::Starved {
+                bond: "bond0".into()
+            }]
+        }]
+    );
+
+    // The switch restarts; the bond was repaired meanwhile.
+    let mut s = two_vms();
+    s.add_vm(vm("other", 1, &[], VmActionPolicy::default()));
+    let mut with_orphan = snap.clone();
+    with_orphan.suspended.push(SuspendedVm {
+        vm: "gone".into(),
+        reasons: vec![],
+    });
+    assert_eq!(s.restore(&with_orphan, 100 * SEC), vec!["gone".to_string()]);
+    assert!(s.is_suspended_by_us("lo"));
+    s.tick(104 * SEC);
+    assert!(
+        s.drain_actions().is_empty(),
+        "waits restore_settle for bond reports"
+    );
+    s.tick(105 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Resume));
+    s.action_result("lo", VmAction::Resume, Ok(()));
+    assert!(s.snapshot().suspended.is_empty());
+
+    // Restart while the bond is still degraded: stays suspended until failback.
+    let mut s = two_vms();
+    s.restore(&snap, 100 * SEC);
+    s.bond_degraded("bond0", 100 * SEC + 10 * MS);
+    for t in 101..120 {
+        s.tick(t * SEC);
+    }
+    assert!(s.drain_actions().is_empty());
+    s.bond_restored("bond0", 120 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Resume));
+}
+
+#[test]
+fn snapshot_is_serde_serializable() {
+    fn assert_serde<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+    assert_serde::<SupervisorSnapshot>();
+    assert_serde::<VmAction>();
+}
+
+fn started(at: Nanos) -> DosEvent {
+    DosEvent::AttackStarted {
+        kind: AttackKind::SynFlood { half_open: 50_000 },
+        at,
+    }
+}
+
+fn ended(at: Nanos) -> DosEvent {
+    DosEvent::AttackEnded {
+        kind: AttackKind::SynFlood { half_open: 50_000 },
+        at,
+    }
+}
+
+#[test]
+fn dos_attack_suspends_lower_priority_vms_sharing_the_uplink_and_resumes_after() {
+    let mut s = VmSupervisor::new(SupervisorConfig::default());
+    let dosable = VmActionPolicy {
+        suspend_for_dos: true,
+        ..VmActionPolicy::default()
+    };
+    let mut victim = vm("web", 5, &["bond0"], VmActionPolicy::default());
+    victim.dos_responses = vec![
+        DosResponse::SuspendLowerPriority,
+        DosResponse::RequestMigration,
+        DosResponse::Alert,
+    ];
+    s.add_vm(victim);
+    s.add_vm(vm("batch", 1, &["bond0"], dosable.clone()));
+    s.add_vm(vm("elsewhere", 1, &["bond1"], dosable.clone()));
+    s.add_vm(vm("db", 9, &["bond0"], dosable.clone()));
+    s.add_vm(vm("pinned", 2, &["bond0"], VmActionPolicy::default()));
+
+    s.dos_event("web", &started(SEC), SEC);
+    let d = s.drain_actions();
+    let mut got: Vec<(&str, VmAction)> = d.iter().map(|a| (a.vm.as_str(), a.action)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("batch", VmAction::Suspend),
+            ("web", VmAction::RequestMigration),
+            ("web", VmAction::Alert)
+        ]
+    );
+    assert!(d
+        .iter()
+        .any(|a| a.action == VmAction::Alert && a.reason.contains("SYN flood")));
+    s.action_result("batch", VmAction::Suspend, Ok(()));
+    s.action_result("web", VmAction::RequestMigration, Ok(()));
+    s.drain_actions();
+    // A second attack class on the same VM: nothing new.
+    s.dos_event(
+        "web",
+        &DosEvent::AttackStarted {
+            kind: AttackKind::Signature { rule: 0 },
+            at: 2 * SEC,
+        },
+        2 * SEC,
+    );
+    assert!(acts(&mut s).is_empty());
+    s.dos_event("web", &ended(3 * SEC), 3 * SEC);
+    assert!(acts(&mut s).is_empty(), "the signature attack still runs");
+    s.dos_event(
+        "web",
+        &DosEvent::AttackEnded {
+            kind: AttackKind::Signature { rule: 0 },
+            at: 4 * SEC,
+        },
+        4 * SEC,
+    );
+    let d = s.drain_actions();
+    assert!(d
+        .iter()
+        .any(|a| a.vm == "batch" && a.action == VmAction::Resume));
+    assert!(d
+        .iter()
+        .any(|a| a.vm == "web" && a.action == VmAction::Alert && a.reason.contains("ended")));
+    // A later attack is a new episode: migration may be requested again.
+    s.dos_event("web", &started(10 * SEC), 10 * SEC);
+    assert!(acts(&mut s).contains(&("web".to_string(), VmAction::RequestMigration)));
+}
+
+#[test]
+fn dos_events_for_vms_without_responses_do_nothing() {
+    let mut s = two_vms();
+    s.dos_event("hi", &started(0), 0);
+    s.dos_event("nobody", &started(0), 0);
+    assert!(s.drain_actions().is_empty());
+}
+
+#[test]
+fn action_names_round_trip() {
+    for a in [
+        VmAction::Suspend,
+        VmAction::Resume,
+        VmAction::RequestMigration,
+        VmAction::Alert,
+    ] {
+        assert_eq!(a.to_string().parse::<VmAction>(), Ok(a));
+    }
+    assert!("pause".parse::<VmAction>().is_err());
+}
