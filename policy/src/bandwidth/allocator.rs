@@ -55,6 +55,8 @@ struct VnicState {
     demand_bps: u64,
     /// Rate granted from floors and shares last time (advances `vtime`).
     share_rate_bps: u64,
+    /// Whether the last allocation was below the demand (the vNIC was backlogged).
+    was_limited: bool,
     // Scratch for one allocation.
     d: u64,
     res: u64,
@@ -174,6 +176,7 @@ impl ShareAllocator {
                         pending_bytes: 0,
                         demand_bps: 0,
                         share_rate_bps: 0,
+                        was_limited: false,
                         d: 0,
                         res: 0,
                         resid: 0,
@@ -242,6 +245,7 @@ impl ShareAllocator {
         for v in &mut self.vnics {
             let rate = v.res + v.floor + v.grant + v.headroom;
             v.share_rate_bps = v.floor + v.grant;
+            v.was_limited = rate < v.d;
             let burst = if rate == 0 {
                 0
             } else {
@@ -360,8 +364,10 @@ impl ShareAllocator {
             v.resid = v.d - v.res;
         }
 
-        // Lag bound ([0097]): idle vNICs rejoin at the system virtual time, busy ones
-        // keep at most `max_lag_intervals` of their fair share as credit.
+        // Lag bound ([0097]): a vNIC that was idle, or was served all it asked for
+        // (not backlogged, as in start-time fair queueing), rejoins at the system
+        // virtual time: under-use earns no credit. A vNIC that was held back keeps at
+        // most `max_lag_intervals` of its fair share as credit.
         let w_busy: u128 = self
             .vnics
             .iter()
@@ -378,7 +384,7 @@ impl ShareAllocator {
             0
         };
         for v in &mut self.vnics {
-            let min_vt = if v.d == 0 {
+            let min_vt = if v.d == 0 || !v.was_limited {
                 self.vsys
             } else {
                 self.vsys.saturating_sub(lag)
@@ -441,11 +447,16 @@ impl ShareAllocator {
             if n == 0 {
                 continue;
             }
-            if exhausted || remaining == 0 {
+            // In a degraded bond shedding lower priorities, a class is also cut when
+            // only dust (≤ floor_permille of capacity) is left: serving it would only
+            // build queues for it while the higher class is at its limit.
+            let dust = (c as u128 * fp as u128 / 1000) as u64;
+            if exhausted || remaining == 0 || (drop_mode && congested && remaining <= dust) {
                 if drop_mode {
                     for v in self.vnics.iter_mut().filter(|v| v.member) {
                         v.cut = true;
                     }
+                    exhausted = true;
                 }
                 continue;
             }
