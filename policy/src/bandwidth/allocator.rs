@@ -374,15 +374,12 @@ impl ShareAllocator {
             .filter(|v| v.d > 0)
             .map(|v| v.cfg.shares as u128)
             .sum();
-        let lag = if w_busy > 0 {
-            (cfg.max_lag_intervals as u128)
-                .saturating_mul(c as u128)
-                .saturating_mul(interval)
-                .saturating_mul(VT_SCALE)
-                / w_busy
-        } else {
-            0
-        };
+        let lag = (cfg.max_lag_intervals as u128)
+            .saturating_mul(c as u128)
+            .saturating_mul(interval)
+            .saturating_mul(VT_SCALE)
+            .checked_div(w_busy)
+            .unwrap_or(0);
         for v in &mut self.vnics {
             let min_vt = if v.d == 0 || !v.was_limited {
                 self.vsys
@@ -438,7 +435,10 @@ impl ShareAllocator {
             for v in &mut self.vnics {
                 v.member = v.cfg.shares > 0
                     && v.resid > 0
-                    && class.map_or(true, |p| v.cfg.priority.min(MAX_PRIORITY) == p);
+                    && match class {
+                        Some(p) => v.cfg.priority.min(MAX_PRIORITY) == p,
+                        None => true,
+                    };
                 if v.member {
                     n += 1;
                     sum += v.resid as u128;
@@ -545,9 +545,11 @@ impl ShareAllocator {
             let n_all = self.vnics.iter().filter(|v| !v.cut).count() as u128;
             for v in self.vnics.iter_mut().filter(|v| !v.cut) {
                 v.headroom = if w_all > 0 {
-                    (remaining as u128 * v.cfg.shares as u128 / w_all) as u64
+                    (remaining as u128 * v.cfg.shares as u128)
+                        .checked_div(w_all)
+                        .unwrap_or(0) as u64
                 } else {
-                    (remaining as u128 / n_all) as u64
+                    (remaining as u128).checked_div(n_all).unwrap_or(0) as u64
                 };
             }
         }
@@ -612,4 +614,386 @@ fn water_level(vnics: &[VnicState], budget: u64, interval: u128) -> u128 {
         }
     }
     lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bandwidth::Shaping;
+    use proptest::prelude::*;
+
+    const G: u64 = 1_000_000_000;
+    const M: u64 = 1_000_000;
+
+    fn bw(shares: u32, priority: u8, reservation_bps: u64) -> VnicBandwidth {
+        VnicBandwidth {
+            shares,
+            priority,
+            reservation_bps,
+            shaping: None,
+        }
+    }
+
+    /// Bytes offered in one 1 ms interval at `bps`.
+    fn per_ms(bps: u64) -> u64 {
+        bps / 8 / 1000
+    }
+
+    fn rate(out: &[(u32, Allocation)], slot: u32) -> u64 {
+        out.iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, a)| a.rate_bps)
+            .unwrap()
+    }
+
+    #[test]
+    fn control_plane_errors() {
+        let mut a = ShareAllocator::new(G, DegradedMode::default());
+        assert_eq!(a.add_vnic(1, VnicBandwidth::default()), Ok(()));
+        assert_eq!(
+            a.add_vnic(1, VnicBandwidth::default()),
+            Err(BandwidthError::DuplicateSlot(1))
+        );
+        assert_eq!(
+            a.set_vnic(2, VnicBandwidth::default()),
+            Err(BandwidthError::UnknownSlot(2))
+        );
+        assert_eq!(a.remove_vnic(2), Err(BandwidthError::UnknownSlot(2)));
+        assert_eq!(a.remove_vnic(1), Ok(VnicBandwidth::default()));
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn output_is_sorted_and_idle_vnics_get_headroom() {
+        let mut a = ShareAllocator::new(G, DegradedMode::default());
+        for slot in [7, 3, 5] {
+            a.add_vnic(slot, bw(1000, 5, 0)).unwrap();
+        }
+        let mut out = Vec::new();
+        a.allocate(0, &[(5, per_ms(100 * M)), (99, 12345)], &mut out);
+        let slots: Vec<u32> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(slots, [3, 5, 7]);
+        // Slot 5 gets its 100 Mb/s plus a third of the 900 left; the idle ones a
+        // third each, so they can start sending at once.
+        assert_eq!(rate(&out, 5), 100 * M + 300 * M);
+        assert_eq!(rate(&out, 3), 300 * M);
+        assert!(out
+            .iter()
+            .all(|(_, a)| a.reason_if_limited == LimitReason::NotLimited));
+    }
+
+    #[test]
+    fn zero_shares_get_only_leftovers() {
+        let mut a = ShareAllocator::new(G, DegradedMode::default());
+        a.add_vnic(0, bw(0, 5, 0)).unwrap();
+        a.add_vnic(1, bw(1000, 5, 0)).unwrap();
+        let mut out = Vec::new();
+        // Both want 800 Mb/s: the shares-0 vNIC gets what is left after slot 1.
+        a.allocate(0, &[(0, per_ms(800 * M)), (1, per_ms(800 * M))], &mut out);
+        assert_eq!(rate(&out, 1), 800 * M);
+        assert_eq!(rate(&out, 0), 200 * M);
+        assert_eq!(out[0].1.reason_if_limited, LimitReason::OverShare);
+        // Alone, it gets everything it asks for.
+        a.allocate(MS, &[(0, per_ms(800 * M))], &mut out);
+        let mut t = 2 * MS;
+        for _ in 0..20 {
+            a.allocate(t, &[(0, per_ms(800 * M))], &mut out);
+            t += MS;
+        }
+        assert!(rate(&out, 0) >= 800 * M, "{out:?}");
+    }
+
+    #[test]
+    fn shaping_caps_demand_so_others_get_the_rest() {
+        let mut a = ShareAllocator::new(G, DegradedMode::default());
+        a.add_vnic(
+            0,
+            VnicBandwidth {
+                shaping: Some(Shaping {
+                    average_bps: 50 * M,
+                    peak_bps: 100 * M,
+                    burst_bytes: 0,
+                    peak_period: None,
+                }),
+                ..bw(1000, 5, 0)
+            },
+        )
+        .unwrap();
+        a.add_vnic(1, bw(1000, 5, 0)).unwrap();
+        let mut out = Vec::new();
+        a.allocate(0, &[(0, per_ms(G)), (1, per_ms(G))], &mut out);
+        // Slot 0 can never pass more than its 100 Mb/s peak.
+        assert_eq!(rate(&out, 0), 100 * M);
+        assert_eq!(rate(&out, 1), 900 * M);
+    }
+
+    #[test]
+    fn idle_vnic_rejoins_without_old_credit() {
+        let mut a = ShareAllocator::new(G, DegradedMode::default());
+        a.add_vnic(0, bw(1000, 5, 0)).unwrap();
+        a.add_vnic(1, bw(1000, 5, 0)).unwrap();
+        let mut out = Vec::new();
+        let mut t = 0;
+        // Slot 1 alone saturates for a second.
+        for _ in 0..1000 {
+            a.allocate(t, &[(1, per_ms(2 * G))], &mut out);
+            t += MS;
+        }
+        assert!(rate(&out, 1) >= 990 * M);
+        // Slot 0 wakes up saturating: it gets its half from the first interval, not
+        // the whole link for the second it was idle.
+        for i in 0..10 {
+            a.allocate(t, &[(0, per_ms(2 * G)), (1, per_ms(2 * G))], &mut out);
+            t += MS;
+            let r0 = rate(&out, 0);
+            assert!(r0 <= 501 * M, "interval {i}: {r0}");
+            assert!(r0 >= 499 * M, "interval {i}: {r0}");
+        }
+    }
+
+    /// [0097]: a backlogged vNIC holding old credit (here: a virtual time far behind,
+    /// as after a long period at its floor) may catch up only by a bounded amount.
+    #[test]
+    fn credit_of_a_held_back_vnic_is_bounded() {
+        let run = |max_lag_intervals: u32| -> Vec<u64> {
+            let cfg = AllocatorConfig {
+                max_lag_intervals,
+                ..AllocatorConfig::default()
+            };
+            let mut a = ShareAllocator::with_config(G, DegradedMode::default(), cfg);
+            a.add_vnic(0, bw(1000, 5, 0)).unwrap();
+            a.add_vnic(1, bw(1000, 5, 0)).unwrap();
+            let mut out = Vec::new();
+            let mut t = 0;
+            let d = [(0, per_ms(2 * G)), (1, per_ms(2 * G))];
+            for _ in 0..100 {
+                a.allocate(t, &d, &mut out);
+                t += MS;
+            }
+            // Slot 0 was held back for a long while: its virtual time lags by what
+            // 500 ms at half the link would have earned.
+            let behind = 500 * MS as u128 * 500 * M as u128 * VT_SCALE / 1000;
+            a.vnics[0].vtime = a.vnics[0].vtime.saturating_sub(behind);
+            a.vnics[0].was_limited = true;
+            let mut r0 = Vec::new();
+            for _ in 0..20 {
+                a.allocate(t, &d, &mut out);
+                t += MS;
+                r0.push(rate(&out, 0));
+                // The other one is never locked out.
+                assert!(rate(&out, 1) > 0);
+            }
+            r0
+        };
+        let bounded = run(2);
+        // Extra over the fair 500 Mb/s, summed over intervals, is at most
+        // `max_lag_intervals` × fair share (plus rounding).
+        let extra: u64 = bounded.iter().map(|r| r.saturating_sub(500 * M)).sum();
+        assert!(extra <= 2 * 500 * M + 10 * M, "{bounded:?}");
+        assert!(extra >= 500 * M, "credit not used at all: {bounded:?}");
+        assert!(
+            bounded[10..].iter().all(|&r| r.abs_diff(500 * M) <= M),
+            "{bounded:?}"
+        );
+        // Without the bound the same history monopolises the link for much longer.
+        let unbounded = run(u32::MAX);
+        assert!(
+            unbounded.iter().filter(|&&r| r > 900 * M).count() >= 15,
+            "{unbounded:?}"
+        );
+    }
+
+    #[test]
+    fn reservations_scale_down_when_infeasible() {
+        let mut a = ShareAllocator::new(G, DegradedMode::default());
+        a.add_vnic(0, bw(1000, 5, 800 * M)).unwrap();
+        a.add_vnic(1, bw(1000, 5, 800 * M)).unwrap();
+        let mut out = Vec::new();
+        a.allocate(0, &[(0, per_ms(G)), (1, per_ms(G))], &mut out);
+        let (r0, r1) = (rate(&out, 0), rate(&out, 1));
+        assert!(r0 + r1 <= G);
+        assert!(r0.abs_diff(r1) <= 1, "{r0} {r1}");
+        assert!(r0 >= 490 * M);
+    }
+
+    #[test]
+    fn degraded_drop_mode_keeps_reservation_of_shed_vnic() {
+        let mut a = ShareAllocator::new(2 * G, DegradedMode::DropLowerPriority);
+        a.add_vnic(0, bw(1000, 9, 0)).unwrap();
+        a.add_vnic(1, bw(1000, 1, 100 * M)).unwrap();
+        a.set_capacity(G, true, 0);
+        let mut out = Vec::new();
+        a.allocate(0, &[(0, per_ms(2 * G)), (1, per_ms(2 * G))], &mut out);
+        assert_eq!(rate(&out, 1), 100 * M);
+        assert_eq!(
+            out[1].1.reason_if_limited,
+            LimitReason::LowerPriorityDegraded
+        );
+        assert_eq!(rate(&out, 0), 900 * M);
+        // Enough room for both: nobody is shed even though degraded.
+        // (The demand estimates fall by 3/4 per interval.)
+        for i in 1..=10 {
+            a.allocate(
+                i * MS,
+                &[(0, per_ms(300 * M)), (1, per_ms(300 * M))],
+                &mut out,
+            );
+        }
+        assert!(out
+            .iter()
+            .all(|(_, a)| a.reason_if_limited == LimitReason::NotLimited));
+    }
+
+    #[test]
+    fn short_interval_after_capacity_change_reuses_demand() {
+        let mut a = ShareAllocator::new(2 * G, DegradedMode::default());
+        a.add_vnic(0, bw(1000, 5, 0)).unwrap();
+        let mut out = Vec::new();
+        a.allocate(0, &[(0, per_ms(G))], &mut out);
+        a.allocate(MS, &[(0, per_ms(G))], &mut out);
+        assert_eq!(a.demand_bps(0), Some(G));
+        // 10 µs later, after a failure: the few bytes seen meanwhile do not count as
+        // a 10 µs demand window.
+        a.set_capacity(G / 2, true, MS + 10_000);
+        a.allocate(MS + 10_000, &[(0, 3000)], &mut out);
+        assert_eq!(a.demand_bps(0), Some(G));
+        assert_eq!(rate(&out, 0), G / 2);
+        assert_eq!(out[0].1.reason_if_limited, LimitReason::OverShare);
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        capacity: u64,
+        degraded: bool,
+        mode: DegradedMode,
+        vnics: Vec<(VnicBandwidth, Vec<u64>)>,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        let shaping = proptest::option::of((1u64..5 * G, 1u64..10 * G, 0u64..10_000_000).prop_map(
+            |(average_bps, peak_bps, burst_bytes)| Shaping {
+                average_bps,
+                peak_bps,
+                burst_bytes,
+                peak_period: None,
+            },
+        ));
+        let vnic = (
+            prop_oneof![Just(0u32), 1u32..10_000, Just(u32::MAX)],
+            0u8..=12,
+            prop_oneof![Just(0u64), 0u64..2 * G],
+            shaping,
+            proptest::collection::vec(prop_oneof![Just(0u64), 0u64..2_000_000], 4),
+        )
+            .prop_map(|(shares, priority, reservation_bps, shaping, demand)| {
+                (
+                    VnicBandwidth {
+                        shares,
+                        priority,
+                        reservation_bps,
+                        shaping,
+                    },
+                    demand,
+                )
+            });
+        (
+            prop_oneof![M..100 * G, Just(M)],
+            any::<bool>(),
+            prop_oneof![
+                Just(DegradedMode::DropLowerPriority),
+                Just(DegradedMode::Proportional)
+            ],
+            proptest::collection::vec(vnic, 1..12),
+        )
+            .prop_map(|(capacity, degraded, mode, vnics)| Case {
+                capacity,
+                degraded,
+                mode,
+                vnics,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Sum ≤ capacity; reservations met when feasible; no starvation.
+        #[test]
+        fn allocation_invariants(c in case()) {
+            let mut a = ShareAllocator::new(c.capacity, c.mode);
+            a.set_capacity(c.capacity, c.degraded, 0);
+            for (i, (bw, _)) in c.vnics.iter().enumerate() {
+                a.add_vnic(i as u32, *bw).unwrap();
+            }
+            let mut out = Vec::new();
+            let mut demand = Vec::new();
+            for round in 0..4 {
+                demand.clear();
+                for (i, (_, d)) in c.vnics.iter().enumerate() {
+                    demand.push((i as u32, d[round]));
+                }
+                a.allocate(round as u64 * MS, &demand, &mut out);
+                prop_assert_eq!(out.len(), c.vnics.len());
+
+                let total: u128 = out.iter().map(|(_, x)| x.rate_bps as u128).sum();
+                prop_assert!(total <= c.capacity as u128, "{} > {}", total, c.capacity);
+
+                // The demand the allocator works with (estimate, capped by shaping).
+                let d = |i: usize| {
+                    let e = a.demand_bps(i as u32).unwrap();
+                    match c.vnics[i].0.shaping {
+                        Some(s) => e.min(s.peak_bps.max(s.average_bps)),
+                        None => e,
+                    }
+                };
+                let want_res: u128 = (0..c.vnics.len())
+                    .map(|i| c.vnics[i].0.reservation_bps.min(d(i)) as u128)
+                    .sum();
+                let feasible = want_res * 1000 <= c.capacity as u128 * 980;
+                let shedding = c.degraded && c.mode == DegradedMode::DropLowerPriority;
+                for (i, (slot, x)) in out.iter().enumerate() {
+                    prop_assert_eq!(*slot, i as u32);
+                    let (bw, _) = &c.vnics[i];
+                    if feasible {
+                        prop_assert!(x.rate_bps >= bw.reservation_bps.min(d(i)),
+                            "reservation of {} not met: {:?}", i, x);
+                    }
+                    if bw.shares > 0 && d(i) > 0 && !shedding {
+                        prop_assert!(x.rate_bps > 0, "vNIC {} starved", i);
+                    }
+                    if x.reason_if_limited == LimitReason::LowerPriorityDegraded {
+                        prop_assert!(shedding);
+                    }
+                    if x.rate_bps > 0 {
+                        prop_assert!(x.burst_bytes > 0);
+                    }
+                }
+            }
+        }
+
+        /// Shares only (one class, no reservations, all saturating): rates are
+        /// proportional to shares within rounding and the floors' smoothing.
+        #[test]
+        fn saturating_vnics_split_by_shares(
+            shares in proptest::collection::vec(1u32..10_000, 1..8),
+            capacity in 100 * M..40 * G,
+        ) {
+            let mut a = ShareAllocator::new(capacity, DegradedMode::default());
+            for (i, &s) in shares.iter().enumerate() {
+                a.add_vnic(i as u32, bw(s, 5, 0)).unwrap();
+            }
+            let demand: Vec<(u32, u64)> =
+                (0..shares.len() as u32).map(|i| (i, per_ms(2 * capacity))).collect();
+            let mut out = Vec::new();
+            for r in 0..3 {
+                a.allocate(r * MS, &demand, &mut out);
+            }
+            let w: u64 = shares.iter().map(|&s| s as u64).sum();
+            for (i, &s) in shares.iter().enumerate() {
+                let fair = capacity as u128 * s as u128 / w as u128;
+                let got = out[i].1.rate_bps as u128;
+                prop_assert!(got.abs_diff(fair) * 1000 <= capacity as u128,
+                    "vNIC {} got {} want {}", i, got, fair);
+            }
+        }
+    }
 }
