@@ -382,4 +382,73 @@ mod tests {
         );
         assert_eq!(g.admit(1000, 1000 * US), Verdict::Send);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Admit(u32),
+        PollHead,
+        SetAlloc(u64, u64, u8),
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u32..70_000).prop_map(Op::Admit),
+            Just(Op::PollHead),
+            (0u64..20_000_000_000, 0u64..1_000_000, 0u8..3)
+                .prop_map(|(r, b, k)| Op::SetAlloc(r, b, k)),
+            (0u64..5_000_000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Every offered byte is accounted exactly once: sent, dropped, or still
+        /// queued; and the gate's queue accounting matches the caller's queue.
+        #[test]
+        fn bytes_are_conserved(
+            ops in proptest::collection::vec(op(), 1..400),
+            limit in 0u64..200_000,
+            shaped in proptest::bool::ANY,
+        ) {
+            let cfg = GateConfig { queue_limit_bytes: limit, max_delay: MS };
+            let shaping = shaped.then_some(Shaping {
+                average_bps: 50_000_000,
+                peak_bps: 100_000_000,
+                burst_bytes: 20_000,
+                peak_period: None,
+            });
+            let mut g = VnicGate::new(cfg, shaping, alloc(100_000_000, 10_000, LimitReason::OverShare));
+            let mut q: std::collections::VecDeque<(u32, Nanos)> = Default::default();
+            let mut now = 0;
+            for op in ops {
+                match op {
+                    Op::Admit(b) => {
+                        if g.admit(b, now) == Verdict::Queue {
+                            q.push_back((b, now));
+                        }
+                    }
+                    Op::PollHead => {
+                        if let Some(&(b, at)) = q.front() {
+                            if g.poll_queued(b, at, now) != Verdict::Queue {
+                                q.pop_front();
+                            }
+                        }
+                    }
+                    Op::SetAlloc(r, b, k) => {
+                        let reason = [LimitReason::NotLimited, LimitReason::OverShare,
+                            LimitReason::LowerPriorityDegraded][k as usize];
+                        g.set_allocation(alloc(r, b, reason));
+                    }
+                    Op::Advance(dt) => now += dt,
+                }
+                let c = g.counters();
+                let queued: u64 = q.iter().map(|&(b, _)| b as u64).sum();
+                proptest::prop_assert_eq!(g.queued_bytes(), queued);
+                proptest::prop_assert!(queued <= limit);
+                let dropped: u64 = c.dropped_bytes.iter().sum();
+                proptest::prop_assert_eq!(c.offered_bytes, c.sent_bytes + dropped + queued);
+            }
+        }
+    }
 }
