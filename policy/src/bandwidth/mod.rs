@@ -31,9 +31,16 @@
 //! 6. *headroom*: capacity still unused is handed to all vNICs by shares so they can
 //!    grow without waiting an interval; it does not advance virtual time.
 //!
-//! Lag is bounded ([0097]): a vNIC that was idle rejoins at the system virtual time
-//! (no old credit), and a busy vNIC's credit is clamped to `max_lag_intervals` worth
-//! of its fair share, so it can catch up at most that much faster than its share.
+//! Lag is bounded ([0097]): a vNIC that was idle, or was granted all it asked for
+//! (not backlogged), rejoins at the system virtual time — under-use earns no credit,
+//! as in start-time fair queueing; a vNIC that was held back keeps at most
+//! `max_lag_intervals` of its fair share as credit, so it can catch up at most that
+//! much faster than its share, and the floors keep everyone else served meanwhile.
+//!
+//! Demand is the offered rate (sent, queued and dropped bytes alike), folded in over
+//! windows of at least half an interval, rising at once and falling by 3/4 per
+//! window; a shaped vNIC's demand is capped at its peak rate (it could never use
+//! more).
 //!
 //! Capacity ([0116]): [`ShareAllocator::set_capacity`] is called by the control
 //! thread when a bond member fails or returns; it should call `allocate` right after,
@@ -45,7 +52,8 @@
 //! remaining capacity, [`DegradedMode::DropLowerPriority`] serves classes strictly by
 //! priority with no floors; the classes left without bandwidth get rate = their
 //! reservation and [`LimitReason::LowerPriorityDegraded`], so their gates drop the
-//! excess at once instead of queueing it. [`DegradedMode::Proportional`] ignores
+//! excess at once instead of queueing it. A class is also shed when only dust
+//! (≤ `floor_permille` of capacity) is left for it under congestion. [`DegradedMode::Proportional`] ignores
 //! priority while degraded: the reduced capacity is shared by shares alone, so every
 //! vNIC loses in proportion and no one is shed. (When not degraded, priority classes
 //! apply under congestion in both modes, with floors.)
