@@ -1,0 +1,165 @@
+//! Traffic shaping per vNIC with vSphere's four numbers ([0090]).
+
+use super::{Shaping, TokenBucket};
+use crate::time::{Nanos, SEC, US};
+
+/// Peak enforcement period used when [`Shaping::peak_period`] is `None`: short, so
+/// that the peak rate holds over any window longer than a few hundred microseconds.
+pub const DEFAULT_PEAK_PERIOD: Nanos = 100 * US;
+
+/// Two token buckets in series, as vSphere shapes a port:
+///
+/// - the *average* bucket refills at `average_bps` and holds `burst_bytes`: a vNIC
+///   that has been quiet may send up to `burst_bytes` above its average;
+/// - the *peak* bucket refills at `peak_bps` and holds `peak_bps × peak_period`:
+///   even while spending its burst the vNIC never exceeds the peak rate over any
+///   window longer than the peak period.
+///
+/// A frame passes only if both buckets have room, and then is charged to both. Over
+/// any window of length `T` the bytes sent are at most
+/// `min(burst + average·T, peak_depth + peak·T)` (plus one frame's debt).
+/// `peak_bps` below `average_bps` is raised to `average_bps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shaper {
+    shaping: Shaping,
+    average: TokenBucket,
+    peak: TokenBucket,
+}
+
+impl Shaper {
+    /// A shaper with full buckets.
+    pub fn new(shaping: Shaping) -> Self {
+        let peak_bps = shaping.peak_bps.max(shaping.average_bps);
+        Shaper {
+            shaping,
+            average: TokenBucket::new(shaping.average_bps, shaping.burst_bytes),
+            peak: TokenBucket::new(peak_bps, peak_depth(peak_bps, shaping.peak_period)),
+        }
+    }
+
+    /// The configuration this shaper enforces.
+    pub fn shaping(&self) -> Shaping {
+        self.shaping
+    }
+
+    /// The peak bucket's depth in bytes.
+    pub fn peak_depth_bytes(&self) -> u64 {
+        self.peak.burst_bytes()
+    }
+
+    /// Whether `bytes` may be sent now, without charging them. Fast path.
+    pub fn can_send(&mut self, bytes: u64, now: Nanos) -> bool {
+        // Evaluate both so both refill to `now`.
+        let a = self.average.can_consume(bytes, now);
+        let p = self.peak.can_consume(bytes, now);
+        a && p
+    }
+
+    /// Charges `bytes` to both buckets. Fast path.
+    pub fn charge(&mut self, bytes: u64) {
+        self.average.consume(bytes);
+        self.peak.consume(bytes);
+    }
+
+    /// Sends `bytes` if allowed, charging them. Fast path.
+    pub fn try_send(&mut self, bytes: u64, now: Nanos) -> bool {
+        if self.can_send(bytes, now) {
+            self.charge(bytes);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Nanoseconds until `bytes` may be sent (0 if now), `None` if never.
+    pub fn time_until(&mut self, bytes: u64, now: Nanos) -> Option<Nanos> {
+        let a = self.average.time_until(bytes, now)?;
+        let p = self.peak.time_until(bytes, now)?;
+        Some(a.max(p))
+    }
+}
+
+/// Depth of the peak bucket: `peak_bps × period`, in bytes.
+fn peak_depth(peak_bps: u64, period: Option<Nanos>) -> u64 {
+    let period = period.unwrap_or(DEFAULT_PEAK_PERIOD);
+    let bytes = peak_bps as u128 * period as u128 / (8 * SEC as u128);
+    u64::try_from(bytes).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::MS;
+
+    fn shaping(avg: u64, peak: u64, burst: u64) -> Shaping {
+        Shaping {
+            average_bps: avg,
+            peak_bps: peak,
+            burst_bytes: burst,
+            peak_period: None,
+        }
+    }
+
+    /// Offers `frame`-byte frames back to back, polling every 50 µs, and returns
+    /// the bytes sent per millisecond.
+    fn run(s: &mut Shaper, frame: u64, ms: u64) -> Vec<u64> {
+        let mut out = vec![0; ms as usize];
+        for i in 0..ms * 20 {
+            let now = i * 50 * US;
+            let mut guard = 0;
+            while s.try_send(frame, now) && guard < 10_000 {
+                out[(i / 20) as usize] += frame;
+                guard += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn burst_at_peak_then_average() {
+        // 80 Mb/s average = 10 kB/ms, 160 Mb/s peak = 20 kB/ms, burst 100 kB.
+        let mut s = Shaper::new(shaping(80_000_000, 160_000_000, 100_000));
+        let per_ms = run(&mut s, 1000, 200);
+        // During the burst, ~20 kB/ms (peak); 100 kB burst drains at a net 10 kB/ms,
+        // so about 10 ms at peak.
+        for &b in &per_ms[1..9] {
+            assert!((19_000..=21_000).contains(&b), "{b}");
+        }
+        for &b in &per_ms[20..] {
+            assert!((9_000..=11_000).contains(&b), "{b}");
+        }
+        let total: u64 = per_ms.iter().sum();
+        // 200 ms × 10 kB/ms + 100 kB burst + initial peak depth (2 kB).
+        assert!(total <= 2_000_000 + 100_000 + 2_000 + 1000, "{total}");
+        assert!(total >= 2_000_000 + 100_000 - 20_000, "{total}");
+    }
+
+    #[test]
+    fn peak_below_average_is_raised() {
+        let mut s = Shaper::new(shaping(80_000_000, 1, 0));
+        let per_ms = run(&mut s, 1000, 50);
+        for &b in &per_ms[2..] {
+            assert!((9_000..=11_000).contains(&b), "{b}");
+        }
+    }
+
+    #[test]
+    fn peak_period_sets_peak_depth() {
+        let s = Shaper::new(Shaping {
+            peak_period: Some(2 * MS),
+            ..shaping(8_000_000, 16_000_000, 1_000_000)
+        });
+        assert_eq!(s.peak_depth_bytes(), 4000);
+        let d = Shaper::new(shaping(8_000_000, 16_000_000, 1_000_000));
+        assert_eq!(d.peak_depth_bytes(), 200);
+    }
+
+    #[test]
+    fn zero_average_sends_only_the_burst() {
+        let mut s = Shaper::new(shaping(0, 0, 3000));
+        let total: u64 = run(&mut s, 1000, 100).iter().sum();
+        // The peak bucket is raised to 0 too: nothing passes at all.
+        assert_eq!(total, 0);
+        assert_eq!(s.time_until(1000, 0), None);
+    }
+}
