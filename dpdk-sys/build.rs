@@ -72,14 +72,22 @@ fn main() {
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .expect("bindgen failed to generate DPDK bindings");
-    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write bindings");
 
     let mut build = cc::Build::new();
-    build.file(wrap_c.with_extension("c")).file("src/shim.c").include(env!("CARGO_MANIFEST_DIR"));
+    build
+        .file(wrap_c.with_extension("c"))
+        .file("src/shim.c")
+        .include(env!("CARGO_MANIFEST_DIR"));
     for f in &cflags {
         build.flag(f);
     }
-    build.flag("-Wno-deprecated-declarations").opt_level(3).compile("dpdk_shim");
+    build
+        .flag("-Wno-deprecated-declarations")
+        .opt_level(3)
+        .compile("dpdk_shim");
     println!("cargo:rerun-if-changed=src/wrapper.h");
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-changed=src/shim.h");

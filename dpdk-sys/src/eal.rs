@@ -34,7 +34,9 @@ impl Eal {
     /// Initialises the EAL with `args` (argv[0] first is added for you) the first time it
     /// is called in this process; later calls return the first result.
     pub fn init(args: &[String]) -> Result<&'static Eal, EalError> {
-        EAL.get_or_init(|| Self::do_init(args)).as_ref().map_err(Clone::clone)
+        EAL.get_or_init(|| Self::do_init(args))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The EAL handle if [`Eal::init`] succeeded earlier.
@@ -59,7 +61,9 @@ impl Eal {
         if rc < 0 {
             return Err(EalError::InitFailed(last_error(), args.join(" ")));
         }
-        Ok(Eal { args: args.to_vec() })
+        Ok(Eal {
+            args: args.to_vec(),
+        })
     }
 
     /// The arguments the EAL was started with.

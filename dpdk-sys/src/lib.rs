@@ -9,7 +9,14 @@
 #![warn(missing_docs)]
 
 /// Raw bindings (generated). Everything here is `unsafe` to call.
-#[allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code, missing_docs, unsafe_op_in_unsafe_fn)]
+#[allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code,
+    missing_docs,
+    unsafe_op_in_unsafe_fn
+)]
 #[allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 pub mod ffi {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

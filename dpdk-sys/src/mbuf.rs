@@ -27,13 +27,22 @@ unsafe impl Sync for Mempool {}
 impl Mempool {
     /// Creates a packet mbuf pool of `n` mbufs with `data_room` bytes of buffer
     /// (headroom included) and a per-lcore cache of `cache` mbufs.
-    pub fn new(_eal: &Eal, name: &str, n: u32, cache: u32, data_room: u16) -> Result<Mempool, String> {
+    pub fn new(
+        _eal: &Eal,
+        name: &str,
+        n: u32,
+        cache: u32,
+        data_room: u16,
+    ) -> Result<Mempool, String> {
         let cname = CString::new(name).map_err(|_| format!("pool name {name:?} has a NUL"))?;
         // SAFETY: EAL is initialised (the &Eal proves it); name is a valid C string; the
         // socket id -1 (SOCKET_ID_ANY) is accepted.
         let p = unsafe { ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, -1) };
         NonNull::new(p).map(Mempool).ok_or_else(|| {
-            format!("cannot create mbuf pool {name} of {n} mbufs: {}; raise -m in the EAL arguments", last_error())
+            format!(
+                "cannot create mbuf pool {name} of {n} mbufs: {}; raise -m in the EAL arguments",
+                last_error()
+            )
         })
     }
 
@@ -103,7 +112,12 @@ impl Mbuf {
         let m = self.raw();
         // SAFETY: buf_addr + data_off points at data_len initialised bytes inside the
         // mbuf's buffer, valid while we hold a reference.
-        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
+        unsafe {
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
     }
 
     /// Mutable access to the first segment's data, only when this is the sole
@@ -114,7 +128,11 @@ impl Mbuf {
         if m.refcnt != 1 {
             return None;
         }
-        let (addr, off, len) = (m.buf_addr as *mut u8, m.data_off as usize, m.data_len as usize);
+        let (addr, off, len) = (
+            m.buf_addr as *mut u8,
+            m.data_off as usize,
+            m.data_len as usize,
+        );
         // SAFETY: sole owner (refcnt 1) and &mut self: no other reference to these bytes.
         Some(unsafe { std::slice::from_raw_parts_mut(addr.add(off), len) })
     }
@@ -195,7 +213,10 @@ impl<const N: usize> Burst<N> {
     /// An empty burst.
     #[inline]
     pub fn new() -> Self {
-        Burst { bufs: [const { MaybeUninit::uninit() }; N], len: 0 }
+        Burst {
+            bufs: [const { MaybeUninit::uninit() }; N],
+            len: 0,
+        }
     }
     /// Number of mbufs held.
     #[inline]
@@ -243,7 +264,11 @@ impl<const N: usize> Burst<N> {
     pub fn drain(&mut self) -> Drain<'_, N> {
         let len = self.len;
         self.len = 0;
-        Drain { burst: self, next: 0, end: len }
+        Drain {
+            burst: self,
+            next: 0,
+            end: len,
+        }
     }
 
     /// Pointer to the free tail, for rx_burst to fill. Internal.
@@ -293,7 +318,9 @@ impl<const N: usize> Burst<N> {
         self.len = 0;
         // SAFETY: entries 0..n are owned mbuf references; after this call they are
         // released and len is 0 so they are not touched again.
-        unsafe { ffi::vs_pktmbuf_free_bulk(self.bufs.as_mut_ptr() as *mut *mut ffi::rte_mbuf, n as u32) }
+        unsafe {
+            ffi::vs_pktmbuf_free_bulk(self.bufs.as_mut_ptr() as *mut *mut ffi::rte_mbuf, n as u32)
+        }
     }
 }
 

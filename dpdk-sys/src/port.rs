@@ -108,7 +108,12 @@ pub struct Port {
 }
 
 fn op_err(port: Port, op: &'static str, rc: i32) -> PortError {
-    PortError::Op { port: port.id, name: port.name(), op, reason: errno_str(rc) }
+    PortError::Op {
+        port: port.id,
+        name: port.name(),
+        op,
+        reason: errno_str(rc),
+    }
 }
 
 impl Port {
@@ -126,7 +131,10 @@ impl Port {
         // SAFETY: EAL initialised (the &Eal proves it); c is a valid C string.
         let rc = unsafe { ffi::rte_dev_probe(c.as_ptr()) };
         if rc < 0 {
-            return Err(PortError::Probe { devargs: devargs.to_string(), reason: errno_str(rc) });
+            return Err(PortError::Probe {
+                devargs: devargs.to_string(),
+                reason: errno_str(rc),
+            });
         }
         Port::by_name(&name).ok_or(PortError::NoPort(name))
     }
@@ -169,7 +177,9 @@ impl Port {
             return format!("port{}", self.id);
         }
         // SAFETY: DPDK wrote a NUL-terminated string into buf.
-        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Driver name and queue limits.
@@ -184,14 +194,26 @@ impl Port {
             String::new()
         } else {
             // SAFETY: driver_name points at the driver's static name string.
-            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
         };
-        Ok(PortInfo { driver, max_rx_queues: info.max_rx_queues, max_tx_queues: info.max_tx_queues })
+        Ok(PortInfo {
+            driver,
+            max_rx_queues: info.max_rx_queues,
+            max_tx_queues: info.max_tx_queues,
+        })
     }
 
     /// Configures `nb_rx` rx and `nb_tx` tx queues with default settings, sets up each
     /// queue with `nb_desc` descriptors, rx buffers from `pool`.
-    pub fn configure(&self, nb_rx: u16, nb_tx: u16, nb_desc: u16, pool: &Mempool) -> Result<(), PortError> {
+    pub fn configure(
+        &self,
+        nb_rx: u16,
+        nb_tx: u16,
+        nb_desc: u16,
+        pool: &Mempool,
+    ) -> Result<(), PortError> {
         let conf = ffi::rte_eth_conf::default();
         // SAFETY: valid port id and a zeroed (default) configuration struct.
         let rc = unsafe { ffi::rte_eth_dev_configure(self.id, nb_rx, nb_tx, &conf) };
@@ -205,7 +227,14 @@ impl Port {
             // SAFETY: configured port, queue index < nb_rx, NULL conf = driver defaults,
             // pool valid for the process lifetime.
             let rc = unsafe {
-                ffi::rte_eth_rx_queue_setup(self.id, q, nb_desc, socket, std::ptr::null(), pool.as_ptr())
+                ffi::rte_eth_rx_queue_setup(
+                    self.id,
+                    q,
+                    nb_desc,
+                    socket,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
             };
             if rc != 0 {
                 return Err(op_err(*self, "rx_queue_setup", rc));
@@ -213,7 +242,9 @@ impl Port {
         }
         for q in 0..nb_tx {
             // SAFETY: configured port, queue index < nb_tx, NULL conf = driver defaults.
-            let rc = unsafe { ffi::rte_eth_tx_queue_setup(self.id, q, nb_desc, socket, std::ptr::null()) };
+            let rc = unsafe {
+                ffi::rte_eth_tx_queue_setup(self.id, q, nb_desc, socket, std::ptr::null())
+            };
             if rc != 0 {
                 return Err(op_err(*self, "tx_queue_setup", rc));
             }
@@ -302,7 +333,11 @@ impl Port {
         }
         Link {
             up: l.link_status() != 0,
-            speed_mbps: if l.link_speed == u32::MAX { 0 } else { l.link_speed },
+            speed_mbps: if l.link_speed == u32::MAX {
+                0
+            } else {
+                l.link_speed
+            },
             full_duplex: l.link_duplex() != 0,
         }
     }
@@ -338,13 +373,21 @@ impl Port {
     /// Claims rx queue `q` for the calling owner.
     pub fn rx_queue(&self, q: u16) -> Result<RxQueue, PortError> {
         claim(&RX_CLAIMS, *self, q, "rx")?;
-        Ok(RxQueue { port: self.id, queue: q, _not_sync: PhantomData })
+        Ok(RxQueue {
+            port: self.id,
+            queue: q,
+            _not_sync: PhantomData,
+        })
     }
 
     /// Claims tx queue `q` for the calling owner.
     pub fn tx_queue(&self, q: u16) -> Result<TxQueue, PortError> {
         claim(&TX_CLAIMS, *self, q, "tx")?;
-        Ok(TxQueue { port: self.id, queue: q, _not_sync: PhantomData })
+        Ok(TxQueue {
+            port: self.id,
+            queue: q,
+            _not_sync: PhantomData,
+        })
     }
 }
 
@@ -352,14 +395,27 @@ fn libc_enotsup() -> i32 {
     95
 }
 
-fn claim(map: &[AtomicU64; MAX_PORTS], port: Port, q: u16, kind: &'static str) -> Result<(), PortError> {
+fn claim(
+    map: &[AtomicU64; MAX_PORTS],
+    port: Port,
+    q: u16,
+    kind: &'static str,
+) -> Result<(), PortError> {
     if q >= MAX_QUEUES || port.id as usize >= MAX_PORTS {
-        return Err(PortError::QueueClaimed { port: port.id, kind, queue: q });
+        return Err(PortError::QueueClaimed {
+            port: port.id,
+            kind,
+            queue: q,
+        });
     }
     let bit = 1u64 << q;
     let prev = map[port.id as usize].fetch_or(bit, Ordering::AcqRel);
     if prev & bit != 0 {
-        return Err(PortError::QueueClaimed { port: port.id, kind, queue: q });
+        return Err(PortError::QueueClaimed {
+            port: port.id,
+            kind,
+            queue: q,
+        });
     }
     Ok(())
 }
@@ -433,7 +489,9 @@ impl TxQueue {
         }
         // SAFETY: exclusive queue ownership; the first `len` entries are owned mbufs;
         // DPDK takes ownership of the first n it returns.
-        let n = unsafe { ffi::rte_eth_tx_burst(self.port, self.queue, burst.head_ptr(), len as u16) } as usize;
+        let n =
+            unsafe { ffi::rte_eth_tx_burst(self.port, self.queue, burst.head_ptr(), len as u16) }
+                as usize;
         burst.consume_front(n);
         n
     }

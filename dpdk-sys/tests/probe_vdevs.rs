@@ -35,8 +35,16 @@ fn every_vdev_kind_probes_and_forwards() {
     let pcap = dir.join("in.pcap");
     write_pcap(&pcap, 4);
     let args: Vec<String> = [
-        "-l", "0", "--no-huge", "-m", "512", "--no-pci", "--no-telemetry", "--iova-mode=va",
-        "--log-level=lib.eal:error", "--log-level=lib.vhost.config:error",
+        "-l",
+        "0",
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--no-telemetry",
+        "--iova-mode=va",
+        "--log-level=lib.eal:error",
+        "--log-level=lib.vhost.config:error",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -53,24 +61,37 @@ fn every_vdev_kind_probes_and_forwards() {
     let cases = [
         ("net_null", format!("net_null0")),
         ("net_ring", format!("net_ring0")),
-        ("net_pcap", format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display())),
+        (
+            "net_pcap",
+            format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
+        ),
         ("net_tap", format!("net_tap0,iface={tap}")),
         ("net_af_packet", format!("net_af_packet0,iface=lo")),
-        ("net_vhost", format!("net_vhost0,iface={},queues=1", vhost_sock.display())),
-        ("net_memif", format!("net_memif0,role=server,socket={}", memif_sock.display())),
+        (
+            "net_vhost",
+            format!("net_vhost0,iface={},queues=1", vhost_sock.display()),
+        ),
+        (
+            "net_memif",
+            format!("net_memif0,role=server,socket={}", memif_sock.display()),
+        ),
     ];
     let mut ports = Vec::new();
     for (driver, devargs) in &cases {
         let p = Port::attach(eal, devargs).unwrap_or_else(|e| panic!("{driver}: {e}"));
         let info = p.info().unwrap();
         assert_eq!(&info.driver, driver, "{devargs} bound to the wrong driver");
-        p.configure(1, 1, 512, &pool).unwrap_or_else(|e| panic!("{driver}: {e}"));
+        p.configure(1, 1, 512, &pool)
+            .unwrap_or_else(|e| panic!("{driver}: {e}"));
         p.start().unwrap_or_else(|e| panic!("{driver}: {e}"));
         ports.push((driver, p));
     }
     // virtio_user needs the vhost socket to exist: hot-plug it after the vhost port started.
-    let vu = Port::attach(eal, &format!("net_virtio_user0,path={},queues=1", vhost_sock.display()))
-        .expect("virtio_user hot-plug");
+    let vu = Port::attach(
+        eal,
+        &format!("net_virtio_user0,path={},queues=1", vhost_sock.display()),
+    )
+    .expect("virtio_user hot-plug");
     assert_eq!(vu.info().unwrap().driver, "net_virtio_user");
     vu.configure(1, 1, 512, &pool).unwrap();
     vu.start().unwrap();
@@ -79,7 +100,10 @@ fn every_vdev_kind_probes_and_forwards() {
     let pcap_port = ports.iter().find(|(d, _)| **d == "net_pcap").unwrap().1;
     let null_port = ports.iter().find(|(d, _)| **d == "net_null").unwrap().1;
     let mut rxq = pcap_port.rx_queue(0).unwrap();
-    assert!(pcap_port.rx_queue(0).is_err(), "an rx queue can be claimed twice");
+    assert!(
+        pcap_port.rx_queue(0).is_err(),
+        "an rx queue can be claimed twice"
+    );
     let mut txq = null_port.tx_queue(0).unwrap();
     let mut burst: Burst<32> = Burst::new();
     let before = pool.in_use();
@@ -101,7 +125,12 @@ fn every_vdev_kind_probes_and_forwards() {
     drop(m);
     assert_eq!(m2.data().len(), 60);
     drop(m2);
-    assert!(pool.in_use() <= before, "mbufs leaked: {} in use, {} before", pool.in_use(), before);
+    assert!(
+        pool.in_use() <= before,
+        "mbufs leaked: {} in use, {} before",
+        pool.in_use(),
+        before
+    );
 
     // virtio_user -> vhost: a frame crosses vhost-user.
     let vhost = ports.iter().find(|(d, _)| **d == "net_vhost").unwrap().1;
@@ -111,7 +140,8 @@ fn every_vdev_kind_probes_and_forwards() {
     let mut crossed = 0;
     for _ in 0..200 {
         if out.is_empty() {
-            out.push(Mbuf::from_bytes(&pool, &[0xabu8; 64]).unwrap()).unwrap();
+            out.push(Mbuf::from_bytes(&pool, &[0xabu8; 64]).unwrap())
+                .unwrap();
         }
         vtx.tx_burst(&mut out);
         let mut inb: Burst<4> = Burst::new();

@@ -90,7 +90,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -368,9 +372,9 @@ pub fn build_rarp(mac: MacAddr, out: &mut [u8; RARP_FRAME_LEN]) -> usize {
     out[19] = 4; // PLEN
     out[20..22].copy_from_slice(&3u16.to_be_bytes()); // reverse request
     out[22..28].copy_from_slice(&mac.0); // SHA
-    // SPA 28..32 = 0
+                                         // SPA 28..32 = 0
     out[32..38].copy_from_slice(&mac.0); // THA
-    // TPA 38..42 = 0
+                                         // TPA 38..42 = 0
     RARP_FRAME_LEN
 }
 
@@ -400,7 +404,13 @@ mod tests {
         assert_eq!(m.to_string(), "02:00:00:00:00:0a");
         assert!(m.is_unicast());
         assert!(MacAddr::BROADCAST.is_multicast() && MacAddr::BROADCAST.is_broadcast());
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "zz:00:00:00:00:00", "002:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "zz:00:00:00:00:00",
+            "002:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad} accepted");
         }
     }

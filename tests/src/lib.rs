@@ -20,7 +20,11 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is not built: run `cargo build --release --workspace --bins` (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --release --workspace --bins` (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -73,7 +77,9 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stdout and stderr captured.
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stderr = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
@@ -95,7 +101,12 @@ impl Proc {
             let _ = out.read_to_string(&mut s);
             s
         }));
-        Proc { name: name.to_string(), child: Some(child), stderr, stdout_reader }
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            stderr,
+            stdout_reader,
+        }
     }
 
     /// Everything written to stderr so far.
@@ -111,17 +122,28 @@ impl Proc {
                 return;
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("{} exited ({st}) before printing {needle:?}:\n{}", self.name, self.stderr());
+                panic!(
+                    "{} exited ({st}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{} did not print {needle:?} within {timeout:?}:\n{}", self.name, self.stderr());
+        panic!(
+            "{} did not print {needle:?} within {timeout:?}:\n{}",
+            self.name,
+            self.stderr()
+        );
     }
 
     /// Sends a signal by name (TERM, INT, KILL).
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
         }
     }
 
@@ -141,11 +163,20 @@ impl Proc {
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("{} did not exit within {timeout:?}:\n{}", self.name, self.stderr());
+                    panic!(
+                        "{} did not exit within {timeout:?}:\n{}",
+                        self.name,
+                        self.stderr()
+                    );
                 }
             }
         };
-        let out = self.stdout_reader.take().unwrap().join().unwrap_or_default();
+        let out = self
+            .stdout_reader
+            .take()
+            .unwrap()
+            .join()
+            .unwrap_or_default();
         (code, out)
     }
 
@@ -169,7 +200,11 @@ impl Drop for Proc {
 pub fn last_json(out: &str) -> serde_json::Value {
     out.lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok().filter(|v| v.is_object()))
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l.trim())
+                .ok()
+                .filter(|v| v.is_object())
+        })
         .unwrap_or_else(|| panic!("no JSON object in output:\n{out}"))
 }
 
@@ -195,7 +230,9 @@ pub fn port_counters<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde
 
 /// A drop counter by reason name (`spoofed`, `unknown_unicast`, ...).
 pub fn drops(counters: &serde_json::Value, reason: &str) -> u64 {
-    counters["drops"][reason].as_u64().unwrap_or_else(|| panic!("no drop reason {reason} in {counters}"))
+    counters["drops"][reason]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no drop reason {reason} in {counters}"))
 }
 
 /// `ip link set <iface> up|down`.
@@ -209,7 +246,13 @@ pub fn set_link(iface: &str, up: bool) {
 
 /// True when `ip link show <iface>` succeeds.
 pub fn iface_exists(iface: &str) -> bool {
-    Command::new("ip").args(["link", "show", "dev", iface]).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("ip")
+        .args(["link", "show", "dev", iface])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Waits until `f` is true or `timeout` passes.

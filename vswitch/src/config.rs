@@ -40,10 +40,17 @@ pub enum ConfigError {
 }
 
 fn default_eal_args() -> Vec<String> {
-    ["--no-huge", "-m", "1024", "--no-pci", "--no-telemetry", "--iova-mode=va"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--no-huge",
+        "-m",
+        "1024",
+        "--no-pci",
+        "--no-telemetry",
+        "--iova-mode=va",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// `[eal]`: extra EAL arguments.
@@ -64,7 +71,10 @@ fn default_prefix() -> String {
 
 impl Default for EalSection {
     fn default() -> Self {
-        EalSection { args: default_eal_args(), file_prefix: default_prefix() }
+        EalSection {
+            args: default_eal_args(),
+            file_prefix: default_prefix(),
+        }
     }
 }
 
@@ -306,19 +316,94 @@ pub enum UplinkRef {
     Nic(usize),
 }
 
+impl BondConfigFile {
+    /// The teaming logic's configuration for this bond (names resolved to member
+    /// indices, strings parsed), or the reason it is invalid.
+    pub fn policy(&self) -> Result<policy::bond::BondConfig, ConfigError> {
+        use policy::time::MS;
+        let what = |e: String| ConfigError::Invalid(format!("bond '{}': {e}", self.name));
+        let idx = |n: &str| self.members.iter().position(|m| m == n);
+        let mut c = policy::bond::BondConfig {
+            mode: self
+                .mode
+                .parse()
+                .map_err(|e: policy::bond::ParseNameError| what(e.to_string()))?,
+            failback: self
+                .failback
+                .parse()
+                .map_err(|e: policy::bond::ParseNameError| what(e.to_string()))?,
+            updelay: self.updelay_ms * MS,
+            downdelay: self.downdelay_ms * MS,
+            notify_switches: self.notify_switches,
+            active_order: self.active_order.iter().filter_map(|n| idx(n)).collect(),
+            lacp: self.lacp != "off",
+            ..Default::default()
+        };
+        if self.failback_delay_ms > 0 {
+            c.failback_delay = self.failback_delay_ms * MS;
+        }
+        if let Some(p) = self.isolate_priority_max {
+            c.isolate_priority_max = p;
+        }
+        if let Some(m) = &self.isolated_member {
+            c.isolated_member =
+                idx(m).ok_or_else(|| what(format!("isolated_member '{m}' is not a member")))?;
+        }
+        if let Some(t) = self.rebalance_threshold_pct {
+            c.rebalance_threshold_pct = t;
+        }
+        if let Some(w) = self.rebalance_window_s {
+            c.rebalance_window = w * policy::time::SEC;
+        }
+        c.validate(self.members.len())
+            .map_err(|e| what(e.to_string()))?;
+        for (key, val, ok) in [
+            ("lacp", &self.lacp, ["off", "active", "passive"].as_slice()),
+            ("lacp_rate", &self.lacp_rate, &["fast", "slow"]),
+            (
+                "lacp_fallback",
+                &self.lacp_fallback,
+                &["active-backup", "none"],
+            ),
+            (
+                "degraded",
+                &self.degraded,
+                &["drop-lower-priority", "proportional"],
+            ),
+        ] {
+            if !ok.contains(&val.as_str()) {
+                return Err(what(format!(
+                    "{key} = '{val}' must be one of {}",
+                    ok.join(", ")
+                )));
+            }
+        }
+        Ok(c)
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(0);
-            ConfigError::Parse { path: origin.to_string(), line, message: e.message().to_string() }
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(0);
+            ConfigError::Parse {
+                path: origin.to_string(),
+                line,
+                message: e.message().to_string(),
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -326,7 +411,10 @@ impl Config {
 
     /// The name of vNIC `j` of `vm`.
     pub fn vnic_name(vm: &VmConfig, j: usize) -> String {
-        vm.vnic[j].name.clone().unwrap_or_else(|| format!("{}.{}", vm.name, j))
+        vm.vnic[j]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", vm.name, j))
     }
 
     /// Resolves an uplink name.
@@ -334,19 +422,27 @@ impl Config {
         if let Some(i) = self.bond.iter().position(|b| b.name == name) {
             return Some(UplinkRef::Bond(i));
         }
-        self.nic.iter().position(|n| n.name == name).map(UplinkRef::Nic)
+        self.nic
+            .iter()
+            .position(|n| n.name == name)
+            .map(UplinkRef::Nic)
     }
 
     /// The bond a NIC belongs to, if any.
     pub fn bond_of_nic(&self, nic: &str) -> Option<&BondConfigFile> {
-        self.bond.iter().find(|b| b.members.iter().any(|m| m == nic))
+        self.bond
+            .iter()
+            .find(|b| b.members.iter().any(|m| m == nic))
     }
 
     /// Checks every rule; the message names the offending entry.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.dataplane.cores.is_empty() {
-            return bad("[dataplane] cores is empty: give at least one worker core, e.g. cores = [1]".into());
+            return bad(
+                "[dataplane] cores is empty: give at least one worker core, e.g. cores = [1]"
+                    .into(),
+            );
         }
         let mut seen_cores = HashSet::new();
         for c in &self.dataplane.cores {
@@ -355,7 +451,10 @@ impl Config {
             }
         }
         if self.dataplane.mbufs < 1024 {
-            return bad(format!("[dataplane] mbufs = {} is too small (at least 1024)", self.dataplane.mbufs));
+            return bad(format!(
+                "[dataplane] mbufs = {} is too small (at least 1024)",
+                self.dataplane.mbufs
+            ));
         }
         let mut names: HashMap<&str, &str> = HashMap::new();
         for n in &self.nic {
@@ -363,7 +462,10 @@ impl Config {
                 return bad("a [[nic]] has an empty name".into());
             }
             if let Some(prev) = names.insert(&n.name, "nic") {
-                return bad(format!("nic '{}': the name is already used by a {prev}", n.name));
+                return bad(format!(
+                    "nic '{}': the name is already used by a {prev}",
+                    n.name
+                ));
             }
             if n.devargs.trim().is_empty() {
                 return bad(format!("nic '{}': devargs is empty", n.name));
@@ -372,14 +474,20 @@ impl Config {
         let mut bonded: HashMap<&str, &str> = HashMap::new();
         for b in &self.bond {
             if let Some(prev) = names.insert(&b.name, "bond") {
-                return bad(format!("bond '{}': the name is already used by a {prev}", b.name));
+                return bad(format!(
+                    "bond '{}': the name is already used by a {prev}",
+                    b.name
+                ));
             }
             if b.members.is_empty() {
                 return bad(format!("bond '{}': it has no members", b.name));
             }
             for m in &b.members {
                 if !self.nic.iter().any(|n| &n.name == m) {
-                    return bad(format!("bond '{}': member '{m}' is not a configured [[nic]]", b.name));
+                    return bad(format!(
+                        "bond '{}': member '{m}' is not a configured [[nic]]",
+                        b.name
+                    ));
                 }
                 if let Some(other) = bonded.insert(m, &b.name) {
                     return bad(format!(
@@ -390,37 +498,66 @@ impl Config {
             }
             for m in &b.active_order {
                 if !b.members.contains(m) {
-                    return bad(format!("bond '{}': active_order names '{m}', which is not a member", b.name));
+                    return bad(format!(
+                        "bond '{}': active_order names '{m}', which is not a member",
+                        b.name
+                    ));
                 }
             }
             if let Some(m) = &b.isolated_member {
                 if !b.members.contains(m) {
-                    return bad(format!("bond '{}': isolated_member '{m}' is not a member", b.name));
+                    return bad(format!(
+                        "bond '{}': isolated_member '{m}' is not a member",
+                        b.name
+                    ));
                 }
             }
+            if b.members.len() > policy::bond::MAX_MEMBERS {
+                return bad(format!(
+                    "bond '{}': at most {} members",
+                    b.name,
+                    policy::bond::MAX_MEMBERS
+                ));
+            }
+            b.policy()?;
         }
         let mut macs: HashMap<MacAddr, String> = HashMap::new();
         let mut sockets: HashSet<&str> = HashSet::new();
         for vm in &self.vm {
             if let Some(prev) = names.insert(&vm.name, "vm") {
-                return bad(format!("vm '{}': the name is already used by a {prev}", vm.name));
+                return bad(format!(
+                    "vm '{}': the name is already used by a {prev}",
+                    vm.name
+                ));
             }
             if vm.priority > 10 {
-                return bad(format!("vm '{}': priority {} is out of range 0-10", vm.name, vm.priority));
+                return bad(format!(
+                    "vm '{}': priority {} is out of range 0-10",
+                    vm.name, vm.priority
+                ));
             }
             for (j, v) in vm.vnic.iter().enumerate() {
                 let vname = Config::vnic_name(vm, j);
                 let what = format!("vm '{}' vnic '{vname}'", vm.name);
-                let mac: MacAddr = v.mac.parse().map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+                let mac: MacAddr = v
+                    .mac
+                    .parse()
+                    .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
                 if !mac.is_unicast() {
                     return bad(format!("{what}: mac {mac} is not a unicast address"));
                 }
                 if let Some(other) = macs.insert(mac, vname.clone()) {
-                    return bad(format!("{what}: mac {mac} is already used by vnic '{other}'"));
+                    return bad(format!(
+                        "{what}: mac {mac} is already used by vnic '{other}'"
+                    ));
                 }
                 match (&v.socket, &v.devargs) {
-                    (Some(_), Some(_)) => return bad(format!("{what}: give either socket or devargs, not both")),
-                    (None, None) => return bad(format!("{what}: give a vhost-user socket or a devargs")),
+                    (Some(_), Some(_)) => {
+                        return bad(format!("{what}: give either socket or devargs, not both"))
+                    }
+                    (None, None) => {
+                        return bad(format!("{what}: give a vhost-user socket or a devargs"))
+                    }
                     (Some(s), None) => {
                         if !sockets.insert(s) {
                             return bad(format!("{what}: socket {s} is used by another vnic"));
@@ -429,7 +566,10 @@ impl Config {
                     _ => {}
                 }
                 if v.vhost_mode != "server" && v.vhost_mode != "client" {
-                    return bad(format!("{what}: vhost_mode '{}' must be 'server' or 'client'", v.vhost_mode));
+                    return bad(format!(
+                        "{what}: vhost_mode '{}' must be 'server' or 'client'",
+                        v.vhost_mode
+                    ));
                 }
                 if v.priority.is_some_and(|p| p > 10) {
                     return bad(format!("{what}: priority out of range 0-10"));
@@ -506,14 +646,20 @@ priority = 5
     #[test]
     fn vnic_on_bonded_nic_is_refused() {
         let e = err(&GOOD.replace("uplink = \"nic2\"", "uplink = \"nic1\""));
-        assert!(e.contains("vnic 'vm1.1'") && e.contains("member of bond 'bond0'"), "{e}");
+        assert!(
+            e.contains("vnic 'vm1.1'") && e.contains("member of bond 'bond0'"),
+            "{e}"
+        );
     }
 
     #[test]
     fn nic_in_two_bonds_is_refused() {
         let t = format!("{GOOD}\n[[bond]]\nname = \"bond1\"\nmembers = [\"nic1\"]\n");
         let e = err(&t);
-        assert!(e.contains("bond 'bond1'") && e.contains("already a member of bond 'bond0'"), "{e}");
+        assert!(
+            e.contains("bond 'bond1'") && e.contains("already a member of bond 'bond0'"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -532,11 +678,36 @@ priority = 5
     #[test]
     fn bad_mac_and_duplicates() {
         assert!(err(&GOOD.replace("02:00:00:00:00:03", "02:00:00:00:00")).contains("invalid MAC"));
-        assert!(err(&GOOD.replace("02:00:00:00:00:03", "02:00:00:00:00:01")).contains("already used by vnic 'vm1.0'"));
-        assert!(err(&GOOD.replace("02:00:00:00:00:03", "01:00:5e:00:00:01")).contains("not a unicast"));
-        assert!(err(&GOOD.replace("uplink = \"nic2\"", "uplink = \"nope\"")).contains("neither a bond nor a nic"));
-        assert!(err(&GOOD.replace("members = [\"nic0\", \"nic1\"]", "members = [\"nic0\", \"nicX\"]")).contains("'nicX' is not a configured"));
+        assert!(err(&GOOD.replace("02:00:00:00:00:03", "02:00:00:00:00:01"))
+            .contains("already used by vnic 'vm1.0'"));
+        assert!(
+            err(&GOOD.replace("02:00:00:00:00:03", "01:00:5e:00:00:01")).contains("not a unicast")
+        );
+        assert!(err(&GOOD.replace("uplink = \"nic2\"", "uplink = \"nope\""))
+            .contains("neither a bond nor a nic"));
+        assert!(err(&GOOD.replace(
+            "members = [\"nic0\", \"nic1\"]",
+            "members = [\"nic0\", \"nicX\"]"
+        ))
+        .contains("'nicX' is not a configured"));
         assert!(err(&GOOD.replace("cores = [1]", "cores = []")).contains("cores is empty"));
-        assert!(err(&GOOD.replace("name = \"nic2\"", "name = \"nic1\"")).contains("already used by a nic"));
+        let e = err(&GOOD.replace(
+            "members = [\"nic0\", \"nic1\"]",
+            "members = [\"nic0\", \"nic1\"]\nmode = \"fastest\"",
+        ));
+        assert!(
+            e.contains("bond 'bond0'") && e.contains("unknown bond mode"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "members = [\"nic0\", \"nic1\"]",
+            "members = [\"nic0\", \"nic1\"]\nlacp = \"on\"",
+        ));
+        assert!(
+            e.contains("lacp = 'on' must be one of off, active, passive"),
+            "{e}"
+        );
+        assert!(err(&GOOD.replace("name = \"nic2\"", "name = \"nic1\""))
+            .contains("already used by a nic"));
     }
 }

@@ -17,9 +17,14 @@ use std::time::{Duration, Instant};
 use dpdk_sys::Port;
 use parking_lot::RwLock;
 
-use crate::interim_dist::Distribution;
+use dpdk_sys::{Mbuf, Mempool};
+use policy::bond::{Bond, BondConfig, BondEvent, Distribution, MemberState, Mode};
+use policy::time::{Nanos, SEC};
+use policy::wire::{build_rarp, RARP_FRAME_LEN};
+
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, Snapshot, UplinkEntry, VnicEntry};
+use crate::stats::{port_totals, DropReason, WorkerStats};
 
 /// State and reason of one uplink member, for status output.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -32,6 +37,8 @@ pub struct MemberView {
     pub link_up: bool,
     /// Used for distribution now.
     pub usable: bool,
+    /// The teaming state (up, down, up-delay, ...).
+    pub state: String,
     /// Why it is not usable (empty when usable).
     pub reason: String,
     /// Link speed in Mb/s (configured speed for virtual NICs).
@@ -47,6 +54,8 @@ pub struct UplinkView {
     pub is_bond: bool,
     /// Distribution mode.
     pub mode: String,
+    /// Fewer usable members than configured.
+    pub degraded: bool,
     /// Members.
     pub members: Vec<MemberView>,
 }
@@ -60,6 +69,8 @@ pub struct ControlView {
     pub vnic_link: Vec<bool>,
     /// Slow-protocol frames received.
     pub slow_rx: u64,
+    /// Gratuitous RARPs queued for transmission.
+    pub rarps_sent: u64,
     /// Snapshot generation last published.
     pub generation: u64,
 }
@@ -71,10 +82,10 @@ pub struct Topology {
     pub ports: Vec<PortEntry>,
     /// vNICs.
     pub vnics: Vec<VnicEntry>,
-    /// Uplinks (their `dist` is rebuilt on every publication).
+    /// Uplinks (their `dist` is replaced on every publication).
     pub uplinks: Vec<UplinkEntry>,
-    /// Uplink distribution mode names, by uplink.
-    pub modes: Vec<String>,
+    /// Teaming configuration, by uplink (an unbonded NIC is a one-member active-backup).
+    pub bond_configs: Vec<BondConfig>,
     /// Member NIC names, by uplink.
     pub member_names: Vec<Vec<String>>,
     /// Configured speeds (Mb/s), by uplink and member.
@@ -82,14 +93,52 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// A snapshot where uplink `u`'s usable members are `masks[u]`.
-    pub fn snapshot(&self, masks: &[u16]) -> Snapshot {
+    /// A snapshot with the given distributions, one per uplink.
+    pub fn snapshot(&self, dists: &[Distribution]) -> Snapshot {
         let mut uplinks = self.uplinks.clone();
-        for (u, up) in uplinks.iter_mut().enumerate() {
-            up.dist = Distribution::from_mask(masks[u]);
+        for (up, d) in uplinks.iter_mut().zip(dists) {
+            up.dist = d.clone();
         }
         Snapshot::new(self.ports.clone(), self.vnics.clone(), uplinks)
     }
+
+    /// One `Bond` per uplink, with its vNICs added; the first distributions.
+    pub fn bonds(&self, now: Nanos) -> Result<Vec<Bond>, String> {
+        let mut out = Vec::new();
+        for (u, up) in self.uplinks.iter().enumerate() {
+            let mut b = Bond::new(self.bond_configs[u].clone(), up.members.len())
+                .map_err(|e| format!("uplink {}: {e}", up.name))?;
+            for &v in &up.vnics {
+                let ve = &self.vnics[v as usize];
+                b.add_vnic(v, ve.mac, ve.priority)
+                    .map_err(|e| format!("vnic {}: {e}", ve.name))?;
+            }
+            for (m, &port) in up.members.iter().enumerate() {
+                let _ = b.link_changed(m, Port::from_id(port).link().up, now);
+            }
+            b.tick(now);
+            b.drain_events().for_each(drop);
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    /// The role of a port, for tests and status.
+    pub fn role_of(&self, port: u16) -> Option<PortRole> {
+        self.ports.iter().find(|p| p.id == port).map(|p| p.role)
+    }
+}
+
+/// Frames a member's tx must drop within one poll period to count as a stall.
+const TX_STALL_DROPS: u64 = 32;
+
+/// Per-uplink state owned by the control thread.
+struct UplinkCtl {
+    bond: Bond,
+    published: u64,
+    link: Vec<bool>,
+    tx_full: Vec<u64>,
+    tx_bytes: Vec<u64>,
 }
 
 /// The control thread's state.
@@ -97,27 +146,83 @@ pub struct Control {
     topo: Topology,
     shared: Arc<Shared>,
     view: Arc<RwLock<ControlView>>,
+    workers: Vec<Arc<WorkerStats>>,
+    pool: Mempool,
     poll: Duration,
-    link: Vec<Vec<bool>>,
+    start: Instant,
+    uplinks: Vec<UplinkCtl>,
     vnic_link: Vec<bool>,
+    vnic_rx_bytes: Vec<u64>,
+    last_load: Nanos,
     slow_rx: u64,
+    rarps_sent: u64,
 }
 
 impl Control {
-    /// Builds the control state; initial link states are read now.
-    pub fn new(topo: Topology, shared: Arc<Shared>, view: Arc<RwLock<ControlView>>, poll: Duration) -> Control {
-        let link = topo.uplinks.iter().map(|u| u.members.iter().map(|&p| Port::from_id(p).link().up).collect()).collect();
+    /// Builds the control state around bonds already created by [`Topology::bonds`].
+    pub fn new(
+        topo: Topology,
+        bonds: Vec<Bond>,
+        shared: Arc<Shared>,
+        view: Arc<RwLock<ControlView>>,
+        workers: Vec<Arc<WorkerStats>>,
+        pool: Mempool,
+        poll: Duration,
+        start: Instant,
+    ) -> Control {
+        let uplinks = bonds
+            .into_iter()
+            .zip(&topo.uplinks)
+            .map(|(bond, up)| UplinkCtl {
+                published: bond.generation(),
+                link: up
+                    .members
+                    .iter()
+                    .map(|&p| Port::from_id(p).link().up)
+                    .collect(),
+                tx_full: vec![0; up.members.len()],
+                tx_bytes: vec![0; up.members.len()],
+                bond,
+            })
+            .collect();
         let vnic_link = vec![false; topo.vnics.len()];
-        Control { topo, shared, view, poll, link, vnic_link, slow_rx: 0 }
+        let vnic_rx_bytes = vec![0; topo.vnics.len()];
+        Control {
+            topo,
+            shared,
+            view,
+            workers,
+            pool,
+            poll,
+            start,
+            uplinks,
+            vnic_link,
+            vnic_rx_bytes,
+            last_load: 0,
+            slow_rx: 0,
+            rarps_sent: 0,
+        }
+    }
+
+    fn now(&self) -> Nanos {
+        self.start.elapsed().as_nanos() as Nanos
     }
 
     /// Runs until the quit flag is set.
     pub fn run(mut self) {
-        let start = Instant::now();
-        let mut first = true;
+        let mut next = Instant::now();
         while !self.shared.quit.load(Ordering::Relaxed) {
-            let changed = self.poll_links(first);
-            if changed && !first {
+            let now = self.now();
+            self.poll_links(now);
+            self.poll_tx_stalls(now);
+            self.report_load(now);
+            let mut publish = false;
+            for u in 0..self.uplinks.len() {
+                self.uplinks[u].bond.tick(now);
+                self.handle_events(u);
+                publish |= self.uplinks[u].bond.generation() != self.uplinks[u].published;
+            }
+            if publish {
                 self.publish();
             }
             while let Some((port, m)) = self.shared.slow_rx.pop() {
@@ -125,30 +230,31 @@ impl Control {
                 tracing::debug!(port, len = m.data().len(), "slow-protocol frame received");
                 drop(m);
             }
-            first = false;
             self.update_view();
-            let elapsed = start.elapsed();
-            let next = self.poll.saturating_sub(Duration::from_nanos(elapsed.as_nanos() as u64 % self.poll.as_nanos().max(1) as u64));
-            std::thread::sleep(next.max(Duration::from_micros(200)));
+            next += self.poll;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
         }
     }
 
-    fn poll_links(&mut self, first: bool) -> bool {
-        let mut changed = false;
+    fn poll_links(&mut self, now: Nanos) {
         for (u, up) in self.topo.uplinks.iter().enumerate() {
+            let ctl = &mut self.uplinks[u];
             for (m, &port) in up.members.iter().enumerate() {
                 let l = Port::from_id(port).link();
-                if l.up != self.link[u][m] || first {
-                    if !first || !l.up {
-                        tracing::info!(
-                            uplink = %up.name,
-                            member = %self.topo.member_names[u][m],
-                            link = if l.up { "up" } else { "down" },
-                            "link state changed"
-                        );
-                    }
-                    changed |= l.up != self.link[u][m];
-                    self.link[u][m] = l.up;
+                if l.up != ctl.link[m] {
+                    tracing::info!(
+                        uplink = %up.name,
+                        member = %self.topo.member_names[u][m],
+                        link = if l.up { "up" } else { "down" },
+                        "link state changed"
+                    );
+                    ctl.link[m] = l.up;
+                    let _ = ctl.bond.link_changed(m, l.up, now);
                 }
             }
         }
@@ -159,62 +265,201 @@ impl Control {
                 self.vnic_link[i] = up;
             }
         }
-        changed
     }
 
-    fn masks(&self) -> Vec<u16> {
-        self.link
+    /// A member whose tx ring keeps overflowing is out of distribution for a short
+    /// hold-down ([0065], [0103]); the bond retries it on its own schedule.
+    fn poll_tx_stalls(&mut self, now: Nanos) {
+        for (u, up) in self.topo.uplinks.iter().enumerate() {
+            if up.members.len() < 2 {
+                continue;
+            }
+            let ctl = &mut self.uplinks[u];
+            for (m, &port) in up.members.iter().enumerate() {
+                let full = port_totals(&self.workers, port).drops_of(DropReason::TxFull);
+                if full.saturating_sub(ctl.tx_full[m]) >= TX_STALL_DROPS && ctl.link[m] {
+                    tracing::warn!(uplink = %up.name, member = %self.topo.member_names[u][m], dropped = full - ctl.tx_full[m], "tx stalled: member out for lack of tx resources");
+                    let _ = ctl.bond.tx_stalled(m, now);
+                }
+                ctl.tx_full[m] = full;
+            }
+        }
+    }
+
+    /// Feeds measured rates to load-based bonds once per second.
+    fn report_load(&mut self, now: Nanos) {
+        let dt = now.saturating_sub(self.last_load);
+        if dt < SEC {
+            return;
+        }
+        self.last_load = now;
+        let vnic_bytes: Vec<u64> = self
+            .topo
+            .vnics
             .iter()
-            .map(|ms| ms.iter().enumerate().filter(|(_, up)| **up).fold(0u16, |a, (i, _)| a | (1 << i)))
-            .collect()
+            .map(|v| port_totals(&self.workers, v.port).rx_bytes)
+            .collect();
+        for (u, up) in self.topo.uplinks.iter().enumerate() {
+            let ctl = &mut self.uplinks[u];
+            let mut member_bps = Vec::with_capacity(up.members.len());
+            let mut cap = Vec::with_capacity(up.members.len());
+            for (m, &port) in up.members.iter().enumerate() {
+                let b = port_totals(&self.workers, port).tx_bytes;
+                member_bps.push(b.saturating_sub(ctl.tx_bytes[m]) * 8 * SEC / dt);
+                ctl.tx_bytes[m] = b;
+                let speed = self.topo.member_speeds[u][m]
+                    .unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
+                cap.push(speed as u64 * 1_000_000);
+            }
+            if ctl.bond.config().mode != Mode::LoadBased {
+                continue;
+            }
+            let vnic_bps: Vec<(u32, u64)> = up
+                .vnics
+                .iter()
+                .map(|&v| {
+                    (
+                        v,
+                        vnic_bytes[v as usize].saturating_sub(self.vnic_rx_bytes[v as usize])
+                            * 8
+                            * SEC
+                            / dt,
+                    )
+                })
+                .collect();
+            let moved = ctl.bond.report_load(now, &member_bps, &cap, &vnic_bps);
+            if moved > 0 {
+                tracing::info!(uplink = %up.name, moved, "load-based rebalance");
+            }
+        }
+        self.vnic_rx_bytes = vnic_bytes;
+    }
+
+    fn handle_events(&mut self, u: usize) {
+        let up = &self.topo.uplinks[u];
+        let names = &self.topo.member_names[u];
+        let events: Vec<BondEvent> = self.uplinks[u].bond.drain_events().collect();
+        for e in events {
+            match e {
+                BondEvent::MemberUp { member } => {
+                    tracing::info!(uplink = %up.name, member = %names[member], "member up")
+                }
+                BondEvent::MemberDown { member, reason } => {
+                    tracing::warn!(uplink = %up.name, member = %names[member], %reason, "member down")
+                }
+                BondEvent::Failover { from, to } => tracing::warn!(
+                    uplink = %up.name,
+                    from = %names[from],
+                    to = %to.map(|t| names[t].as_str()).unwrap_or("none"),
+                    "failover"
+                ),
+                BondEvent::ActiveChanged { from, to } => tracing::info!(
+                    uplink = %up.name,
+                    from = %from.map(|t| names[t].as_str()).unwrap_or("none"),
+                    to = %to.map(|t| names[t].as_str()).unwrap_or("none"),
+                    "active member changed"
+                ),
+                BondEvent::Failback { member } => {
+                    tracing::info!(uplink = %up.name, member = %names[member], "failback")
+                }
+                BondEvent::MacMoved {
+                    mac,
+                    slot,
+                    to_member,
+                } => {
+                    let port = up.members[to_member];
+                    let mut frame = [0u8; RARP_FRAME_LEN];
+                    build_rarp(mac, &mut frame);
+                    match Mbuf::from_bytes(&self.pool, &frame) {
+                        Some(m) => {
+                            if self.shared.ctl_tx.push((port, m)).is_ok() {
+                                self.rarps_sent += 1;
+                            }
+                        }
+                        None => tracing::warn!("no mbuf for a gratuitous RARP"),
+                    }
+                    let vnic = self
+                        .topo
+                        .vnics
+                        .get(slot as usize)
+                        .map(|v| v.name.as_str())
+                        .unwrap_or("?");
+                    tracing::info!(uplink = %up.name, %vnic, %mac, member = %names[to_member], "MAC moved: gratuitous RARP sent");
+                }
+                BondEvent::Rebalanced { slot, from, to } => tracing::info!(
+                    uplink = %up.name,
+                    vnic = %self.topo.vnics.get(slot as usize).map(|v| v.name.as_str()).unwrap_or("?"),
+                    from = %names[from],
+                    to = %names[to],
+                    "rebalanced"
+                ),
+                BondEvent::BondDown => {
+                    tracing::error!(uplink = %up.name, "no usable member: uplink down")
+                }
+                BondEvent::BondUp => tracing::info!(uplink = %up.name, "uplink up"),
+            }
+        }
     }
 
     fn publish(&mut self) {
-        let snap = self.topo.snapshot(&self.masks());
-        let g = self.shared.published.publish(snap);
+        let dists: Vec<Distribution> = self.uplinks.iter().map(|u| u.bond.distribution()).collect();
+        for u in &mut self.uplinks {
+            u.published = u.bond.generation();
+        }
+        let g = self.shared.published.publish(self.topo.snapshot(&dists));
         tracing::debug!(generation = g, "published snapshot");
     }
 
     fn update_view(&self) {
         let mut v = self.view.write();
-        let masks = self.masks();
         v.uplinks = self
             .topo
             .uplinks
             .iter()
             .enumerate()
-            .map(|(u, up)| UplinkView {
-                name: up.name.clone(),
-                is_bond: up.is_bond,
-                mode: self.topo.modes[u].clone(),
-                members: up
-                    .members
-                    .iter()
-                    .enumerate()
-                    .map(|(m, &port)| {
-                        let usable = masks[u] & (1 << m) != 0;
-                        MemberView {
-                            name: self.topo.member_names[u][m].clone(),
-                            port,
-                            link_up: self.link[u][m],
-                            usable,
-                            reason: if usable { String::new() } else { "down: link".into() },
-                            speed_mbps: self.topo.member_speeds[u][m]
-                                .unwrap_or_else(|| Port::from_id(port).link().speed_mbps),
-                        }
-                    })
-                    .collect(),
+            .map(|(u, up)| {
+                let bond = &self.uplinks[u].bond;
+                UplinkView {
+                    name: up.name.clone(),
+                    is_bond: up.is_bond,
+                    mode: if up.is_bond {
+                        bond.config().mode.to_string()
+                    } else {
+                        "single".into()
+                    },
+                    degraded: bond.is_degraded(),
+                    members: up
+                        .members
+                        .iter()
+                        .enumerate()
+                        .map(|(m, &port)| {
+                            let st = bond.member_status(m);
+                            let usable = st.is_some_and(|s| s.usable);
+                            let reason = match st {
+                                Some(s) if s.state == MemberState::Down => {
+                                    format!("down: {}", s.reason)
+                                }
+                                Some(s) if !s.usable => s.state.to_string(),
+                                _ => String::new(),
+                            };
+                            MemberView {
+                                name: self.topo.member_names[u][m].clone(),
+                                port,
+                                link_up: self.uplinks[u].link[m],
+                                usable,
+                                state: st.map(|s| s.state.to_string()).unwrap_or_default(),
+                                reason,
+                                speed_mbps: self.topo.member_speeds[u][m]
+                                    .unwrap_or_else(|| Port::from_id(port).link().speed_mbps),
+                            }
+                        })
+                        .collect(),
+                }
             })
             .collect();
         v.vnic_link = self.vnic_link.clone();
         v.slow_rx = self.slow_rx;
+        v.rarps_sent = self.rarps_sent;
         v.generation = self.shared.published.generation();
-    }
-}
-
-impl Topology {
-    /// The role of a port, for tests and status.
-    pub fn role_of(&self, port: u16) -> Option<PortRole> {
-        self.ports.iter().find(|p| p.id == port).map(|p| p.role)
     }
 }

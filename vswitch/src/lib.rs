@@ -14,7 +14,6 @@
 
 pub mod config;
 pub mod control;
-pub mod interim_dist;
 pub mod shared;
 pub mod snapshot;
 pub mod stats;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use crate::interim_dist::Distribution;
+use policy::bond::Distribution;
 use policy::wire::MacAddr;
 
 use crate::stats::MAX_PORTS;
@@ -93,7 +93,11 @@ impl MacTable {
     /// Builds the table from (MAC, vNIC index) pairs.
     pub fn build(entries: &[(MacAddr, u32)]) -> MacTable {
         let cap = (entries.len() * 2).next_power_of_two().max(16);
-        let mut t = MacTable { keys: vec![0; cap], vals: vec![0; cap], mask: cap - 1 };
+        let mut t = MacTable {
+            keys: vec![0; cap],
+            vals: vec![0; cap],
+            mask: cap - 1,
+        };
         for &(mac, v) in entries {
             let k = mac.to_u64();
             let mut i = Self::slot(k, t.mask);
@@ -149,14 +153,30 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot; `generation` is set on publication.
-    pub fn new(ports: Vec<PortEntry>, vnics: Vec<VnicEntry>, uplinks: Vec<UplinkEntry>) -> Snapshot {
+    pub fn new(
+        ports: Vec<PortEntry>,
+        vnics: Vec<VnicEntry>,
+        uplinks: Vec<UplinkEntry>,
+    ) -> Snapshot {
         let mut by_id: Vec<Option<PortEntry>> = vec![None; MAX_PORTS];
         for p in ports {
             let id = p.id as usize;
             by_id[id] = Some(p);
         }
-        let macs = MacTable::build(&vnics.iter().enumerate().map(|(i, v)| (v.mac, i as u32)).collect::<Vec<_>>());
-        Snapshot { generation: 0, ports: by_id, vnics, uplinks, macs }
+        let macs = MacTable::build(
+            &vnics
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.mac, i as u32))
+                .collect::<Vec<_>>(),
+        );
+        Snapshot {
+            generation: 0,
+            ports: by_id,
+            vnics,
+            uplinks,
+            macs,
+        }
     }
 }
 
@@ -170,7 +190,10 @@ impl Published {
     /// Starts with `first` as generation 1.
     pub fn new(mut first: Snapshot) -> Published {
         first.generation = 1;
-        Published { snap: ArcSwap::from_pointee(first), generation: AtomicU64::new(1) }
+        Published {
+            snap: ArcSwap::from_pointee(first),
+            generation: AtomicU64::new(1),
+        }
     }
 
     /// Publishes a new snapshot (control thread only); returns its generation.
@@ -200,14 +223,18 @@ mod tests {
 
     #[test]
     fn mac_table_finds_every_entry_and_nothing_else() {
-        let entries: Vec<(MacAddr, u32)> =
-            (0..100u32).map(|i| (MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8 + 1]), i)).collect();
+        let entries: Vec<(MacAddr, u32)> = (0..100u32)
+            .map(|i| (MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8 + 1]), i))
+            .collect();
         let t = MacTable::build(&entries);
         for &(m, v) in &entries {
             assert_eq!(t.lookup(m), Some(v));
         }
         assert_eq!(t.lookup(MacAddr([2, 0, 0, 0, 9, 9])), None);
         assert_eq!(t.lookup(MacAddr([0; 6])), None);
-        assert_eq!(MacTable::build(&[]).lookup(MacAddr([2, 0, 0, 0, 0, 1])), None);
+        assert_eq!(
+            MacTable::build(&[]).lookup(MacAddr([2, 0, 0, 0, 0, 1])),
+            None
+        );
     }
 }

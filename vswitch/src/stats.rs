@@ -135,7 +135,10 @@ pub struct PortTotals {
     pub drops: [u64; DropReason::COUNT],
 }
 
-fn drops_by_name<S: serde::Serializer>(d: &[u64; DropReason::COUNT], s: S) -> Result<S::Ok, S::Error> {
+fn drops_by_name<S: serde::Serializer>(
+    d: &[u64; DropReason::COUNT],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(DropReason::COUNT))?;
     for r in DropReason::ALL {

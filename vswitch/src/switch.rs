@@ -17,7 +17,6 @@ use parking_lot::RwLock;
 
 use crate::config::{Config, UplinkRef};
 use crate::control::{Control, ControlView, Topology};
-use crate::interim_dist::Distribution;
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, PortTotals, WorkerStats, MAX_PORTS};
@@ -90,7 +89,10 @@ impl Switch {
             .or_else(|| (0..1024).find(|c| !cfg.dataplane.cores.contains(c)))
             .unwrap_or(0);
         let mut args = cfg.eal.args.clone();
-        if !args.iter().any(|a| a == "-l" || a.starts_with("--lcores") || a == "-c") {
+        if !args
+            .iter()
+            .any(|a| a == "-l" || a.starts_with("--lcores") || a == "-c")
+        {
             args.push("-l".into());
             args.push(main_core.to_string());
         }
@@ -107,7 +109,7 @@ impl Switch {
 
         let mut ports: Vec<(PortEntry, String)> = Vec::new();
         let mut uplinks: Vec<UplinkEntry> = Vec::new();
-        let mut modes = Vec::new();
+        let mut bond_configs = Vec::new();
         let mut member_names = Vec::new();
         let mut member_speeds = Vec::new();
         let mut nic_port: Vec<Option<u16>> = vec![None; cfg.nic.len()];
@@ -115,7 +117,10 @@ impl Switch {
         let open = |what: String, devargs: &str, nb_q: u16| -> Result<Port, SwitchError> {
             let p = Port::attach(eal, devargs).map_err(port_err(what.clone()))?;
             if p.id() as usize >= MAX_PORTS {
-                return Err(SwitchError::Other(format!("{what}: port id {} exceeds {MAX_PORTS}", p.id())));
+                return Err(SwitchError::Other(format!(
+                    "{what}: port id {} exceeds {MAX_PORTS}",
+                    p.id()
+                )));
             }
             let info = p.info().map_err(port_err(what.clone()))?;
             if info.max_tx_queues < nb_q {
@@ -124,23 +129,40 @@ impl Switch {
                     info.driver, info.max_tx_queues, nb_q
                 )));
             }
-            p.configure(1, nb_q, desc, &pool).map_err(port_err(what.clone()))?;
+            p.configure(1, nb_q, desc, &pool)
+                .map_err(port_err(what.clone()))?;
             Ok(p)
         };
 
         // Uplinks: bonds, then unbonded NICs.
-        let mut add_uplink = |name: &str, is_bond: bool, nics: Vec<usize>, mode: String| -> Result<(), SwitchError> {
+        let mut add_uplink = |name: &str,
+                              is_bond: bool,
+                              nics: Vec<usize>,
+                              bc: policy::bond::BondConfig|
+         -> Result<(), SwitchError> {
             let u = uplinks.len() as u16;
             let mut members = Vec::new();
             let mut names = Vec::new();
             let mut speeds = Vec::new();
             for (mi, &ni) in nics.iter().enumerate() {
                 let nic = &cfg.nic[ni];
-                let p = open(format!("nic '{}'", nic.name), &nic.devargs, n_workers as u16)?;
-                p.set_promiscuous(true).map_err(port_err(format!("nic '{}'", nic.name)))?;
+                let p = open(
+                    format!("nic '{}'", nic.name),
+                    &nic.devargs,
+                    n_workers as u16,
+                )?;
+                p.set_promiscuous(true)
+                    .map_err(port_err(format!("nic '{}'", nic.name)))?;
                 nic_port[ni] = Some(p.id());
                 ports.push((
-                    PortEntry { id: p.id(), name: nic.name.clone(), role: PortRole::Nic { uplink: u, member: mi as u8 } },
+                    PortEntry {
+                        id: p.id(),
+                        name: nic.name.clone(),
+                        role: PortRole::Nic {
+                            uplink: u,
+                            member: mi as u8,
+                        },
+                    },
                     nic.devargs.clone(),
                 ));
                 members.push(p.id());
@@ -152,27 +174,45 @@ impl Switch {
                 is_bond,
                 members,
                 vnics: Vec::new(),
-                dist: Distribution::from_mask(0),
+                // Replaced by the bond's own distribution before the first publication.
+                dist: policy::bond::Bond::new(Default::default(), nics.len().max(1))
+                    .map_err(|e| SwitchError::Other(e.to_string()))?
+                    .distribution(),
             });
-            modes.push(mode);
+            bond_configs.push(bc);
             member_names.push(names);
             member_speeds.push(speeds);
             Ok(())
         };
         for b in &cfg.bond {
-            let nics = b.members.iter().map(|m| cfg.nic.iter().position(|n| &n.name == m).unwrap()).collect();
-            add_uplink(&b.name, true, nics, b.mode.clone())?;
+            let nics = b
+                .members
+                .iter()
+                .map(|m| cfg.nic.iter().position(|n| &n.name == m).unwrap())
+                .collect();
+            let bc = b.policy().map_err(|e| SwitchError::Other(e.to_string()))?;
+            add_uplink(&b.name, true, nics, bc)?;
         }
         for (i, n) in cfg.nic.iter().enumerate() {
             if cfg.bond_of_nic(&n.name).is_none() {
-                add_uplink(&n.name, false, vec![i], "single".into())?;
+                // An unbonded NIC is an uplink with no distribution: a one-member
+                // active-backup team that never announces MAC moves.
+                let single = policy::bond::BondConfig {
+                    notify_switches: false,
+                    ..Default::default()
+                };
+                add_uplink(&n.name, false, vec![i], single)?;
             }
         }
         let uplink_index = |name: &str| -> u16 {
             match cfg.uplink(name) {
                 Some(UplinkRef::Bond(b)) => b as u16,
                 Some(UplinkRef::Nic(n)) => {
-                    (cfg.bond.len() + cfg.nic[..n].iter().filter(|x| cfg.bond_of_nic(&x.name).is_none()).count()) as u16
+                    (cfg.bond.len()
+                        + cfg.nic[..n]
+                            .iter()
+                            .filter(|x| cfg.bond_of_nic(&x.name).is_none())
+                            .count()) as u16
                 }
                 None => unreachable!("validated"),
             }
@@ -187,19 +227,29 @@ impl Switch {
                 let name = Config::vnic_name(vm, j);
                 let devargs = match (&v.socket, &v.devargs) {
                     (Some(sock), _) => {
-                        let client = if v.vhost_mode == "client" { ",client=1" } else { "" };
+                        let client = if v.vhost_mode == "client" {
+                            ",client=1"
+                        } else {
+                            ""
+                        };
                         if v.vhost_mode == "server" {
                             let _ = std::fs::remove_file(sock);
                             sockets.push(sock.clone());
                         }
-                        let d = format!("net_vhost{vhost_index},iface={sock},queues={n_workers}{client}");
+                        let d = format!(
+                            "net_vhost{vhost_index},iface={sock},queues={n_workers}{client}"
+                        );
                         vhost_index += 1;
                         d
                     }
                     (None, Some(d)) => d.clone(),
                     (None, None) => unreachable!("validated"),
                 };
-                let p = open(format!("vm '{}' vnic '{name}'", vm.name), &devargs, n_workers as u16)?;
+                let p = open(
+                    format!("vm '{}' vnic '{name}'", vm.name),
+                    &devargs,
+                    n_workers as u16,
+                )?;
                 let uplink = uplink_index(&v.uplink);
                 let idx = vnics.len() as u32;
                 uplinks[uplink as usize].vnics.push(idx);
@@ -212,47 +262,58 @@ impl Switch {
                     spoof_check: v.spoof_check,
                     priority: v.priority.unwrap_or(vm.priority),
                 });
-                ports.push((PortEntry { id: p.id(), name, role: PortRole::Vnic { vnic: idx } }, devargs));
+                ports.push((
+                    PortEntry {
+                        id: p.id(),
+                        name,
+                        role: PortRole::Vnic { vnic: idx },
+                    },
+                    devargs,
+                ));
             }
         }
         for (entry, _) in &ports {
-            Port::from_id(entry.id).start().map_err(port_err(entry.name.clone()))?;
+            Port::from_id(entry.id)
+                .start()
+                .map_err(port_err(entry.name.clone()))?;
         }
 
         let topo = Topology {
             ports: ports.iter().map(|(p, _)| p.clone()).collect(),
             vnics,
             uplinks,
-            modes,
+            bond_configs,
             member_names,
             member_speeds,
         };
         // The first snapshot already reflects the links as they are, so no frame is
         // dropped for want of a member before the control thread's first poll.
-        let masks: Vec<u16> = topo
-            .uplinks
-            .iter()
-            .map(|u| {
-                u.members
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &p)| Port::from_id(p).link().up)
-                    .fold(0u16, |a, (i, _)| a | (1 << i))
-            })
-            .collect();
-        let shared = Arc::new(Shared::new(topo.snapshot(&masks), cfg.dataplane.control_queue));
+        let clock = std::time::Instant::now();
+        let bonds = topo.bonds(0).map_err(SwitchError::Other)?;
+        let dists: Vec<policy::bond::Distribution> =
+            bonds.iter().map(|b| b.distribution()).collect();
+        let shared = Arc::new(Shared::new(
+            topo.snapshot(&dists),
+            cfg.dataplane.control_queue,
+        ));
         let view = Arc::new(RwLock::new(ControlView::default()));
 
         // Queues: rx queue 0 of each port goes to worker (k mod n); every worker gets
         // tx queue w of every port.
         let mut assign: Vec<WorkerQueues> = (0..n_workers)
-            .map(|_| WorkerQueues { rx: Vec::new(), tx: (0..MAX_PORTS).map(|_| None).collect() })
+            .map(|_| WorkerQueues {
+                rx: Vec::new(),
+                tx: (0..MAX_PORTS).map(|_| None).collect(),
+            })
             .collect();
         for (k, (entry, _)) in ports.iter().enumerate() {
             let p = Port::from_id(entry.id);
-            assign[k % n_workers].rx.push(p.rx_queue(0).map_err(port_err(entry.name.clone()))?);
+            assign[k % n_workers]
+                .rx
+                .push(p.rx_queue(0).map_err(port_err(entry.name.clone()))?);
             for (w, a) in assign.iter_mut().enumerate() {
-                a.tx[entry.id as usize] = Some(p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?);
+                a.tx[entry.id as usize] =
+                    Some(p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?);
             }
         }
         let mut workers = Vec::new();
@@ -278,9 +339,13 @@ impl Switch {
         }
         let control = Control::new(
             topo.clone(),
+            bonds,
             Arc::clone(&shared),
             Arc::clone(&view),
+            worker_stats.clone(),
+            pool,
             Duration::from_millis(cfg.dataplane.link_poll_ms.max(1)),
+            clock,
         );
         let control_core = cfg.dataplane.control_core;
         let control = std::thread::Builder::new()

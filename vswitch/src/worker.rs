@@ -22,10 +22,10 @@ use std::sync::Arc;
 use dpdk_sys::{Burst, Mbuf, RxQueue, TxQueue};
 use policy::wire::Flow;
 
-use crate::interim_dist::SelectCtx;
 use crate::shared::Shared;
 use crate::snapshot::{PortRole, Snapshot};
 use crate::stats::{bump, DropReason, WorkerStats, MAX_PORTS};
+use policy::bond::SelectCtx;
 
 /// Frames per rx burst.
 pub const RX_BURST: usize = 32;
@@ -53,7 +53,12 @@ pub struct Worker {
 
 impl Worker {
     /// A worker with its queues; it starts with the current snapshot.
-    pub fn new(index: usize, queues: WorkerQueues, stats: Arc<WorkerStats>, shared: Arc<Shared>) -> Worker {
+    pub fn new(
+        index: usize,
+        queues: WorkerQueues,
+        stats: Arc<WorkerStats>,
+        shared: Arc<Shared>,
+    ) -> Worker {
         Worker {
             index,
             queues,
@@ -75,12 +80,16 @@ impl Worker {
         // The worker's own reference to the topology; replaced only at this quiescent
         // point at the top of an iteration, when the generation moved.
         let mut snap = self.shared.published.load();
-        self.stats.generation.store(snap.generation, Ordering::Relaxed);
+        self.stats
+            .generation
+            .store(snap.generation, Ordering::Relaxed);
         loop {
             iterations += 1;
             if self.shared.published.generation() != snap.generation {
                 snap = self.shared.published.load();
-                self.stats.generation.store(snap.generation, Ordering::Relaxed);
+                self.stats
+                    .generation
+                    .store(snap.generation, Ordering::Relaxed);
             }
             let mut got = 0;
             for qi in 0..self.queues.rx.len() {
@@ -149,7 +158,9 @@ impl Worker {
             };
             match role {
                 PortRole::Vnic { vnic } => self.from_vnic(snap, port, vnic, &flow, m),
-                PortRole::Nic { uplink, member } => self.from_nic(snap, port, uplink, member, &flow, m),
+                PortRole::Nic { uplink, member } => {
+                    self.from_nic(snap, port, uplink, member, &flow, m)
+                }
             }
         }
     }
@@ -187,7 +198,15 @@ impl Worker {
     }
 
     #[inline]
-    fn from_nic(&mut self, snap: &Snapshot, port: u16, uplink: u16, member: u8, flow: &Flow, m: Mbuf) {
+    fn from_nic(
+        &mut self,
+        snap: &Snapshot,
+        port: u16,
+        uplink: u16,
+        member: u8,
+        flow: &Flow,
+        m: Mbuf,
+    ) {
         if flow.is_slow_protocol() {
             if self.shared.slow_rx.push((port, m)).is_err() {
                 self.stats.ports[port as usize].drop_one(DropReason::ControlQueueFull);
@@ -195,7 +214,7 @@ impl Worker {
             return;
         }
         let up = &snap.uplinks[uplink as usize];
-        if !up.dist.accepts_rx(member as usize) {
+        if !up.dist.accepts_rx_frame(member as usize, flow) {
             self.stats.ports[port as usize].drop_one(DropReason::StandbyMember);
             return;
         }

@@ -12,7 +12,11 @@ use vswitch::switch::Switch;
 
 /// The DPDK virtual switch daemon.
 #[derive(Parser, Debug)]
-#[command(version, about, after_help = "Example:\n  vswitchd --config /etc/vswitch/vswitch.toml --stats-interval 2")]
+#[command(
+    version,
+    about,
+    after_help = "Example:\n  vswitchd --config /etc/vswitch/vswitch.toml --stats-interval 2"
+)]
 struct Args {
     /// Configuration file (TOML).
     #[arg(long, short)]
@@ -30,7 +34,10 @@ struct Args {
 
 fn print_table(sw: &Switch) {
     let view = sw.control_view();
-    println!("{:<14} {:<5} {:<5} {:>12} {:>12} {:>12} {:>12}  drops", "port", "kind", "link", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes");
+    println!(
+        "{:<14} {:<5} {:<5} {:>12} {:>12} {:>12} {:>12}  drops",
+        "port", "kind", "link", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes"
+    );
     for p in sw.ports() {
         let drops: Vec<String> = DropReason::ALL
             .iter()
@@ -46,22 +53,45 @@ fn print_table(sw: &Switch) {
             p.counters.rx_bytes,
             p.counters.tx_pkts,
             p.counters.tx_bytes,
-            if drops.is_empty() { "-".to_string() } else { drops.join(" ") }
+            if drops.is_empty() {
+                "-".to_string()
+            } else {
+                drops.join(" ")
+            }
         );
     }
     for u in &view.uplinks {
         let members: Vec<String> = u
             .members
             .iter()
-            .map(|m| format!("{}({}{})", m.name, if m.usable { "usable" } else { "unusable" }, if m.reason.is_empty() { String::new() } else { format!(", {}", m.reason) }))
+            .map(|m| {
+                format!(
+                    "{}({}{})",
+                    m.name,
+                    if m.usable { "usable" } else { "unusable" },
+                    if m.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", m.reason)
+                    }
+                )
+            })
             .collect();
-        println!("uplink {} [{}{}]: {}", u.name, if u.is_bond { "bond " } else { "" }, u.mode, members.join(" "));
+        println!(
+            "uplink {} [{}{}]: {}",
+            u.name,
+            if u.is_bond { "bond " } else { "" },
+            u.mode,
+            members.join(" ")
+        );
     }
 }
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -91,7 +121,10 @@ fn main() {
     let mut last_print = Instant::now();
     while !quit.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
-        if args.run_for.is_some_and(|t| start.elapsed().as_secs_f64() >= t) {
+        if args
+            .run_for
+            .is_some_and(|t| start.elapsed().as_secs_f64() >= t)
+        {
             break;
         }
         if args.stats_interval > 0.0 && last_print.elapsed().as_secs_f64() >= args.stats_interval {
@@ -106,7 +139,8 @@ fn main() {
     let view = sw.control_view();
     let in_use = sw.shutdown();
     if args.json {
-        let v = serde_json::json!({ "ports": ports, "control": view, "mbufs_in_use_at_exit": in_use });
+        let v =
+            serde_json::json!({ "ports": ports, "control": view, "mbufs_in_use_at_exit": in_use });
         println!("{v}");
     } else {
         println!("mbufs in use at exit: {in_use}");
