@@ -343,7 +343,11 @@ struct Grouper<'a> {
 impl Grouper<'_> {
     /// `(default, per_port)` for option `id` whose parsed values are `vals`.
     fn group<T: Clone>(&self, id: &str, flag: &str, vals: &[T]) -> Result<Vec<Option<T>>, String> {
-        let idx: Vec<usize> = self.m.indices_of(id).map(|i| i.collect()).unwrap_or_default();
+        let idx: Vec<usize> = self
+            .m
+            .indices_of(id)
+            .map(|i| i.collect())
+            .unwrap_or_default();
         let mut default = None;
         let mut per = vec![None; self.port_idx.len()];
         for (v, at) in vals.iter().zip(idx) {
@@ -360,7 +364,10 @@ impl Grouper<'_> {
                 per[owner - 1] = Some(v.clone());
             }
         }
-        Ok(per.into_iter().map(|p| p.or_else(|| default.clone())).collect())
+        Ok(per
+            .into_iter()
+            .map(|p| p.or_else(|| default.clone()))
+            .collect())
     }
 }
 
@@ -368,7 +375,10 @@ impl RunArgs {
     /// Groups the per-port options by `--port` and validates everything. `m` are the
     /// `run` subcommand's matches (for argument positions).
     pub fn into_config(self, m: &ArgMatches) -> Result<RunConfig, String> {
-        let port_idx: Vec<usize> = m.indices_of("ports").map(|i| i.collect()).unwrap_or_default();
+        let port_idx: Vec<usize> = m
+            .indices_of("ports")
+            .map(|i| i.collect())
+            .unwrap_or_default();
         let g = Grouper { m, port_idx };
         let n = self.ports.len();
         let mode = g.group("mode", "mode", &self.mode)?;
@@ -410,7 +420,8 @@ impl RunArgs {
                 latency: mode == Mode::Latency,
             };
             if mode.generates() {
-                crate::frame::Templates::build(&frame).map_err(|e| format!("port {i} ({}): {e}", self.ports[i]))?;
+                crate::frame::Templates::build(&frame)
+                    .map_err(|e| format!("port {i} ({}): {e}", self.ports[i]))?;
             }
             let peer = match mode {
                 Mode::Io => {
@@ -443,7 +454,9 @@ impl RunArgs {
         }
         if let Some(d) = self.duration {
             if !(d.is_finite() && d > 0.0) {
-                return Err(format!("--duration must be a positive number of seconds, got {d}"));
+                return Err(format!(
+                    "--duration must be a positive number of seconds, got {d}"
+                ));
             }
         }
         if !(self.stats_period.is_finite() && self.stats_period >= 0.0)
@@ -454,7 +467,11 @@ impl RunArgs {
         let prefix = self
             .file_prefix
             .unwrap_or_else(|| format!("vsperf{}", std::process::id()));
-        let mut eal = vec!["-l".to_string(), self.lcores.clone(), format!("--file-prefix={prefix}")];
+        let mut eal = vec![
+            "-l".to_string(),
+            self.lcores.clone(),
+            format!("--file-prefix={prefix}"),
+        ];
         if !self.eal_raw {
             eal.extend(
                 [
@@ -472,7 +489,9 @@ impl RunArgs {
             );
         }
         eal.extend(self.eal_args);
-        let mbufs = self.mbufs.unwrap_or(4096 + 4 * self.nb_desc as u32 * n as u32);
+        let mbufs = self
+            .mbufs
+            .unwrap_or(4096 + 4 * self.nb_desc as u32 * n as u32);
         Ok(RunConfig {
             eal_args: eal,
             duration: self.duration,

@@ -188,7 +188,8 @@ impl LatencyTracker {
     pub fn new(hz: u64) -> LatencyTracker {
         LatencyTracker {
             // 1 ns .. 100 s, 3 significant digits.
-            hist: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds"),
+            hist: Histogram::new_with_bounds(1, 100_000_000_000, 3)
+                .expect("static histogram bounds"),
             hz: hz.max(1),
             samples: 0,
             reordered: 0,
@@ -297,7 +298,11 @@ mod tests {
         }
         assert_eq!(l.samples, 1000);
         assert_eq!(l.reordered, 0);
-        assert!((l.quantile_us(0.5) - 50.0).abs() < 0.1, "{}", l.quantile_us(0.5));
+        assert!(
+            (l.quantile_us(0.5) - 50.0).abs() < 0.1,
+            "{}",
+            l.quantile_us(0.5)
+        );
         assert!((l.max_us() - 100.0).abs() < 0.1);
         l.record(5, 0, 2000);
         assert_eq!(l.reordered, 1);

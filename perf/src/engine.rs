@@ -91,6 +91,8 @@ struct PortState<'c> {
     timeline: Timeline,
     lat: Option<LatencyTracker>,
     done: bool,
+    /// TSC when `done` became true.
+    done_at: Option<u64>,
     last_print: PortCounters,
 }
 
@@ -101,7 +103,13 @@ impl PortState<'_> {
 
     /// Receives one burst and acts on it. *Fast path*.
     #[inline]
-    fn poll_rx(&mut self, txqs: &mut [TxQueue], me: usize, rx: &mut Burst<MAX_BURST>, tx: &mut Burst<MAX_BURST>) {
+    fn poll_rx(
+        &mut self,
+        txqs: &mut [TxQueue],
+        me: usize,
+        rx: &mut Burst<MAX_BURST>,
+        tx: &mut Burst<MAX_BURST>,
+    ) {
         let n = self.rxq.rx_burst(rx);
         if n == 0 {
             return;
@@ -123,8 +131,9 @@ impl PortState<'_> {
             }
         }
         if let Some(count) = self.cfg.count {
-            if !self.cfg.mode.generates() && self.c.rx_pkts >= count {
+            if !self.cfg.mode.generates() && self.c.rx_pkts >= count && !self.done {
                 self.done = true;
+                self.done_at = Some(rdtsc());
             }
         }
         match self.cfg.mode {
@@ -165,7 +174,14 @@ impl PortState<'_> {
 
     /// Generates and sends the frames due at `now`. *Fast path*.
     #[inline]
-    fn poll_tx(&mut self, txq: &mut TxQueue, pool: &Mempool, now: u64, burst: usize, tx: &mut Burst<MAX_BURST>) {
+    fn poll_tx(
+        &mut self,
+        txq: &mut TxQueue,
+        pool: &Mempool,
+        now: u64,
+        burst: usize,
+        tx: &mut Burst<MAX_BURST>,
+    ) {
         let Some(tpl) = self.tpl.as_ref() else { return };
         if self.done {
             return;
@@ -208,6 +224,7 @@ impl PortState<'_> {
         if let Some(count) = self.cfg.count {
             if self.generated() >= count {
                 self.done = true;
+                self.done_at = Some(now);
             }
         }
     }
@@ -237,8 +254,14 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
     let hz = eal.tsc_hz();
     let max_size = cfg.ports.iter().map(|p| p.frame.size).max().unwrap_or(64);
     let data_room = (max_size.max(2048) + 128).min(u16::MAX as usize) as u16;
-    let pool =
-        Mempool::new(eal, "vsperf_pool", cfg.mbufs, 256.min(cfg.mbufs / 2), data_room).map_err(RunError::Pool)?;
+    let pool = Mempool::new(
+        eal,
+        "vsperf_pool",
+        cfg.mbufs,
+        256.min(cfg.mbufs / 2),
+        data_room,
+    )
+    .map_err(RunError::Pool)?;
 
     let mut states = Vec::with_capacity(cfg.ports.len());
     let mut txqs = Vec::with_capacity(cfg.ports.len());
@@ -281,6 +304,7 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
             timeline: Timeline::default(),
             lat: (pc.mode == Mode::Latency).then(|| LatencyTracker::new(hz)),
             done: false,
+            done_at: None,
             last_print: PortCounters::default(),
         });
     }
@@ -312,7 +336,10 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
                     t.frame_len(),
                     t.flows(),
                     st.cfg.rate,
-                    st.cfg.count.map(|c| format!("count {c}")).unwrap_or_default()
+                    st.cfg
+                        .count
+                        .map(|c| format!("count {c}"))
+                        .unwrap_or_default()
                 ),
                 (None, Mode::Io) => format!("-> port {}", st.cfg.peer.unwrap_or(i)),
                 _ => String::new(),
@@ -330,7 +357,11 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
     let mut tx = Burst::<MAX_BURST>::new();
     let start = rdtsc();
     for st in states.iter_mut() {
-        st.pacer = Pacer::new(st.tpl.as_ref().and_then(|t| st.cfg.rate.pps(t.frame_len())), hz, start);
+        st.pacer = Pacer::new(
+            st.tpl.as_ref().and_then(|t| st.cfg.rate.pps(t.frame_len())),
+            hz,
+            start,
+        );
     }
     let secs = |t: u64| t.saturating_sub(start) as f64 / hz as f64;
     let end_at = cfg.duration.map(|d| start + (d * hz as f64) as u64);
@@ -342,10 +373,15 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
     };
     let mut last_print_t = start;
     let tl_period = cfg.timeline_ms * hz / 1000;
-    let mut next_tl = if tl_period > 0 { start + tl_period } else { u64::MAX };
+    let mut next_tl = if tl_period > 0 {
+        start + tl_period
+    } else {
+        u64::MAX
+    };
     let counted = states.iter().any(|s| s.cfg.count.is_some());
     let mut stopped_by: Option<&'static str> = None;
     let mut drain_end = u64::MAX;
+    let mut traffic_end = u64::MAX;
 
     loop {
         let now = rdtsc();
@@ -358,6 +394,7 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
                 stopped_by = Some("count");
             }
             if stopped_by.is_some() {
+                traffic_end = now;
                 drain_end = now + cfg.drain_ms * hz / 1000;
             }
         } else if now >= drain_end || stop.load(Ordering::Relaxed) && stopped_by != Some("signal") {
@@ -405,7 +442,8 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
         }
     }
     let end = rdtsc();
-    let duration_s = secs(end);
+    let duration_s = secs(traffic_end.min(end));
+    let drain_s = secs(end) - duration_s;
     if tl_period > 0 {
         let t_ms = (end - start) * 1000 / hz;
         for st in states.iter_mut() {
@@ -420,7 +458,8 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
     let mut reports = Vec::with_capacity(states.len());
     for (index, st) in states.iter().enumerate() {
         let s = st.port.stats();
-        let d = duration_s.max(1e-9);
+        let port_s = st.done_at.map_or(duration_s, |t| secs(t).min(duration_s));
+        let d = port_s.max(1e-9);
         let mut r = PortReport {
             index,
             name: st.name.clone(),
@@ -438,7 +477,7 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
             tx_pps: st.c.tx_pkts as f64 / d,
             rx_bps: st.c.rx_bytes as f64 * 8.0 / d,
             tx_bps: st.c.tx_bytes as f64 * 8.0 / d,
-            duration_s,
+            duration_s: port_s,
             rx_by_src_mac: st
                 .class
                 .by_src_mac
@@ -505,6 +544,7 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
         tool: "vsperf".into(),
         schema: SCHEMA,
         duration_s,
+        drain_s,
         stopped_by: stopped_by.unwrap_or("signal").into(),
         tsc_hz: hz,
         mbufs_in_use_at_exit: pool.in_use(),
@@ -562,13 +602,17 @@ pub fn print_summary(r: &Report, log: &mut dyn Write) {
                 log,
                 "  RX by source MAC: {}{}",
                 macs.join(" "),
-                if p.rx_by_src_mac.len() > 8 { " ..." } else { "" }
+                if p.rx_by_src_mac.len() > 8 {
+                    " ..."
+                } else {
+                    ""
+                }
             );
         }
     }
     let _ = writeln!(
         log,
-        "  ---- {:.3} s, stopped by {}, mbufs in use at exit: {} ----",
-        r.duration_s, r.stopped_by, r.mbufs_in_use_at_exit
+        "  ---- {:.3} s of traffic + {:.3} s drain, stopped by {}, mbufs in use at exit: {} ----",
+        r.duration_s, r.drain_s, r.stopped_by, r.mbufs_in_use_at_exit
     );
 }

@@ -40,7 +40,9 @@ pub const LATENCY_MAGIC: [u8; 4] = *b"VSPL";
 pub const LATENCY_STAMP_LEN: usize = 20;
 
 /// L4 protocol of generated frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// UDP (checksum 0).
@@ -171,7 +173,10 @@ impl FromStr for Signature {
         }
         (0..h.len())
             .step_by(2)
-            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| format!("bad hex in signature {s:?}")))
+            .map(|i| {
+                u8::from_str_radix(&h[i..i + 2], 16)
+                    .map_err(|_| format!("bad hex in signature {s:?}"))
+            })
             .collect::<Result<Vec<u8>, String>>()
             .map(Signature)
     }
@@ -314,7 +319,10 @@ impl Templates {
         }
         let min = Self::min_size(spec.proto, spec.vlan.is_some(), spec.latency);
         if spec.size < min {
-            return Err(FrameError::TooSmall { size: spec.size, min });
+            return Err(FrameError::TooSmall {
+                size: spec.size,
+                min,
+            });
         }
         if spec.size > MAX_FRAME {
             return Err(FrameError::TooLarge(spec.size));
@@ -346,8 +354,12 @@ impl Templates {
             h[l2 - 2..l2].copy_from_slice(&0x0800u16.to_be_bytes());
             let src = u32::from(spec.src_ip).wrapping_add(if spec.vary.src_ip { i32_ } else { 0 });
             let dst = u32::from(spec.dst_ip).wrapping_add(if spec.vary.dst_ip { i32_ } else { 0 });
-            let sport = spec.sport.wrapping_add(if spec.vary.sport { i16_ } else { 0 });
-            let dport = spec.dport.wrapping_add(if spec.vary.dport { i16_ } else { 0 });
+            let sport = spec
+                .sport
+                .wrapping_add(if spec.vary.sport { i16_ } else { 0 });
+            let dport = spec
+                .dport
+                .wrapping_add(if spec.vary.dport { i16_ } else { 0 });
             let ip = &mut h[l2..l2 + IPV4_LEN];
             ip[0] = 0x45;
             ip[2..4].copy_from_slice(&((spec.size - l2) as u16).to_be_bytes());
@@ -524,7 +536,11 @@ mod tests {
             pseudo[4..8].copy_from_slice(&(l3.dst as u32).to_be_bytes());
             pseudo[9] = 6;
             pseudo[10..12].copy_from_slice(&(seg.len() as u16).to_be_bytes());
-            assert_eq!(csum_fold(csum_add(csum_add(0, &pseudo), seg)), 0, "flow {i}");
+            assert_eq!(
+                csum_fold(csum_add(csum_add(0, &pseudo), seg)),
+                0,
+                "flow {i}"
+            );
             assert_eq!(
                 &f[t.payload_offset()..t.payload_offset() + 4],
                 &[0xde, 0xad, 0xde, 0xad]
@@ -556,7 +572,10 @@ mod tests {
             proto: Proto::Tcp,
             ..FrameSpec::default()
         };
-        assert_eq!(Templates::build(&lat_tcp).unwrap_err(), FrameError::LatencyNeedsUdp);
+        assert_eq!(
+            Templates::build(&lat_tcp).unwrap_err(),
+            FrameError::LatencyNeedsUdp
+        );
         assert!(Templates::build(&FrameSpec {
             size: MAX_FRAME + 1,
             ..FrameSpec::default()
@@ -579,7 +598,10 @@ mod tests {
         let mut f = t.frame(0);
         assert_eq!(read_stamp(&f, t.payload_offset()), None);
         stamp(&mut f, t.payload_offset(), 42, 0xdead_beef_0000);
-        assert_eq!(read_stamp(&f, t.payload_offset()), Some((42, 0xdead_beef_0000)));
+        assert_eq!(
+            read_stamp(&f, t.payload_offset()),
+            Some((42, 0xdead_beef_0000))
+        );
         assert_eq!(read_stamp(&f[..50], t.payload_offset()), None);
         assert_eq!(read_stamp(&f, usize::MAX), None);
     }

@@ -52,7 +52,7 @@
 //! object, a [`report::Report`]:
 //!
 //! ```json
-//! {"tool":"vsperf","schema":1,"duration_s":1.2,"stopped_by":"duration","tsc_hz":2400000000,
+//! {"tool":"vsperf","schema":1,"duration_s":1.2,"drain_s":0.2,"stopped_by":"duration","tsc_hz":2400000000,
 //!  "mbufs_in_use_at_exit":0,
 //!  "ports":[{"index":0,"name":"net_ring0","devargs":"net_ring0","driver":"net_ring","mode":"latency",
 //!    "link_up":true,"rx_pkts":1000,"rx_bytes":64000,"tx_pkts":1000,"tx_bytes":64000,"tx_dropped":0,
@@ -90,9 +90,11 @@ pub mod report;
 pub fn gen_pcap(a: &cli::GenPcapArgs) -> Result<usize, String> {
     let t = frame::Templates::build(&a.spec()).map_err(|e| e.to_string())?;
     let records = a.records.unwrap_or(t.flows());
-    let f = std::fs::File::create(&a.out).map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
+    let f = std::fs::File::create(&a.out)
+        .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    pcap::write_flows(&mut w, &t, records).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
+    pcap::write_flows(&mut w, &t, records)
+        .map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
     std::io::Write::flush(&mut w).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
     Ok(records)
 }

@@ -49,7 +49,10 @@ impl FromStr for Rate {
         ];
         for (unit, mult, is_pps) in UNITS {
             if let Some(num) = t.strip_suffix(unit) {
-                let v: f64 = num.trim().parse().map_err(|_| RateParseError(s.to_string()))?;
+                let v: f64 = num
+                    .trim()
+                    .parse()
+                    .map_err(|_| RateParseError(s.to_string()))?;
                 if !(v.is_finite() && v > 0.0) {
                     return Err(RateParseError(s.to_string()));
                 }
@@ -146,7 +149,16 @@ mod tests {
         assert_eq!("200mbps".parse::<Rate>().unwrap(), Rate::Bps(200e6));
         assert_eq!("1gbps".parse::<Rate>().unwrap(), Rate::Bps(1e9));
         assert_eq!("64kbps".parse::<Rate>().unwrap(), Rate::Bps(64e3));
-        for bad in ["", "fast", "-5pps", "0pps", "1e400pps", "nanpps", "10 furlongs", "gbps"] {
+        for bad in [
+            "",
+            "fast",
+            "-5pps",
+            "0pps",
+            "1e400pps",
+            "nanpps",
+            "10 furlongs",
+            "gbps",
+        ] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?} accepted");
         }
     }
@@ -172,7 +184,10 @@ mod tests {
             now += step * 1_000;
         }
         let sent = p.total();
-        assert!((10_000..=10_001).contains(&sent), "sent {sent} in 1 s at 10000 pps");
+        assert!(
+            (10_000..=10_001).contains(&sent),
+            "sent {sent} in 1 s at 10000 pps"
+        );
     }
 
     #[test]

@@ -20,8 +20,10 @@ pub struct Report {
     pub tool: String,
     /// [`SCHEMA`].
     pub schema: u32,
-    /// Seconds from the start of traffic to the end of the run (drain included).
+    /// Seconds from the start of traffic until the run decided to stop (drain excluded).
     pub duration_s: f64,
+    /// Seconds spent receiving after that (`--drain-ms`, or less after a signal).
+    pub drain_s: f64,
     /// Why the run ended: "duration", "count" (every counted stream finished),
     /// "signal" (SIGINT/SIGTERM).
     pub stopped_by: String,
@@ -61,7 +63,8 @@ pub struct PortReport {
     pub tx_dropped: u64,
     /// Frames not generated because the mbuf pool was empty.
     pub tx_alloc_failed: u64,
-    /// Average receive rate over `duration_s`.
+    /// Average receive rate over this port's `duration_s` (frames received during
+    /// the drain are included in the count, not in the time).
     pub rx_pps: f64,
     /// Average transmit rate.
     pub tx_pps: f64,
@@ -69,7 +72,8 @@ pub struct PortReport {
     pub rx_bps: f64,
     /// Average transmit bit rate.
     pub tx_bps: f64,
-    /// Seconds the port ran (start of traffic to end of the run).
+    /// Seconds this port was active: from the start of traffic until it reached its
+    /// `--count`, or until the run stopped (drain excluded).
     pub duration_s: f64,
     /// The ≤ 64 most frequent source MACs received (lowercase `aa:bb:..`) → frames.
     pub rx_by_src_mac: BTreeMap<String, u64>,
