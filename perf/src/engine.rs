@@ -1,0 +1,618 @@
+//! The DPDK side: open the ports, run the poll loop, collect the report.
+//!
+//! One thread — the EAL main lcore, pinned by the EAL to the first core of
+//! `--lcores` — owns every port's rx queue 0 and tx queue 0 (tokens from
+//! `dpdk-sys`) and polls them round-robin; nothing else touches them. Per iteration
+//! it reads the TSC once, then for each port: receive a burst and act on it by mode,
+//! then (generators only) ask the port's [`Pacer`] how many frames are due and send
+//! them. Frames are built by copying a precomputed template into a freshly allocated
+//! mbuf (testpmd txonly's scheme); no allocation on the heap per packet or per burst.
+//!
+//! Ownership of mbufs: everything received or allocated is either accepted by a
+//! `tx_burst` or freed in the same iteration (`Burst::free_all`), so at the end the
+//! pool is whole once the ports are stopped and closed; the report says so
+//! (`mbufs_in_use_at_exit`).
+//!
+//! Ending: at `--duration`, when every port with a `--count` has reached it, or when
+//! the stop flag (SIGINT/SIGTERM) is set. Generation stops first, then the loop keeps
+//! receiving (and echo/io ports keep forwarding) for `--drain-ms` so frames in flight
+//! are counted.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dpdk_sys::eal::rdtsc;
+use dpdk_sys::{Burst, Eal, EalError, Mempool, Port, PortError, RxQueue, TxQueue};
+use policy::wire::{Flow, MacAddr};
+
+use crate::cli::{Mode, PortConfig, RunConfig};
+use crate::counters::{mac_string, LatencyTracker, PortCounters, RxClass, Timeline};
+use crate::frame::{read_stamp, stamp, FrameError, Templates};
+use crate::rate::Pacer;
+use crate::report::{PmdStats, PortReport, Report, SCHEMA};
+
+/// Largest burst (rx and generated tx).
+pub const MAX_BURST: usize = 64;
+
+/// Why a run could not start (every message is one line).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// EAL init failed.
+    #[error(transparent)]
+    Eal(#[from] EalError),
+    /// Mempool creation failed.
+    #[error("{0}")]
+    Pool(String),
+    /// A port could not be opened or set up.
+    #[error("port {index} ({devargs}): {source}")]
+    Port {
+        /// Command-line position.
+        index: usize,
+        /// Devargs.
+        devargs: String,
+        /// Cause.
+        source: PortError,
+    },
+    /// A frame template could not be built.
+    #[error("port {index}: {source}")]
+    Frame {
+        /// Command-line position.
+        index: usize,
+        /// Cause.
+        source: FrameError,
+    },
+    /// `--wait-link` expired.
+    #[error(
+        "link of port {index} ({devargs}) still down after --wait-link {secs} s; is the peer (vhost/virtio) connected?"
+    )]
+    LinkTimeout {
+        /// Command-line position.
+        index: usize,
+        /// Devargs.
+        devargs: String,
+        /// Seconds waited.
+        secs: f64,
+    },
+}
+
+/// One port's state, owned by the poll thread.
+struct PortState<'c> {
+    cfg: &'c PortConfig,
+    port: Port,
+    name: String,
+    driver: String,
+    rxq: RxQueue,
+    tpl: Option<Templates>,
+    pacer: Pacer,
+    next_flow: usize,
+    c: PortCounters,
+    class: RxClass,
+    timeline: Timeline,
+    lat: Option<LatencyTracker>,
+    done: bool,
+    /// TSC when `done` became true.
+    done_at: Option<u64>,
+    last_print: PortCounters,
+}
+
+impl PortState<'_> {
+    fn generated(&self) -> u64 {
+        self.pacer.total()
+    }
+
+    /// Receives one burst and acts on it. *Fast path*.
+    #[inline]
+    fn poll_rx(
+        &mut self,
+        txqs: &mut [TxQueue],
+        me: usize,
+        rx: &mut Burst<MAX_BURST>,
+        tx: &mut Burst<MAX_BURST>,
+    ) {
+        let n = self.rxq.rx_burst(rx);
+        if n == 0 {
+            return;
+        }
+        self.c.rx_pkts += n as u64;
+        let now = if self.lat.is_some() { rdtsc() } else { 0 };
+        for m in rx.as_slice() {
+            let d = m.data();
+            self.c.rx_bytes += m.pkt_len() as u64;
+            self.class.count(d);
+            if let Some(lat) = self.lat.as_mut() {
+                if let Ok(f) = Flow::parse(d) {
+                    if f.has_l4 && f.proto == 17 {
+                        if let Some((seq, tsc)) = read_stamp(d, f.payload_offset as usize) {
+                            lat.record(seq, tsc, now);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(count) = self.cfg.count {
+            if !self.cfg.mode.generates() && self.c.rx_pkts >= count && !self.done {
+                self.done = true;
+                self.done_at = Some(rdtsc());
+            }
+        }
+        match self.cfg.mode {
+            Mode::Echo => {
+                for mut m in rx.drain() {
+                    if let Some(d) = m.data_mut() {
+                        if d.len() >= 12 {
+                            let (dst, src) = d[..12].split_at_mut(6);
+                            dst.swap_with_slice(src);
+                        }
+                    }
+                    // tx has room for everything rx held (same capacity).
+                    let _ = tx.push(m);
+                }
+                let bytes = burst_bytes(tx);
+                let sent = txqs[me].tx_burst(tx);
+                self.c.tx_bytes += bytes - burst_bytes(tx);
+                self.account_tx(sent, tx);
+            }
+            Mode::Io => {
+                let peer = self.cfg.peer.unwrap_or(me);
+                let bytes = burst_bytes(rx);
+                let sent = txqs[peer].tx_burst(rx);
+                self.c.tx_bytes += bytes - burst_bytes(rx);
+                self.account_tx(sent, rx);
+            }
+            _ => rx.free_all(),
+        }
+    }
+
+    /// Counts `sent` frames and frees (as dropped) what the PMD left in `left`.
+    #[inline]
+    fn account_tx(&mut self, sent: usize, left: &mut Burst<MAX_BURST>) {
+        self.c.tx_pkts += sent as u64;
+        self.c.tx_dropped += left.len() as u64;
+        left.free_all();
+    }
+
+    /// Generates and sends the frames due at `now`. *Fast path*.
+    #[inline]
+    fn poll_tx(
+        &mut self,
+        txq: &mut TxQueue,
+        pool: &Mempool,
+        now: u64,
+        burst: usize,
+        tx: &mut Burst<MAX_BURST>,
+    ) {
+        let Some(tpl) = self.tpl.as_ref() else { return };
+        if self.done {
+            return;
+        }
+        let mut cap = burst as u64;
+        if let Some(count) = self.cfg.count {
+            cap = cap.min(count - self.generated());
+        }
+        let due = self.pacer.due(now, cap);
+        if due == 0 {
+            return;
+        }
+        let len = tpl.frame_len();
+        let off = tpl.payload_offset();
+        let mut made = 0u64;
+        for _ in 0..due {
+            let Some(mut m) = pool.alloc() else {
+                self.c.alloc_failed += 1;
+                break;
+            };
+            let Some(d) = m.append(len as u16) else {
+                self.c.alloc_failed += 1;
+                break;
+            };
+            tpl.write(self.next_flow, d);
+            if self.lat.is_some() {
+                stamp(d, off, self.generated() + made, rdtsc());
+            }
+            self.next_flow += 1;
+            if self.next_flow == tpl.flows() {
+                self.next_flow = 0;
+            }
+            made += 1;
+            let _ = tx.push(m);
+        }
+        self.pacer.issued(made);
+        let sent = txq.tx_burst(tx);
+        self.c.tx_bytes += (sent * len) as u64;
+        self.account_tx(sent, tx);
+        if let Some(count) = self.cfg.count {
+            if self.generated() >= count {
+                self.done = true;
+                self.done_at = Some(now);
+            }
+        }
+    }
+}
+
+#[inline]
+fn burst_bytes(b: &Burst<MAX_BURST>) -> u64 {
+    b.as_slice().iter().map(|m| m.pkt_len() as u64).sum()
+}
+
+fn rate_str(v: f64, unit: &str) -> String {
+    if v >= 1e9 {
+        format!("{:.2} G{unit}", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M{unit}", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.2} k{unit}", v / 1e3)
+    } else {
+        format!("{v:.0} {unit}")
+    }
+}
+
+/// Opens the ports, runs the traffic and returns the report. Human-readable output
+/// goes to `log` (stderr in the binary). `stop` is polled every iteration.
+pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Report, RunError> {
+    let eal = Eal::init(&cfg.eal_args)?;
+    let hz = eal.tsc_hz();
+    let max_size = cfg.ports.iter().map(|p| p.frame.size).max().unwrap_or(64);
+    let data_room = (max_size.max(2048) + 128).min(u16::MAX as usize) as u16;
+    let pool = Mempool::new(
+        eal,
+        "vsperf_pool",
+        cfg.mbufs,
+        256.min(cfg.mbufs / 2),
+        data_room,
+    )
+    .map_err(RunError::Pool)?;
+
+    let mut states = Vec::with_capacity(cfg.ports.len());
+    let mut txqs = Vec::with_capacity(cfg.ports.len());
+    for (index, pc) in cfg.ports.iter().enumerate() {
+        let perr = |source| RunError::Port {
+            index,
+            devargs: pc.devargs.clone(),
+            source,
+        };
+        // Ports are started in order, so a net_vhost port listed before a
+        // net_virtio_user port in the same process has its socket ready.
+        let port = Port::attach(eal, &pc.devargs).map_err(perr)?;
+        let info = port.info().map_err(perr)?;
+        port.configure(1, 1, cfg.nb_desc, &pool).map_err(perr)?;
+        if let Err(e) = port.set_promiscuous(true) {
+            let _ = writeln!(log, "vsperf: warning: port {index}: {e}");
+        }
+        port.start().map_err(perr)?;
+        let rxq = port.rx_queue(0).map_err(perr)?;
+        txqs.push(port.tx_queue(0).map_err(perr)?);
+        let tpl = if pc.mode.generates() {
+            let mut spec = pc.frame.clone();
+            spec.src_mac = pc.src_mac.unwrap_or(MacAddr(port.mac()));
+            Some(Templates::build(&spec).map_err(|source| RunError::Frame { index, source })?)
+        } else {
+            None
+        };
+        let pps = tpl.as_ref().and_then(|t| pc.rate.pps(t.frame_len()));
+        states.push(PortState {
+            cfg: pc,
+            port,
+            name: port.name(),
+            driver: info.driver,
+            rxq,
+            tpl,
+            pacer: Pacer::new(pps, hz, 0),
+            next_flow: 0,
+            c: PortCounters::default(),
+            class: RxClass::default(),
+            timeline: Timeline::default(),
+            lat: (pc.mode == Mode::Latency).then(|| LatencyTracker::new(hz)),
+            done: false,
+            done_at: None,
+            last_print: PortCounters::default(),
+        });
+    }
+
+    if cfg.wait_link > 0.0 {
+        let t0 = Instant::now();
+        for (index, st) in states.iter().enumerate() {
+            while !st.port.link().up {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if t0.elapsed().as_secs_f64() > cfg.wait_link {
+                    return Err(RunError::LinkTimeout {
+                        index,
+                        devargs: st.cfg.devargs.clone(),
+                        secs: cfg.wait_link,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    if !cfg.quiet {
+        for (i, st) in states.iter().enumerate() {
+            let what = match (&st.tpl, st.cfg.mode) {
+                (Some(t), _) => format!(
+                    "{} B x {} flows at {} {}",
+                    t.frame_len(),
+                    t.flows(),
+                    st.cfg.rate,
+                    st.cfg
+                        .count
+                        .map(|c| format!("count {c}"))
+                        .unwrap_or_default()
+                ),
+                (None, Mode::Io) => format!("-> port {}", st.cfg.peer.unwrap_or(i)),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                log,
+                "vsperf: port {i} {} ({}) mode {} {what}",
+                st.name, st.driver, st.cfg.mode
+            );
+        }
+    }
+
+    let burst = cfg.burst.min(MAX_BURST);
+    let mut rx = Burst::<MAX_BURST>::new();
+    let mut tx = Burst::<MAX_BURST>::new();
+    let start = rdtsc();
+    for st in states.iter_mut() {
+        st.pacer = Pacer::new(
+            st.tpl.as_ref().and_then(|t| st.cfg.rate.pps(t.frame_len())),
+            hz,
+            start,
+        );
+    }
+    let secs = |t: u64| t.saturating_sub(start) as f64 / hz as f64;
+    let end_at = cfg.duration.map(|d| start + (d * hz as f64) as u64);
+    let period = (cfg.stats_period * hz as f64) as u64;
+    let mut next_print = if period > 0 && !cfg.quiet {
+        start + period
+    } else {
+        u64::MAX
+    };
+    let mut last_print_t = start;
+    let tl_period = cfg.timeline_ms * hz / 1000;
+    let mut next_tl = if tl_period > 0 {
+        start + tl_period
+    } else {
+        u64::MAX
+    };
+    let counted = states.iter().any(|s| s.cfg.count.is_some());
+    let mut stopped_by: Option<&'static str> = None;
+    let mut drain_end = u64::MAX;
+    let mut traffic_end = u64::MAX;
+
+    loop {
+        let now = rdtsc();
+        if stopped_by.is_none() {
+            if stop.load(Ordering::Relaxed) {
+                stopped_by = Some("signal");
+            } else if end_at.is_some_and(|e| now >= e) {
+                stopped_by = Some("duration");
+            } else if counted && states.iter().all(|s| s.cfg.count.is_none() || s.done) {
+                stopped_by = Some("count");
+            }
+            if stopped_by.is_some() {
+                traffic_end = now;
+                drain_end = now + cfg.drain_ms * hz / 1000;
+            }
+        } else if now >= drain_end || stop.load(Ordering::Relaxed) && stopped_by != Some("signal") {
+            break;
+        }
+        for i in 0..states.len() {
+            let st = &mut states[i];
+            st.poll_rx(&mut txqs, i, &mut rx, &mut tx);
+            if stopped_by.is_none() && st.tpl.is_some() {
+                st.poll_tx(&mut txqs[i], &pool, now, burst, &mut tx);
+            }
+        }
+        if now >= next_tl {
+            let t_ms = (now - start) * 1000 / hz;
+            for st in states.iter_mut() {
+                st.timeline.sample(t_ms, st.c.rx_pkts);
+            }
+            next_tl += tl_period;
+        }
+        if now >= next_print {
+            let dt = secs(now) - secs(last_print_t);
+            for (i, st) in states.iter_mut().enumerate() {
+                let d_rx = (st.c.rx_pkts - st.last_print.rx_pkts) as f64 / dt;
+                let d_tx = (st.c.tx_pkts - st.last_print.tx_pkts) as f64 / dt;
+                let b_rx = (st.c.rx_bytes - st.last_print.rx_bytes) as f64 * 8.0 / dt;
+                let b_tx = (st.c.tx_bytes - st.last_print.tx_bytes) as f64 * 8.0 / dt;
+                let _ = writeln!(
+                    log,
+                    "[{:7.2}s] port {i} {:<14} {:<7} rx {:>10} ({}, {}) tx {:>10} ({}, {}) drop {}",
+                    secs(now),
+                    st.name,
+                    st.cfg.mode.to_string(),
+                    st.c.rx_pkts,
+                    rate_str(d_rx, "pps"),
+                    rate_str(b_rx, "bps"),
+                    st.c.tx_pkts,
+                    rate_str(d_tx, "pps"),
+                    rate_str(b_tx, "bps"),
+                    st.c.tx_dropped
+                );
+                st.last_print = st.c;
+            }
+            last_print_t = now;
+            next_print += period;
+        }
+    }
+    let end = rdtsc();
+    let duration_s = secs(traffic_end.min(end));
+    let drain_s = secs(end) - duration_s;
+    if tl_period > 0 {
+        let t_ms = (end - start) * 1000 / hz;
+        for st in states.iter_mut() {
+            if st.timeline.samples.last().map(|s| s[0]) != Some(t_ms) {
+                st.timeline.sample(t_ms, st.c.rx_pkts);
+            }
+        }
+    }
+    drop(rx);
+    drop(tx);
+
+    let mut reports = Vec::with_capacity(states.len());
+    for (index, st) in states.iter().enumerate() {
+        let s = st.port.stats();
+        let port_s = st.done_at.map_or(duration_s, |t| secs(t).min(duration_s));
+        let d = port_s.max(1e-9);
+        let mut r = PortReport {
+            index,
+            name: st.name.clone(),
+            devargs: st.cfg.devargs.clone(),
+            driver: st.driver.clone(),
+            mode: st.cfg.mode.to_string(),
+            link_up: st.port.link().up,
+            rx_pkts: st.c.rx_pkts,
+            rx_bytes: st.c.rx_bytes,
+            tx_pkts: st.c.tx_pkts,
+            tx_bytes: st.c.tx_bytes,
+            tx_dropped: st.c.tx_dropped,
+            tx_alloc_failed: st.c.alloc_failed,
+            rx_pps: st.c.rx_pkts as f64 / d,
+            tx_pps: st.c.tx_pkts as f64 / d,
+            rx_bps: st.c.rx_bytes as f64 * 8.0 / d,
+            tx_bps: st.c.tx_bytes as f64 * 8.0 / d,
+            duration_s: port_s,
+            rx_by_src_mac: st
+                .class
+                .by_src_mac
+                .top(64)
+                .into_iter()
+                .map(|(k, v)| (mac_string(k), v))
+                .collect(),
+            rx_src_mac_other: st.class.by_src_mac.rest(64),
+            rx_by_ethertype: st
+                .class
+                .by_ethertype
+                .top(16)
+                .into_iter()
+                .map(|(k, v)| (format!("0x{k:04x}"), v))
+                .collect(),
+            pmd: PmdStats {
+                ipackets: s.ipackets,
+                opackets: s.opackets,
+                imissed: s.imissed,
+                ierrors: s.ierrors,
+                oerrors: s.oerrors,
+                rx_nombuf: s.rx_nombuf,
+            },
+            timeline: (tl_period > 0).then(|| st.timeline.samples.clone()),
+            samples: None,
+            lost: None,
+            reordered: None,
+            p50_us: None,
+            p99_us: None,
+            p999_us: None,
+            max_us: None,
+            min_us: None,
+            mean_us: None,
+        };
+        if let Some(l) = &st.lat {
+            r.samples = Some(l.samples);
+            r.lost = Some(st.c.tx_pkts.saturating_sub(l.samples));
+            r.reordered = Some(l.reordered);
+            r.p50_us = Some(l.quantile_us(0.5));
+            r.p99_us = Some(l.quantile_us(0.99));
+            r.p999_us = Some(l.quantile_us(0.999));
+            r.max_us = Some(l.max_us());
+            r.min_us = Some(l.min_us());
+            r.mean_us = Some(l.mean_us());
+        }
+        reports.push(r);
+    }
+
+    // Stop and close every port so the PMDs hand back the mbufs they hold, then
+    // check the pool is whole.
+    drop(txqs);
+    for st in states.iter() {
+        if let Err(e) = st.port.stop() {
+            let _ = writeln!(log, "vsperf: warning: {e}");
+        }
+    }
+    for st in states.iter() {
+        if let Err(e) = st.port.close() {
+            let _ = writeln!(log, "vsperf: warning: {e}");
+        }
+    }
+    drop(states);
+    let report = Report {
+        tool: "vsperf".into(),
+        schema: SCHEMA,
+        duration_s,
+        drain_s,
+        stopped_by: stopped_by.unwrap_or("signal").into(),
+        tsc_hz: hz,
+        mbufs_in_use_at_exit: pool.in_use(),
+        ports: reports,
+    };
+    if !cfg.quiet {
+        print_summary(&report, log);
+    }
+    Ok(report)
+}
+
+/// testpmd-style final statistics.
+pub fn print_summary(r: &Report, log: &mut dyn Write) {
+    for p in &r.ports {
+        let _ = writeln!(
+            log,
+            "  ---------------------- Forward statistics for port {} ({}, {}, {}) ----------------------",
+            p.index, p.name, p.driver, p.mode
+        );
+        let _ = writeln!(
+            log,
+            "  RX-packets: {:<14} RX-bytes: {:<16} RX-pps: {:<12.0} RX-bps: {}",
+            p.rx_pkts,
+            p.rx_bytes,
+            p.rx_pps,
+            rate_str(p.rx_bps, "bps")
+        );
+        let _ = writeln!(
+            log,
+            "  TX-packets: {:<14} TX-bytes: {:<16} TX-pps: {:<12.0} TX-bps: {}  TX-dropped: {}",
+            p.tx_pkts,
+            p.tx_bytes,
+            p.tx_pps,
+            rate_str(p.tx_bps, "bps"),
+            p.tx_dropped
+        );
+        if let (Some(s), Some(l), Some(o)) = (p.samples, p.lost, p.reordered) {
+            let _ = writeln!(
+                log,
+                "  Latency: samples {s} lost {l} reordered {o}  p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
+                p.p50_us.unwrap_or(0.0),
+                p.p99_us.unwrap_or(0.0),
+                p.p999_us.unwrap_or(0.0),
+                p.max_us.unwrap_or(0.0)
+            );
+        }
+        if !p.rx_by_src_mac.is_empty() {
+            let macs: Vec<String> = p
+                .rx_by_src_mac
+                .iter()
+                .take(8)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                log,
+                "  RX by source MAC: {}{}",
+                macs.join(" "),
+                if p.rx_by_src_mac.len() > 8 {
+                    " ..."
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        log,
+        "  ---- {:.3} s of traffic + {:.3} s drain, stopped by {}, mbufs in use at exit: {} ----",
+        r.duration_s, r.drain_s, r.stopped_by, r.mbufs_in_use_at_exit
+    );
+}
