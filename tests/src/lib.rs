@@ -266,3 +266,48 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Starts `vsperf run` with `args` (file prefix and lcore 0 added unless given) and `--json`.
+pub fn vsperf(name: &str, args: &[String]) -> Proc {
+    let mut cmd = Command::new(bin("vsperf"));
+    cmd.arg("run");
+    if !args.iter().any(|a| a == "--file-prefix") {
+        cmd.arg("--file-prefix").arg(unique("vp"));
+    }
+    if !args.iter().any(|a| a == "--lcores") {
+        cmd.arg("--lcores").arg("0");
+    }
+    cmd.args(args).arg("--json").arg("--stats-period").arg("0");
+    Proc::spawn(name, cmd)
+}
+
+/// Runs vsperf to completion and returns its JSON report.
+pub fn vsperf_run(name: &str, args: &[String], timeout: Duration) -> serde_json::Value {
+    let p = vsperf(name, args);
+    let (code, out) = p.wait_and_stderr(timeout);
+    let (code, stderr) = code;
+    assert_eq!(code, Some(0), "{name} failed:\n{stderr}");
+    last_json(&out)
+}
+
+/// Frames a vsperf port received from `mac`.
+pub fn rx_from(report: &serde_json::Value, port: usize, mac: &str) -> u64 {
+    report["ports"][port]["rx_by_src_mac"][mac].as_u64().unwrap_or(0)
+}
+
+/// Builds a Vec<String> from string-likes.
+#[macro_export]
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$($a.to_string()),*] };
+}
+
+impl Proc {
+    /// Waits for exit like [`Proc::wait`], also returning stderr: ((code, stderr), stdout).
+    pub fn wait_and_stderr(self, timeout: Duration) -> ((Option<i32>, String), String) {
+        let err = Arc::clone(&self.stderr);
+        let (code, out) = self.wait(timeout);
+        std::thread::sleep(Duration::from_millis(20));
+        let e = err.lock().unwrap().clone();
+        ((code, e), out)
+    }
+}
