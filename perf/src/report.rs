@@ -84,7 +84,10 @@ pub struct PortReport {
     pub rx_by_ethertype: BTreeMap<String, u64>,
     /// The PMD's own counters (some virtual PMDs do not count).
     pub pmd: PmdStats,
-    /// `[t_ms, rx_pkts_in_interval]` every `--timeline-ms` (absent when off).
+    /// `[t_ms, rx_pkts_in_interval]` every `--timeline-ms` (absent when off): `t_ms`
+    /// is when the interval was closed, from the start of traffic; sampling continues
+    /// through the drain and ends with a last (possibly shorter) interval, so the
+    /// counts sum to `rx_pkts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<[u64; 2]>>,
     /// Latency mode only: stamped frames received back.
