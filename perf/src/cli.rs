@@ -310,6 +310,8 @@ pub struct PortConfig {
 pub struct RunConfig {
     /// EAL arguments (without argv[0]).
     pub eal_args: Vec<String>,
+    /// The EAL `--file-prefix` (its runtime directory is removed at exit).
+    pub file_prefix: String,
     /// `--duration`.
     pub duration: Option<f64>,
     /// `--wait-link` seconds.
@@ -494,6 +496,7 @@ impl RunArgs {
             .unwrap_or(4096 + 4 * self.nb_desc as u32 * n as u32);
         Ok(RunConfig {
             eal_args: eal,
+            file_prefix: prefix,
             duration: self.duration,
             wait_link: self.wait_link,
             stats_period: self.stats_period,

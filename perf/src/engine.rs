@@ -249,8 +249,29 @@ fn rate_str(v: f64, unit: &str) -> String {
 
 /// Opens the ports, runs the traffic and returns the report. Human-readable output
 /// goes to `log` (stderr in the binary). `stop` is polled every iteration.
+///
+/// The EAL is cleaned up and its runtime directory removed before this returns,
+/// also on failure: call it once per process.
 pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Report, RunError> {
-    let eal = Eal::init(&cfg.eal_args)?;
+    let eal = match Eal::init(&cfg.eal_args) {
+        Ok(e) => e,
+        Err(e) => {
+            remove_runtime_dir(&cfg.file_prefix);
+            return Err(e.into());
+        }
+    };
+    let r = run_ports(eal, cfg, stop, log);
+    dpdk_sys::eal::cleanup(eal);
+    remove_runtime_dir(&cfg.file_prefix);
+    r
+}
+
+fn run_ports(
+    eal: &'static Eal,
+    cfg: &RunConfig,
+    stop: &AtomicBool,
+    log: &mut dyn Write,
+) -> Result<Report, RunError> {
     let hz = eal.tsc_hz();
     let max_size = cfg.ports.iter().map(|p| p.frame.size).max().unwrap_or(64);
     let data_room = (max_size.max(2048) + 128).min(u16::MAX as usize) as u16;
@@ -540,6 +561,7 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
         }
     }
     drop(states);
+    let in_use = pool.in_use();
     let report = Report {
         tool: "vsperf".into(),
         schema: SCHEMA,
@@ -547,13 +569,34 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
         drain_s,
         stopped_by: stopped_by.unwrap_or("signal").into(),
         tsc_hz: hz,
-        mbufs_in_use_at_exit: pool.in_use(),
+        mbufs_in_use_at_exit: in_use,
         ports: reports,
     };
     if !cfg.quiet {
         print_summary(&report, log);
     }
     Ok(report)
+}
+
+/// Removes the EAL runtime directory of `prefix` (config, fbarrays, mp socket: about
+/// 13 MB of tmpfs per run with `--no-huge`), which the EAL leaves behind. Only a
+/// directory that looks like an EAL runtime directory (it has a `config` file) is
+/// removed; this process was its primary and has cleaned up the EAL.
+fn remove_runtime_dir(prefix: &str) {
+    if prefix.is_empty() || prefix.contains('/') || prefix.starts_with('.') {
+        return;
+    }
+    let mut bases = vec![std::path::PathBuf::from("/var/run/dpdk")];
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        bases.push(std::path::PathBuf::from(x).join("dpdk"));
+    }
+    bases.push(std::path::PathBuf::from("/tmp/dpdk"));
+    for b in bases {
+        let d = b.join(prefix);
+        if d.join("config").is_file() {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
 }
 
 /// testpmd-style final statistics.
