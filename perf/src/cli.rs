@@ -62,6 +62,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Cmd {
     /// Open DPDK ports by devargs and run one mode per port (one poll thread).
     #[command(after_long_help = RUN_EXAMPLES)]
@@ -135,7 +136,7 @@ pub struct RunArgs {
     /// After traffic stops, keep receiving this long for frames in flight. e.g. `--drain-ms 500`
     #[arg(long, value_name = "MS", default_value_t = 200, help_heading = "Run")]
     pub drain_ms: u64,
-    /// Frames per rx/tx burst (1..=64). e.g. `--burst 64`
+    /// Frames per generated tx burst (1..=64); rx bursts take up to 64. e.g. `--burst 64`
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "Run")]
     pub burst: u16,
     /// Descriptors per rx/tx queue. e.g. `--nb-desc 512`
@@ -461,8 +462,8 @@ impl RunArgs {
                 ));
             }
         }
-        if !(self.stats_period.is_finite() && self.stats_period >= 0.0)
-            || !(self.wait_link.is_finite() && self.wait_link >= 0.0)
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !non_negative(self.stats_period) || !non_negative(self.wait_link)
         {
             return Err("--stats-period and --wait-link must be non-negative seconds".into());
         }
