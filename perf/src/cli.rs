@@ -463,8 +463,7 @@ impl RunArgs {
             }
         }
         let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if !non_negative(self.stats_period) || !non_negative(self.wait_link)
-        {
+        if !non_negative(self.stats_period) || !non_negative(self.wait_link) {
             return Err("--stats-period and --wait-link must be non-negative seconds".into());
         }
         let prefix = self

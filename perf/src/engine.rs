@@ -109,10 +109,10 @@ impl PortState<'_> {
         me: usize,
         rx: &mut Burst<MAX_BURST>,
         tx: &mut Burst<MAX_BURST>,
-    ) {
+    ) -> Forwarded {
         let n = self.rxq.rx_burst(rx);
         if n == 0 {
-            return;
+            return Forwarded::default();
         }
         self.c.rx_pkts += n as u64;
         let now = if self.lat.is_some() { rdtsc() } else { 0 };
@@ -148,19 +148,16 @@ impl PortState<'_> {
                     // tx has room for everything rx held (same capacity).
                     let _ = tx.push(m);
                 }
-                let bytes = burst_bytes(tx);
-                let sent = txqs[me].tx_burst(tx);
-                self.c.tx_bytes += bytes - burst_bytes(tx);
-                self.account_tx(sent, tx);
+                forward(&mut txqs[me], me, tx)
             }
             Mode::Io => {
                 let peer = self.cfg.peer.unwrap_or(me);
-                let bytes = burst_bytes(rx);
-                let sent = txqs[peer].tx_burst(rx);
-                self.c.tx_bytes += bytes - burst_bytes(rx);
-                self.account_tx(sent, rx);
+                forward(&mut txqs[peer], peer, rx)
             }
-            _ => rx.free_all(),
+            _ => {
+                rx.free_all();
+                Forwarded::default()
+            }
         }
     }
 
@@ -228,6 +225,30 @@ impl PortState<'_> {
             }
         }
     }
+}
+
+/// What an echo or io port transmitted on `port` (counted on that port).
+#[derive(Debug, Clone, Copy, Default)]
+struct Forwarded {
+    port: usize,
+    pkts: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// Sends `b` on `txq` (port index `port`), frees what the PMD refused.
+#[inline]
+fn forward(txq: &mut TxQueue, port: usize, b: &mut Burst<MAX_BURST>) -> Forwarded {
+    let bytes = burst_bytes(b);
+    let sent = txq.tx_burst(b);
+    let f = Forwarded {
+        port,
+        pkts: sent as u64,
+        bytes: bytes - burst_bytes(b),
+        dropped: b.len() as u64,
+    };
+    b.free_all();
+    f
 }
 
 #[inline]
@@ -422,8 +443,14 @@ fn run_ports(
             break;
         }
         for i in 0..states.len() {
+            let f = states[i].poll_rx(&mut txqs, i, &mut rx, &mut tx);
+            if f.pkts + f.dropped > 0 {
+                let c = &mut states[f.port].c;
+                c.tx_pkts += f.pkts;
+                c.tx_bytes += f.bytes;
+                c.tx_dropped += f.dropped;
+            }
             let st = &mut states[i];
-            st.poll_rx(&mut txqs, i, &mut rx, &mut tx);
             if stopped_by.is_none() && st.tpl.is_some() {
                 st.poll_tx(&mut txqs[i], &pool, now, burst, &mut tx);
             }
