@@ -439,6 +439,12 @@ impl RunArgs {
                 }
                 _ => None,
             };
+            if count[i] == Some(0) {
+                return Err(format!(
+                    "--count for port {i} ({}) must be at least 1",
+                    self.ports[i]
+                ));
+            }
             if rate[i].is_some() && !mode.generates() {
                 return Err(format!(
                     "--rate applies to port {i} ({}), which is in {mode} mode and does not generate",
@@ -598,6 +604,9 @@ mod tests {
         assert!(run("run --port a --duration -1").is_err());
         assert!(run("run --mode txonly").is_err(), "a run without --port");
         assert!(run("run --port a --rate fast").is_err());
+        assert!(run("run --port a --mode txonly --count 0")
+            .unwrap_err()
+            .contains("at least 1"));
     }
 
     #[test]
