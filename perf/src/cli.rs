@@ -62,6 +62,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Cmd {
     /// Open DPDK ports by devargs and run one mode per port (one poll thread).
     #[command(after_long_help = RUN_EXAMPLES)]
@@ -135,7 +136,7 @@ pub struct RunArgs {
     /// After traffic stops, keep receiving this long for frames in flight. e.g. `--drain-ms 500`
     #[arg(long, value_name = "MS", default_value_t = 200, help_heading = "Run")]
     pub drain_ms: u64,
-    /// Frames per rx/tx burst (1..=64). e.g. `--burst 64`
+    /// Frames per generated tx burst (1..=64); rx bursts take up to 64. e.g. `--burst 64`
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "Run")]
     pub burst: u16,
     /// Descriptors per rx/tx queue. e.g. `--nb-desc 512`
@@ -310,6 +311,8 @@ pub struct PortConfig {
 pub struct RunConfig {
     /// EAL arguments (without argv[0]).
     pub eal_args: Vec<String>,
+    /// The EAL `--file-prefix` (its runtime directory is removed at exit).
+    pub file_prefix: String,
     /// `--duration`.
     pub duration: Option<f64>,
     /// `--wait-link` seconds.
@@ -436,6 +439,12 @@ impl RunArgs {
                 }
                 _ => None,
             };
+            if count[i] == Some(0) {
+                return Err(format!(
+                    "--count for port {i} ({}) must be at least 1",
+                    self.ports[i]
+                ));
+            }
             if rate[i].is_some() && !mode.generates() {
                 return Err(format!(
                     "--rate applies to port {i} ({}), which is in {mode} mode and does not generate",
@@ -459,9 +468,8 @@ impl RunArgs {
                 ));
             }
         }
-        if !(self.stats_period.is_finite() && self.stats_period >= 0.0)
-            || !(self.wait_link.is_finite() && self.wait_link >= 0.0)
-        {
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !non_negative(self.stats_period) || !non_negative(self.wait_link) {
             return Err("--stats-period and --wait-link must be non-negative seconds".into());
         }
         let prefix = self
@@ -494,6 +502,7 @@ impl RunArgs {
             .unwrap_or(4096 + 4 * self.nb_desc as u32 * n as u32);
         Ok(RunConfig {
             eal_args: eal,
+            file_prefix: prefix,
             duration: self.duration,
             wait_link: self.wait_link,
             stats_period: self.stats_period,
@@ -595,6 +604,9 @@ mod tests {
         assert!(run("run --port a --duration -1").is_err());
         assert!(run("run --mode txonly").is_err(), "a run without --port");
         assert!(run("run --port a --rate fast").is_err());
+        assert!(run("run --port a --mode txonly --count 0")
+            .unwrap_err()
+            .contains("at least 1"));
     }
 
     #[test]

@@ -109,10 +109,10 @@ impl PortState<'_> {
         me: usize,
         rx: &mut Burst<MAX_BURST>,
         tx: &mut Burst<MAX_BURST>,
-    ) {
+    ) -> Forwarded {
         let n = self.rxq.rx_burst(rx);
         if n == 0 {
-            return;
+            return Forwarded::default();
         }
         self.c.rx_pkts += n as u64;
         let now = if self.lat.is_some() { rdtsc() } else { 0 };
@@ -148,19 +148,16 @@ impl PortState<'_> {
                     // tx has room for everything rx held (same capacity).
                     let _ = tx.push(m);
                 }
-                let bytes = burst_bytes(tx);
-                let sent = txqs[me].tx_burst(tx);
-                self.c.tx_bytes += bytes - burst_bytes(tx);
-                self.account_tx(sent, tx);
+                forward(&mut txqs[me], me, tx)
             }
             Mode::Io => {
                 let peer = self.cfg.peer.unwrap_or(me);
-                let bytes = burst_bytes(rx);
-                let sent = txqs[peer].tx_burst(rx);
-                self.c.tx_bytes += bytes - burst_bytes(rx);
-                self.account_tx(sent, rx);
+                forward(&mut txqs[peer], peer, rx)
             }
-            _ => rx.free_all(),
+            _ => {
+                rx.free_all();
+                Forwarded::default()
+            }
         }
     }
 
@@ -230,6 +227,30 @@ impl PortState<'_> {
     }
 }
 
+/// What an echo or io port transmitted on `port` (counted on that port).
+#[derive(Debug, Clone, Copy, Default)]
+struct Forwarded {
+    port: usize,
+    pkts: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// Sends `b` on `txq` (port index `port`), frees what the PMD refused.
+#[inline]
+fn forward(txq: &mut TxQueue, port: usize, b: &mut Burst<MAX_BURST>) -> Forwarded {
+    let bytes = burst_bytes(b);
+    let sent = txq.tx_burst(b);
+    let f = Forwarded {
+        port,
+        pkts: sent as u64,
+        bytes: bytes - burst_bytes(b),
+        dropped: b.len() as u64,
+    };
+    b.free_all();
+    f
+}
+
 #[inline]
 fn burst_bytes(b: &Burst<MAX_BURST>) -> u64 {
     b.as_slice().iter().map(|m| m.pkt_len() as u64).sum()
@@ -249,8 +270,29 @@ fn rate_str(v: f64, unit: &str) -> String {
 
 /// Opens the ports, runs the traffic and returns the report. Human-readable output
 /// goes to `log` (stderr in the binary). `stop` is polled every iteration.
+///
+/// The EAL is cleaned up and its runtime directory removed before this returns,
+/// also on failure: call it once per process.
 pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Report, RunError> {
-    let eal = Eal::init(&cfg.eal_args)?;
+    let eal = match Eal::init(&cfg.eal_args) {
+        Ok(e) => e,
+        Err(e) => {
+            remove_runtime_dir(&cfg.file_prefix);
+            return Err(e.into());
+        }
+    };
+    let r = run_ports(eal, cfg, stop, log);
+    dpdk_sys::eal::cleanup(eal);
+    remove_runtime_dir(&cfg.file_prefix);
+    r
+}
+
+fn run_ports(
+    eal: &'static Eal,
+    cfg: &RunConfig,
+    stop: &AtomicBool,
+    log: &mut dyn Write,
+) -> Result<Report, RunError> {
     let hz = eal.tsc_hz();
     let max_size = cfg.ports.iter().map(|p| p.frame.size).max().unwrap_or(64);
     let data_room = (max_size.max(2048) + 128).min(u16::MAX as usize) as u16;
@@ -401,8 +443,14 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
             break;
         }
         for i in 0..states.len() {
+            let f = states[i].poll_rx(&mut txqs, i, &mut rx, &mut tx);
+            if f.pkts + f.dropped > 0 {
+                let c = &mut states[f.port].c;
+                c.tx_pkts += f.pkts;
+                c.tx_bytes += f.bytes;
+                c.tx_dropped += f.dropped;
+            }
             let st = &mut states[i];
-            st.poll_rx(&mut txqs, i, &mut rx, &mut tx);
             if stopped_by.is_none() && st.tpl.is_some() {
                 st.poll_tx(&mut txqs[i], &pool, now, burst, &mut tx);
             }
@@ -540,6 +588,7 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
         }
     }
     drop(states);
+    let in_use = pool.in_use();
     let report = Report {
         tool: "vsperf".into(),
         schema: SCHEMA,
@@ -547,13 +596,34 @@ pub fn run(cfg: &RunConfig, stop: &AtomicBool, log: &mut dyn Write) -> Result<Re
         drain_s,
         stopped_by: stopped_by.unwrap_or("signal").into(),
         tsc_hz: hz,
-        mbufs_in_use_at_exit: pool.in_use(),
+        mbufs_in_use_at_exit: in_use,
         ports: reports,
     };
     if !cfg.quiet {
         print_summary(&report, log);
     }
     Ok(report)
+}
+
+/// Removes the EAL runtime directory of `prefix` (config, fbarrays, mp socket: about
+/// 13 MB of tmpfs per run with `--no-huge`), which the EAL leaves behind. Only a
+/// directory that looks like an EAL runtime directory (it has a `config` file) is
+/// removed; this process was its primary and has cleaned up the EAL.
+fn remove_runtime_dir(prefix: &str) {
+    if prefix.is_empty() || prefix.contains('/') || prefix.starts_with('.') {
+        return;
+    }
+    let mut bases = vec![std::path::PathBuf::from("/var/run/dpdk")];
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        bases.push(std::path::PathBuf::from(x).join("dpdk"));
+    }
+    bases.push(std::path::PathBuf::from("/tmp/dpdk"));
+    for b in bases {
+        let d = b.join(prefix);
+        if d.join("config").is_file() {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
 }
 
 /// testpmd-style final statistics.

@@ -166,7 +166,7 @@ impl FromStr for Signature {
     type Err = String;
     fn from_str(s: &str) -> Result<Signature, String> {
         let h = s.trim().trim_start_matches("0x");
-        if h.is_empty() || h.len() % 2 != 0 || h.len() > 512 {
+        if h.is_empty() || h.len() & 1 == 1 || h.len() > 512 {
             return Err(format!(
                 "bad signature {s:?}: give 1 to 256 bytes as an even number of hex digits, e.g. deadbeef"
             ));

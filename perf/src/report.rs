@@ -55,11 +55,13 @@ pub struct PortReport {
     pub rx_pkts: u64,
     /// Bytes received.
     pub rx_bytes: u64,
-    /// Frames the PMD accepted for transmission.
+    /// Frames the PMD accepted for transmission on this port: generated (txonly,
+    /// latency), echoed (echo), or forwarded to it by an io port (the io port that
+    /// received them counts them as rx, this port as tx).
     pub tx_pkts: u64,
     /// Bytes the PMD accepted.
     pub tx_bytes: u64,
-    /// Frames refused by the PMD (tx ring full) and freed.
+    /// Frames refused by this port's PMD (tx ring full) and freed.
     pub tx_dropped: u64,
     /// Frames not generated because the mbuf pool was empty.
     pub tx_alloc_failed: u64,
@@ -84,7 +86,10 @@ pub struct PortReport {
     pub rx_by_ethertype: BTreeMap<String, u64>,
     /// The PMD's own counters (some virtual PMDs do not count).
     pub pmd: PmdStats,
-    /// `[t_ms, rx_pkts_in_interval]` every `--timeline-ms` (absent when off).
+    /// `[t_ms, rx_pkts_in_interval]` every `--timeline-ms` (absent when off): `t_ms`
+    /// is when the interval was closed, from the start of traffic; sampling continues
+    /// through the drain and ends with a last (possibly shorter) interval, so the
+    /// counts sum to `rx_pkts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<[u64; 2]>>,
     /// Latency mode only: stamped frames received back.
