@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod interim_dist;
 pub mod shared;
 pub mod snapshot;
