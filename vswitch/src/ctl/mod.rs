@@ -918,42 +918,38 @@ fn set_keys<T: Serialize + serde::de::DeserializeOwned>(
     table: &T,
     settings: &[(String, String)],
 ) -> Result<T, CtlError> {
-    let mut v = serde_json::to_value(table).map_err(|e| CtlError::Internal(e.to_string()))?;
-    let Value::Object(map) = &mut v else {
+    let v = serde_json::to_value(table).map_err(|e| CtlError::Internal(e.to_string()))?;
+    let Value::Object(old) = v else {
         return Err(CtlError::Internal(format!("{what} is not a table")));
     };
-    let mut guessed = Vec::new();
+    // Two readings of the values: the likely one (typed like the field's current
+    // value; an empty value unsets an optional field; a value for an unset optional
+    // field is guessed as number, boolean or string), and a fallback that reads
+    // those ambiguous values as plain strings.
+    let (mut likely, mut fallback) = (old.clone(), old.clone());
     for (k, raw) in settings {
         if k.is_empty() {
             return Err(CtlError::BadArgs(format!("{what}: empty key in '={raw}'")));
         }
-        let typed = match map.get(k) {
-            Some(old) if !old.is_null() => {
-                typed_like(old, raw).map_err(|e| CtlError::BadArgs(format!("{what} {k}: {e}")))?
+        let (a, b) = match old.get(k) {
+            Some(cur) if !cur.is_null() && !raw.trim().is_empty() => {
+                let t = typed_like(cur, raw)
+                    .map_err(|e| CtlError::BadArgs(format!("{what} {k}: {e}")))?;
+                (t.clone(), t)
             }
-            // An unset optional field, or a typo: serde tells which below.
-            _ => {
-                guessed.push(k);
-                guess_value(raw)
-            }
+            Some(cur) if !cur.is_null() => (
+                Value::Null,
+                typed_like(cur, raw).unwrap_or(Value::String(raw.clone())),
+            ),
+            _ => (guess_value(raw), Value::String(raw.clone())),
         };
-        map.insert(k.clone(), typed);
+        likely.insert(k.clone(), a);
+        fallback.insert(k.clone(), b);
     }
-    match serde_json::from_value::<T>(v.clone()) {
-        Ok(t) => Ok(t),
-        Err(first) => {
-            // A guessed number or boolean may belong in an optional string field.
-            if let Value::Object(map) = &mut v {
-                for (k, raw) in settings {
-                    if guessed.contains(&k) && !raw.trim().is_empty() {
-                        map.insert(k.clone(), Value::String(raw.clone()));
-                    }
-                }
-            }
-            serde_json::from_value::<T>(v)
-                .map_err(|_| CtlError::BadArgs(format!("{what}: {first}")))
-        }
-    }
+    serde_json::from_value::<T>(Value::Object(likely)).or_else(|first| {
+        serde_json::from_value::<T>(Value::Object(fallback))
+            .map_err(|_| CtlError::BadArgs(format!("{what}: {first}")))
+    })
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {

@@ -146,6 +146,19 @@ fn reply(s: &mut TcpStream, status: &str, ctype: &str, body: &str) {
         body.len()
     );
     let _ = s.write_all(msg.as_bytes());
+    // Lingering close: stop writing, then drain what the client still sends (up to a
+    // bound), so closing with unread input does not reset the connection before the
+    // client has read the response.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 * 1024 {
+        match s.read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 /// Gathers the data from the API and renders it. `show` and `stats` are required;
