@@ -36,8 +36,9 @@ Examples:
 #[derive(Parser, Debug)]
 #[command(name = "vsctl", version, about = "Configure and inspect a running vswitchd.", after_help = EXAMPLES)]
 struct Cli {
-    /// The daemon's control socket.
-    #[arg(long, global = true, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    /// The daemon's control socket. Give it before the command (`add-vnic` has its own
+    /// `--socket`, the VM's vhost-user socket).
+    #[arg(long, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     socket: PathBuf,
     /// Output format of show commands (`json` prints the daemon's data as is).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
