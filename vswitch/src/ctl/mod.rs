@@ -32,8 +32,8 @@
 //!
 //! - [`apply_to_config`] never mutates its input and only returns configurations for
 //!   which [`Config::validate`] succeeded, so the specification's assignment rules
-//!   ([0060]: a NIC is in at most one bond or unbonded; a vNIC is assigned to exactly
-//!   one bond or unbonded NIC, never to a bonded NIC; [0061]: a NIC cannot join a bond
+//!   (\[0060\]: a NIC is in at most one bond or unbonded; a vNIC is assigned to exactly
+//!   one bond or unbonded NIC, never to a bonded NIC; \[0061\]: a NIC cannot join a bond
 //!   while it is the unbonded uplink of a vNIC) hold for every configuration the
 //!   daemon ever runs or persists.
 //! - Default vNIC names (`<vm>.<index>`) are positional; changes that would renumber
@@ -215,7 +215,7 @@ pub struct VmShow {
     pub vnics: Vec<VnicShow>,
 }
 
-/// Traffic shaping of a vNIC ([0090]).
+/// Traffic shaping of a vNIC (\[0090\]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShapingShow {
     /// Long-run average, bit/s.

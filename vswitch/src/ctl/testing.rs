@@ -279,11 +279,9 @@ impl FakeApi {
                             .map(move |x| x.shares.unwrap_or(w.shares) as u64)
                     })
                     .sum();
-                let entitled = if total_shares == 0 {
-                    0
-                } else {
-                    capacity_bps * shares as u64 / total_shares
-                };
+                let entitled = (capacity_bps * shares as u64)
+                    .checked_div(total_shares)
+                    .unwrap_or(0);
                 out.push(VnicShow {
                     name: name.clone(),
                     vm: vm.name.clone(),

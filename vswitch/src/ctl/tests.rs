@@ -1,5 +1,5 @@
 //! Tests of the control channel: `apply_to_config` for every change kind and the
-//! [0060]/[0061] rules, the server over a real socket (every command, garbage,
+//! \[0060\]/\[0061\] rules, the server over a real socket (every command, garbage,
 //! limits), persistence, and the Prometheus exporter.
 
 use std::io::{BufRead, BufReader, Read, Write};
