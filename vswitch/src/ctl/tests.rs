@@ -1020,33 +1020,48 @@ fn half_a_line_then_disconnect() {
 
 #[test]
 fn silent_clients_time_out_and_the_client_cap_holds() {
+    let idle = Duration::from_millis(1000);
     let opts = ServerOptions {
         max_clients: 2,
-        idle_timeout: Duration::from_millis(400),
+        idle_timeout: idle,
         ..ServerOptions::default()
     };
     let f = Fixture::with(false, opts);
-    let a = UnixStream::connect(&f.sock).unwrap();
+    let start = Instant::now();
+    let mut a = UnixStream::connect(&f.sock).unwrap();
     let mut b = f.client();
     b.ok("hello", Value::Null);
-    std::thread::sleep(Duration::from_millis(150));
     let mut third = f.client();
     let r = third.read().expect("an error line");
     assert!(r.error.unwrap().contains("too many control clients (2)"));
-    // The silent client is dropped after the idle timeout.
-    let start = Instant::now();
-    let mut a = a;
-    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(
+        start.elapsed() < idle,
+        "the cap was checked while both clients were live"
+    );
+    // The silent client is dropped after the idle timeout, not before.
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(
         a.read(&mut buf).unwrap(),
         0,
         "server closed the idle connection"
     );
-    assert!(start.elapsed() < Duration::from_secs(3));
-    // b was active until recently; wait for both slots to free, then a new client works.
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(f.client().ok("hello", Value::Null)["protocol"], 1);
+    assert!(
+        start.elapsed() >= idle && start.elapsed() < idle * 5,
+        "{:?}",
+        start.elapsed()
+    );
+    // Once the slots are free again a new client is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = f.client();
+        let r = c.raw(b"{\"version\":1,\"id\":9,\"cmd\":\"hello\"}\n");
+        if r.as_ref().is_some_and(|r| r.ok && r.id == 9) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
