@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod control;
+pub mod lacp_ctl;
 pub mod shared;
 pub mod snapshot;
 pub mod stats;
