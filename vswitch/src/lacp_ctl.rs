@@ -48,7 +48,7 @@
 use policy::bond::{Bond, Mode};
 use policy::lacp::{
     Fallback, LacpBond, LacpConfig, LacpError, LacpMode, LacpRate, LacpStatus, MuxState, PduError,
-    ReceiveState,
+    PortState, ReceiveState,
 };
 use policy::time::Nanos;
 use policy::wire::MacAddr;
@@ -361,8 +361,11 @@ impl LacpCtl {
             }
             if now.receive != before.receive {
                 match now.receive {
-                    ReceiveState::Expired => {
+                    ReceiveState::Expired if before.receive == ReceiveState::Current => {
                         tracing::warn!(%bond, %member, "LACP partner expired (no LACPDU within the timeout)")
+                    }
+                    ReceiveState::Expired => {
+                        tracing::debug!(%bond, %member, "LACP port enabled, probing for a partner")
                     }
                     ReceiveState::Defaulted => {
                         tracing::warn!(%bond, %member, "LACP partner defaulted (no partner)")
