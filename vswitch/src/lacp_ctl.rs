@@ -458,6 +458,10 @@ fn name_status(st: &mut LacpStatus, name: &str, member_names: &[String]) {
 }
 
 fn partner_of(m: &policy::lacp::MemberStatus) -> Option<PartnerId> {
+    // A defaulted actor holds the administrative partner values, not a heard partner.
+    if m.actor.state.has(PortState::DEFAULTED) {
+        return None;
+    }
     match m.receive {
         ReceiveState::Current | ReceiveState::Expired => Some(PartnerId {
             system_priority: m.partner.system_priority,
