@@ -290,6 +290,20 @@ impl TestPmd {
             })
     }
 
+    /// Slave `i`'s actor state shows COLLECTING DISTRIBUTING.
+    fn slave_distributing(&mut self, i: usize) -> bool {
+        let out = self.cmd("show bonding lacp info 2");
+        out.split("Slave Port:")
+            .skip(1)
+            .find(|s| s.trim_start().starts_with(&i.to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.contains("port state:"))
+                    .map(str::to_string)
+            })
+            .is_some_and(|l| l.contains("COLLECTING") && l.contains("DISTRIBUTING"))
+    }
+
     /// `Active Slaves (n)` of the bond.
     fn active_slaves(&mut self) -> Option<usize> {
         let out = self.cmd("show bonding config 2");
@@ -415,14 +429,31 @@ fn interop_with_dpdk_bonding_mode4() {
         plain(&vs.stderr()[mark..])
     );
     let switch_out = t_pull.elapsed();
-    let ok = wait_until(Duration::from_secs(3), || pmd.active_slaves() == Some(1));
+    // testpmd's bond may not see the tap's carrier (that depends on the PMD's link
+    // polling); it must at least let slave 1 expire: it hears no LACPDU on it any more.
+    let ok = wait_until(Duration::from_secs(6), || {
+        pmd.active_slaves() == Some(1) || !pmd.slave_distributing(1)
+    });
     let pmd_out = t_pull.elapsed();
-    assert!(ok, "testpmd did not drop the pulled slave within 3 s");
-    eprintln!(
-        "link pull: switch runs on n0 alone after {:.3} s, testpmd on one slave after {:.3} s",
-        switch_out.as_secs_f64(),
-        pmd_out.as_secs_f64()
+    assert!(
+        ok,
+        "testpmd did not take the pulled slave out of distribution"
     );
+    let link1 = pmd.cmd("show port info 1");
+    let link1 = link1
+        .lines()
+        .find(|l| l.contains("Link status"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    eprintln!(
+        "link pull: switch runs on n0 alone after {:.3} s; testpmd slave 1 out of \
+         distribution after {:.3} s (its view of the tap: {link1}, active slaves {:?})",
+        switch_out.as_secs_f64(),
+        pmd_out.as_secs_f64(),
+        pmd.active_slaves()
+    );
+    assert!(pmd.slave_distributing(0), "slave 0 stays in the aggregate");
     assert_eq!(
         log_lines(&vs, mark, &["member down", "member=n0"]),
         0,
@@ -454,10 +485,10 @@ fn interop_with_dpdk_bonding_mode4() {
         plain(&vs.stderr()[mark..])
     );
     let switch_back = t_plug.elapsed();
-    let ok = wait_until(Duration::from_secs(10), || pmd.active_slaves() == Some(2));
+    let ok = wait_until(Duration::from_secs(10), || pmd.both_distributing());
     assert!(ok, "testpmd did not re-add the slave");
     eprintln!(
-        "link back: switch n1 C+D after {:.2} s, testpmd 2 active slaves within {:.2} s",
+        "link back: switch n1 C+D after {:.2} s, testpmd both slaves C+D within {:.2} s",
         switch_back.as_secs_f64(),
         t_plug.elapsed().as_secs_f64()
     );
@@ -506,7 +537,7 @@ fn interop_with_dpdk_bonding_mode4() {
         show.contains("---- bond0 ----") && show.contains("member: n1"),
         "{show}"
     );
-    pmd.cmd("quit");
+    let _ = writeln!(pmd.stdin, "quit");
 }
 
 /// Runs a LACP bond whose taps have no peer for `secs`; returns the final status.
