@@ -417,6 +417,7 @@ fn interop_with_dpdk_bonding_mode4() {
     sh(&format!(
         "ip link set dev {s1} down && ip link set dev {t1} down"
     ));
+    let ip_took = t_pull.elapsed();
     assert!(
         wait_log(
             &vs,
@@ -448,10 +449,12 @@ fn interop_with_dpdk_bonding_mode4() {
         .to_string();
     eprintln!(
         "link pull: switch runs on n0 alone after {:.3} s; testpmd slave 1 out of \
-         distribution after {:.3} s (its view of the tap: {link1}, active slaves {:?})",
+         distribution after {:.3} s (its view of the tap: {link1}, active slaves {:?}); \
+         the two `ip link set` commands took {:.3} s of that",
         switch_out.as_secs_f64(),
         pmd_out.as_secs_f64(),
-        pmd.active_slaves()
+        pmd.active_slaves(),
+        ip_took.as_secs_f64()
     );
     assert!(pmd.slave_distributing(0), "slave 0 stays in the aggregate");
     assert_eq!(
