@@ -715,6 +715,45 @@ priority = 5
     }
 
     #[test]
+    fn lacp_settings_parse_and_validate() {
+        let bond = "members = [\"nic0\", \"nic1\"]";
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.bond[0].lacp_settings().unwrap(), None, "lacp = off");
+        let t = GOOD.replace(
+            bond,
+            &format!("{bond}\nlacp = \"passive\"\nlacp_rate = \"slow\"\nlacp_fallback = \"active-backup\"\nlacp_key = 7\nlacp_system_priority = 100\nlacp_port_priorities = [1, 2]\nlacp_system_id = \"02:00:00:00:00:aa\""),
+        );
+        let s = Config::parse(&t, "t.toml").unwrap().bond[0]
+            .lacp_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.mode, policy::lacp::LacpMode::Passive);
+        assert_eq!(s.rate, policy::lacp::LacpRate::Slow);
+        assert_eq!(s.fallback, policy::lacp::Fallback::ActiveBackup);
+        assert_eq!((s.key, s.system_priority), (7, 100));
+        assert_eq!(s.port_priorities, vec![1, 2]);
+        let cfg = s.config(MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            cfg.system_id,
+            MacAddr([2, 0, 0, 0, 0, 0xaa]),
+            "configured ID wins"
+        );
+        let e = err(&GOOD.replace(
+            bond,
+            &format!("{bond}\nlacp = \"active\"\nlacp_port_priorities = [1]"),
+        ));
+        assert!(
+            e.contains("lacp_port_priorities has 1 entries for 2 members"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            bond,
+            &format!("{bond}\nlacp = \"active\"\nlacp_system_id = \"01:00:00:00:00:01\""),
+        ));
+        assert!(e.contains("not a unicast"), "{e}");
+    }
+
+    #[test]
     fn vnic_on_bonded_nic_is_refused() {
         let e = err(&GOOD.replace("uplink = \"nic2\"", "uplink = \"nic1\""));
         assert!(
