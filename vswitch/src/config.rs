@@ -182,6 +182,19 @@ pub struct BondConfigFile {
     /// LACP fallback when the partner is silent: `active-backup` or `none`.
     #[serde(default = "default_lacp_fallback")]
     pub lacp_fallback: String,
+    /// LACP actor system priority (lower wins the aggregation decisions); default 32768.
+    #[serde(default)]
+    pub lacp_system_priority: Option<u16>,
+    /// LACP actor key, the same on every member; default 1.
+    #[serde(default)]
+    pub lacp_key: Option<u16>,
+    /// LACP port priority per member, in `members` order; empty = 32768 for all.
+    #[serde(default)]
+    pub lacp_port_priorities: Vec<u16>,
+    /// LACP actor system ID (a unicast MAC); default: the first member's MAC, read once
+    /// at start-up and kept for the bond's life.
+    #[serde(default)]
+    pub lacp_system_id: Option<String>,
     /// Degraded-bond policy: `drop-lower-priority` or `proportional`.
     #[serde(default = "default_degraded")]
     pub degraded: String,
@@ -339,6 +352,63 @@ pub enum UplinkRef {
 }
 
 impl BondConfigFile {
+    /// The bond's LACP settings, or `None` with `lacp = "off"`. The system ID stays
+    /// `None` unless `lacp_system_id` is given: the control thread then uses the first
+    /// member's MAC.
+    pub fn lacp_settings(&self) -> Result<Option<crate::lacp_ctl::LacpSettings>, ConfigError> {
+        use policy::lacp::{Fallback, LacpMode, LacpRate};
+        let what = |e: String| ConfigError::Invalid(format!("bond '{}': {e}", self.name));
+        let mode: LacpMode = self
+            .lacp
+            .parse()
+            .map_err(|e: policy::lacp::ParseSettingError| what(e.to_string()))?;
+        if mode == LacpMode::Off {
+            return Ok(None);
+        }
+        let rate: LacpRate = self
+            .lacp_rate
+            .parse()
+            .map_err(|e: policy::lacp::ParseSettingError| what(e.to_string()))?;
+        let fallback: Fallback = self
+            .lacp_fallback
+            .parse()
+            .map_err(|e: policy::lacp::ParseSettingError| what(e.to_string()))?;
+        if !self.lacp_port_priorities.is_empty()
+            && self.lacp_port_priorities.len() != self.members.len()
+        {
+            return Err(what(format!(
+                "lacp_port_priorities has {} entries for {} members",
+                self.lacp_port_priorities.len(),
+                self.members.len()
+            )));
+        }
+        let system_id = match &self.lacp_system_id {
+            None => None,
+            Some(s) => {
+                let mac: MacAddr = s
+                    .parse()
+                    .map_err(|e| what(format!("lacp_system_id: {e}")))?;
+                if !mac.is_unicast() {
+                    return Err(what(format!(
+                        "lacp_system_id {mac} is not a unicast address"
+                    )));
+                }
+                Some(mac)
+            }
+        };
+        Ok(Some(crate::lacp_ctl::LacpSettings {
+            mode,
+            rate,
+            fallback,
+            system_priority: self
+                .lacp_system_priority
+                .unwrap_or(policy::lacp::DEFAULT_PRIORITY),
+            key: self.lacp_key.unwrap_or(1),
+            port_priorities: self.lacp_port_priorities.clone(),
+            system_id,
+        }))
+    }
+
     /// The teaming logic's configuration for this bond (names resolved to member
     /// indices, strings parsed), or the reason it is invalid.
     pub fn policy(&self) -> Result<policy::bond::BondConfig, ConfigError> {
@@ -539,6 +609,7 @@ impl Config {
                 ));
             }
             b.policy()?;
+            b.lacp_settings()?;
         }
         let mut macs: HashMap<MacAddr, String> = HashMap::new();
         let mut sockets: HashSet<&str> = HashSet::new();
@@ -660,6 +731,45 @@ priority = 5
         assert_eq!(c.vm[0].vnic.len(), 2);
         assert_eq!(Config::vnic_name(&c.vm[0], 1), "vm1.1");
         assert_eq!(c.uplink("nic2"), Some(UplinkRef::Nic(2)));
+    }
+
+    #[test]
+    fn lacp_settings_parse_and_validate() {
+        let bond = "members = [\"nic0\", \"nic1\"]";
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.bond[0].lacp_settings().unwrap(), None, "lacp = off");
+        let t = GOOD.replace(
+            bond,
+            &format!("{bond}\nlacp = \"passive\"\nlacp_rate = \"slow\"\nlacp_fallback = \"active-backup\"\nlacp_key = 7\nlacp_system_priority = 100\nlacp_port_priorities = [1, 2]\nlacp_system_id = \"02:00:00:00:00:aa\""),
+        );
+        let s = Config::parse(&t, "t.toml").unwrap().bond[0]
+            .lacp_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.mode, policy::lacp::LacpMode::Passive);
+        assert_eq!(s.rate, policy::lacp::LacpRate::Slow);
+        assert_eq!(s.fallback, policy::lacp::Fallback::ActiveBackup);
+        assert_eq!((s.key, s.system_priority), (7, 100));
+        assert_eq!(s.port_priorities, vec![1, 2]);
+        let cfg = s.config(MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            cfg.system_id,
+            MacAddr([2, 0, 0, 0, 0, 0xaa]),
+            "configured ID wins"
+        );
+        let e = err(&GOOD.replace(
+            bond,
+            &format!("{bond}\nlacp = \"active\"\nlacp_port_priorities = [1]"),
+        ));
+        assert!(
+            e.contains("lacp_port_priorities has 1 entries for 2 members"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            bond,
+            &format!("{bond}\nlacp = \"active\"\nlacp_system_id = \"01:00:00:00:00:01\""),
+        ));
+        assert!(e.contains("not a unicast"), "{e}");
     }
 
     #[test]

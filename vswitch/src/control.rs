@@ -22,6 +22,7 @@ use policy::bond::{Bond, BondConfig, BondEvent, Distribution, MemberState, Mode}
 use policy::time::{Nanos, SEC};
 use policy::wire::{build_rarp, RARP_FRAME_LEN};
 
+use crate::lacp_ctl::{LacpCtl, LacpSettings, LacpView};
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, Snapshot, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, DropReason, WorkerStats};
@@ -73,6 +74,21 @@ pub struct ControlView {
     pub rarps_sent: u64,
     /// Snapshot generation last published.
     pub generation: u64,
+    /// LACP bonds (`lacp != off`), in uplink order.
+    pub lacp: Vec<LacpView>,
+    /// Slow-protocol frames from ports that are not members of a LACP bond (dropped).
+    pub slow_rx_dropped: u64,
+}
+
+impl ControlView {
+    /// `lacp show BOND`: the rendered LACP status of a bond, or `None` when there is no
+    /// such bond or it runs no LACP.
+    pub fn lacp_show(&self, bond: &str) -> Option<&str> {
+        self.lacp
+            .iter()
+            .find(|l| l.bond == bond)
+            .map(|l| l.status.as_str())
+    }
 }
 
 /// The static part of the topology the control thread builds snapshots from.
@@ -90,6 +106,8 @@ pub struct Topology {
     pub member_names: Vec<Vec<String>>,
     /// Configured speeds (Mb/s), by uplink and member.
     pub member_speeds: Vec<Vec<Option<u32>>>,
+    /// LACP settings by uplink (`None`, or no entry: LACP off).
+    pub lacp: Vec<Option<LacpSettings>>,
 }
 
 impl Topology {
@@ -139,6 +157,8 @@ struct UplinkCtl {
     link: Vec<bool>,
     tx_full: Vec<u64>,
     tx_bytes: Vec<u64>,
+    /// The bond's LACP, when it runs LACP.
+    lacp: Option<LacpCtl>,
 }
 
 /// The control thread's state.
@@ -156,6 +176,7 @@ pub struct Control {
     last_load: Nanos,
     slow_rx: u64,
     rarps_sent: u64,
+    slow_rx_dropped: u64,
 }
 
 impl Control {
@@ -170,10 +191,13 @@ impl Control {
         poll: Duration,
         start: Instant,
     ) -> Control {
+        let now = start.elapsed().as_nanos() as Nanos;
         let uplinks = bonds
             .into_iter()
             .zip(&topo.uplinks)
-            .map(|(bond, up)| UplinkCtl {
+            .enumerate()
+            .map(|(u, (bond, up))| UplinkCtl {
+                lacp: Self::lacp_for(&topo, u, now),
                 published: bond.generation(),
                 link: up
                     .members
@@ -201,6 +225,74 @@ impl Control {
             last_load: 0,
             slow_rx: 0,
             rarps_sent: 0,
+            slow_rx_dropped: 0,
+        }
+    }
+
+    /// The LACP of uplink `u`, if it is a bond with LACP on; its links as they are now.
+    fn lacp_for(topo: &Topology, u: usize, now: Nanos) -> Option<LacpCtl> {
+        let up = &topo.uplinks[u];
+        let settings = topo.lacp.get(u)?.as_ref().filter(|_| up.is_bond)?;
+        let macs: Vec<[u8; 6]> = up.members.iter().map(|&p| Port::from_id(p).mac()).collect();
+        match LacpCtl::new(
+            &up.name,
+            &topo.member_names[u],
+            &up.members,
+            &macs,
+            &topo.member_speeds[u],
+            settings,
+            now,
+        ) {
+            Ok(mut l) => {
+                for (m, &p) in up.members.iter().enumerate() {
+                    l.set_link(m, Port::from_id(p).link(), now);
+                }
+                Some(l)
+            }
+            Err(e) => {
+                tracing::error!(bond = %up.name, "LACP not started: {e}");
+                None
+            }
+        }
+    }
+
+    /// LACP: received frames, timers, transmission, verdicts into the bonds, logging.
+    fn run_lacp(&mut self, now: Nanos) {
+        // Bounded so a flood of slow frames cannot hold the control loop.
+        for _ in 0..self.shared.slow_rx.capacity() {
+            let Some((port, m)) = self.shared.slow_rx.pop() else {
+                break;
+            };
+            self.slow_rx += 1;
+            let owner = self.uplinks.iter_mut().find_map(|c| {
+                let l = c.lacp.as_mut()?;
+                l.member_of(port).map(|i| (l, i))
+            });
+            match owner {
+                Some((l, i)) => {
+                    let _ = l.on_frame(i, m.data(), now);
+                }
+                None => {
+                    self.slow_rx_dropped += 1;
+                    tracing::debug!(
+                        port,
+                        len = m.data().len(),
+                        "slow-protocol frame on a port without LACP dropped"
+                    );
+                }
+            }
+        }
+        let (pool, shared) = (&self.pool, &self.shared);
+        let mut send = |port: u16, frame: &[u8]| match Mbuf::from_bytes(pool, frame) {
+            Some(m) => shared.ctl_tx.push((port, m)).is_ok(),
+            None => false,
+        };
+        for c in &mut self.uplinks {
+            if let Some(l) = c.lacp.as_mut() {
+                l.run(now, &mut send);
+                l.apply(&mut c.bond, now);
+                l.observe();
+            }
         }
     }
 
@@ -216,6 +308,7 @@ impl Control {
             self.poll_links(now);
             self.poll_tx_stalls(now);
             self.report_load(now);
+            self.run_lacp(now);
             let mut publish = false;
             for u in 0..self.uplinks.len() {
                 self.uplinks[u].bond.tick(now);
@@ -224,11 +317,6 @@ impl Control {
             }
             if publish {
                 self.publish();
-            }
-            while let Some((port, m)) = self.shared.slow_rx.pop() {
-                self.slow_rx += 1;
-                tracing::debug!(port, len = m.data().len(), "slow-protocol frame received");
-                drop(m);
             }
             self.update_view();
             next += self.poll;
@@ -246,6 +334,9 @@ impl Control {
             let ctl = &mut self.uplinks[u];
             for (m, &port) in up.members.iter().enumerate() {
                 let l = Port::from_id(port).link();
+                if let Some(lacp) = ctl.lacp.as_mut() {
+                    lacp.set_link(m, l, now);
+                }
                 if l.up != ctl.link[m] {
                     tracing::info!(
                         uplink = %up.name,
@@ -460,6 +551,12 @@ impl Control {
         v.vnic_link = self.vnic_link.clone();
         v.slow_rx = self.slow_rx;
         v.rarps_sent = self.rarps_sent;
+        v.lacp = self
+            .uplinks
+            .iter()
+            .filter_map(|c| c.lacp.as_ref().map(LacpCtl::view))
+            .collect();
+        v.slow_rx_dropped = self.slow_rx_dropped;
         v.generation = self.shared.published.generation();
     }
 }

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod lacp_ctl;
 pub mod shared;
 pub mod snapshot;
 pub mod stats;

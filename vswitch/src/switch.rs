@@ -285,6 +285,11 @@ impl Switch {
             bond_configs,
             member_names,
             member_speeds,
+            lacp: cfg
+                .bond
+                .iter()
+                .map(|b| b.lacp_settings().ok().flatten())
+                .collect(),
         };
         // The first snapshot already reflects the links as they are, so no frame is
         // dropped for want of a member before the control thread's first poll.

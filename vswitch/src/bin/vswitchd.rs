@@ -85,6 +85,9 @@ fn print_table(sw: &Switch) {
             members.join(" ")
         );
     }
+    for l in &view.lacp {
+        print!("{}", l.status);
+    }
 }
 
 fn main() {
