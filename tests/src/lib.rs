@@ -213,7 +213,7 @@ pub fn start_vswitchd(dir: &Path, config: &str, extra: &[&str]) -> Proc {
     let path = dir.join("vswitch.toml");
     std::fs::write(&path, config).unwrap();
     let mut cmd = Command::new(bin("vswitchd"));
-    cmd.arg("--config").arg(&path).arg("--json").args(extra);
+    cmd.arg("--config").arg(&path).arg("--json").arg("--socket").arg(dir.join("vswitchd.ctl")).args(extra);
     let mut p = Proc::spawn("vswitchd", cmd);
     p.wait_for("switch started", Duration::from_secs(30));
     p
@@ -310,4 +310,19 @@ impl Proc {
         let e = err.lock().unwrap().clone();
         ((code, e), out)
     }
+}
+
+/// Runs `vsctl --socket <dir>/vswitchd.ctl ARGS...`; returns (exit code, stdout, stderr).
+pub fn vsctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("vsctl"))
+        .arg("--socket")
+        .arg(dir.join("vswitchd.ctl"))
+        .args(args)
+        .output()
+        .expect("run vsctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -232,7 +232,7 @@ fn client_mode_switch_restart_reconnects_to_running_vms() {
     let vms = vsperf(
         "vms",
         &args![
-            "--duration", 14, "--drain-ms", 200, "--timeline-ms", 10,
+            "--duration", 22, "--drain-ms", 200, "--timeline-ms", 10,
             "--port", format!("net_virtio_user0,path={},server=1,queues=1", t.vm1_sock),
             "--mode", "txonly", "--src-mac", VM1, "--dst-mac", VM2, "--rate", "10kpps",
             "--port", format!("net_virtio_user1,path={},server=1,queues=1", t.vm2_sock), "--mode", "rxonly",

@@ -131,6 +131,31 @@ impl Default for DataplaneSection {
     }
 }
 
+/// `[control]`: how operators reach the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Unix socket `vsctl` talks to.
+    #[serde(default = "default_socket")]
+    pub socket: String,
+    /// Group allowed to use the socket (mode 0660); root only when absent.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Prometheus exposition address, e.g. "127.0.0.1:9469"; off when absent.
+    #[serde(default)]
+    pub metrics: Option<String>,
+}
+
+fn default_socket() -> String {
+    "/run/vswitch/vswitchd.ctl".into()
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection { socket: default_socket(), group: None, metrics: None }
+    }
+}
+
 /// `[[nic]]`: a physical (or virtual stand-in) NIC driven by a DPDK PMD.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -309,6 +334,9 @@ pub struct Config {
     /// Data plane settings.
     #[serde(default)]
     pub dataplane: DataplaneSection,
+    /// Control socket and metrics.
+    #[serde(default)]
+    pub control: ControlSection,
     /// NICs.
     #[serde(default)]
     pub nic: Vec<NicConfig>,
@@ -544,6 +572,11 @@ impl Config {
                 "[dataplane] mbufs = {} is too small (at least 1024)",
                 self.dataplane.mbufs
             ));
+        }
+        if let Some(m) = &self.control.metrics {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                return bad(format!("[control] metrics = '{m}' is not an address like 127.0.0.1:9469"));
+            }
         }
         let mut names: HashMap<&str, &str> = HashMap::new();
         for n in &self.nic {

@@ -27,6 +27,26 @@ use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, Snapshot, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, DropReason, WorkerStats};
 
+/// A request from the daemon's API to the control thread, answered on `reply`.
+pub enum ControlCmd {
+    /// Manual failback of uplink `uplink`; replies with the number of members readmitted.
+    Failback {
+        /// Uplink index.
+        uplink: usize,
+        /// Where the answer goes.
+        reply: crossbeam::channel::Sender<u64>,
+    },
+    /// New teaming settings for uplink `uplink`.
+    SetBond {
+        /// Uplink index.
+        uplink: usize,
+        /// The new configuration.
+        cfg: BondConfig,
+        /// Where the answer goes.
+        reply: crossbeam::channel::Sender<Result<(), String>>,
+    },
+}
+
 /// State and reason of one uplink member, for status output.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MemberView {
@@ -44,6 +64,8 @@ pub struct MemberView {
     pub reason: String,
     /// Link speed in Mb/s (configured speed for virtual NICs).
     pub speed_mbps: u32,
+    /// vNICs whose frames leave on this member (modes that pin MACs).
+    pub pinned_vnics: Vec<String>,
 }
 
 /// An uplink as the control thread sees it.
@@ -57,6 +79,10 @@ pub struct UplinkView {
     pub mode: String,
     /// Fewer usable members than configured.
     pub degraded: bool,
+    /// Failback policy.
+    pub failback: String,
+    /// Active-backup: the active member.
+    pub active_member: Option<String>,
     /// Members.
     pub members: Vec<MemberView>,
 }
@@ -68,6 +94,10 @@ pub struct ControlView {
     pub uplinks: Vec<UplinkView>,
     /// vNIC link (vhost connected) by vNIC index.
     pub vnic_link: Vec<bool>,
+    /// The member each vNIC's frames leave on now (modes that pin MACs), by vNIC index.
+    pub vnic_member: Vec<Option<String>>,
+    /// Each vNIC's transmit rate (frames it sent into the switch) over the last second, b/s.
+    pub vnic_tx_bps: Vec<u64>,
     /// Slow-protocol frames received.
     pub slow_rx: u64,
     /// Gratuitous RARPs queued for transmission.
@@ -174,6 +204,8 @@ pub struct Control {
     vnic_link: Vec<bool>,
     vnic_rx_bytes: Vec<u64>,
     last_load: Nanos,
+    vnic_bps: Vec<u64>,
+    cmds: crossbeam::channel::Receiver<ControlCmd>,
     slow_rx: u64,
     rarps_sent: u64,
     slow_rx_dropped: u64,
@@ -190,6 +222,7 @@ impl Control {
         pool: Mempool,
         poll: Duration,
         start: Instant,
+        cmds: crossbeam::channel::Receiver<ControlCmd>,
     ) -> Control {
         let now = start.elapsed().as_nanos() as Nanos;
         let uplinks = bonds
@@ -211,6 +244,7 @@ impl Control {
             .collect();
         let vnic_link = vec![false; topo.vnics.len()];
         let vnic_rx_bytes = vec![0; topo.vnics.len()];
+        let n_vnics = topo.vnics.len();
         Control {
             topo,
             shared,
@@ -223,6 +257,8 @@ impl Control {
             vnic_link,
             vnic_rx_bytes,
             last_load: 0,
+            vnic_bps: vec![0; n_vnics],
+            cmds,
             slow_rx: 0,
             rarps_sent: 0,
             slow_rx_dropped: 0,
@@ -309,6 +345,9 @@ impl Control {
             self.poll_tx_stalls(now);
             self.report_load(now);
             self.run_lacp(now);
+            while let Ok(cmd) = self.cmds.try_recv() {
+                self.handle_cmd(cmd, now);
+            }
             let mut publish = false;
             for u in 0..self.uplinks.len() {
                 self.uplinks[u].bond.tick(now);
@@ -325,6 +364,27 @@ impl Control {
                 std::thread::sleep(next - now);
             } else {
                 next = now;
+            }
+        }
+    }
+
+    fn handle_cmd(&mut self, cmd: ControlCmd, now: Nanos) {
+        match cmd {
+            ControlCmd::Failback { uplink, reply } => {
+                let n = self.uplinks.get_mut(uplink).map(|u| u.bond.manual_failback(now) as u64).unwrap_or(0);
+                tracing::info!(uplink = %self.topo.uplinks.get(uplink).map(|u| u.name.as_str()).unwrap_or("?"), readmitted = n, "manual failback");
+                let _ = reply.send(n);
+            }
+            ControlCmd::SetBond { uplink, cfg, reply } => {
+                let r = match self.uplinks.get_mut(uplink) {
+                    Some(u) => u.bond.set_config(cfg.clone(), now).map_err(|e| e.to_string()),
+                    None => Err(format!("no uplink {uplink}")),
+                };
+                if r.is_ok() {
+                    self.topo.bond_configs[uplink] = cfg;
+                    tracing::info!(uplink = %self.topo.uplinks[uplink].name, mode = %self.topo.bond_configs[uplink].mode, "bond reconfigured");
+                }
+                let _ = reply.send(r);
             }
         }
     }
@@ -423,6 +483,11 @@ impl Control {
                 tracing::info!(uplink = %up.name, moved, "load-based rebalance");
             }
         }
+        self.vnic_bps = vnic_bytes
+            .iter()
+            .zip(&self.vnic_rx_bytes)
+            .map(|(b, prev)| b.saturating_sub(*prev) * 8 * SEC / dt)
+            .collect();
         self.vnic_rx_bytes = vnic_bytes;
     }
 
@@ -519,6 +584,12 @@ impl Control {
                         "single".into()
                     },
                     degraded: bond.is_degraded(),
+                    failback: bond.config().failback.to_string(),
+                    active_member: if bond.config().mode == Mode::ActiveBackup && up.is_bond {
+                        bond.active_member().map(|m| self.topo.member_names[u][m].clone())
+                    } else {
+                        None
+                    },
                     members: up
                         .members
                         .iter()
@@ -542,6 +613,15 @@ impl Control {
                                 reason,
                                 speed_mbps: self.topo.member_speeds[u][m]
                                     .unwrap_or_else(|| Port::from_id(port).link().speed_mbps),
+                                pinned_vnics: if bond.config().mode.pins_macs() {
+                                    up.vnics
+                                        .iter()
+                                        .filter(|&&v| bond.effective_member_of(v) == Some(m))
+                                        .map(|&v| self.topo.vnics[v as usize].name.clone())
+                                        .collect()
+                                } else {
+                                    Vec::new()
+                                },
                             }
                         })
                         .collect(),
@@ -549,6 +629,21 @@ impl Control {
             })
             .collect();
         v.vnic_link = self.vnic_link.clone();
+        v.vnic_member = self
+            .topo
+            .vnics
+            .iter()
+            .enumerate()
+            .map(|(i, ve)| {
+                let b = &self.uplinks[ve.uplink as usize].bond;
+                if b.config().mode.pins_macs() {
+                    b.effective_member_of(i as u32).map(|m| self.topo.member_names[ve.uplink as usize][m].clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        v.vnic_tx_bps = self.vnic_bps.clone();
         v.slow_rx = self.slow_rx;
         v.rarps_sent = self.rarps_sent;
         v.lacp = self

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod ctl;
 pub mod lacp_ctl;
 pub mod shared;

@@ -13,10 +13,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dpdk_sys::{Eal, Mempool, Port, PortStats};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Config, UplinkRef};
-use crate::control::{Control, ControlView, Topology};
+use crate::control::{Control, ControlCmd, ControlView, Topology};
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, PortTotals, WorkerStats, MAX_PORTS};
@@ -67,9 +67,12 @@ pub struct Switch {
     pool: Mempool,
     shared: Arc<Shared>,
     view: Arc<RwLock<ControlView>>,
-    workers: Vec<JoinHandle<WorkerQueues>>,
+    workers: Mutex<Vec<JoinHandle<WorkerQueues>>>,
     worker_stats: Vec<Arc<WorkerStats>>,
-    control: Option<JoinHandle<()>>,
+    cores: Vec<usize>,
+    control: Mutex<Option<JoinHandle<()>>>,
+    cmds: crossbeam::channel::Sender<ControlCmd>,
+    stopped: std::sync::atomic::AtomicBool,
     ports: Vec<(PortEntry, String)>,
     topo: Topology,
     sockets: Vec<String>,
@@ -342,6 +345,7 @@ impl Switch {
                 .map_err(|e| SwitchError::Other(format!("spawn worker: {e}")))?;
             workers.push(h);
         }
+        let (cmds, cmd_rx) = crossbeam::channel::unbounded();
         let control = Control::new(
             topo.clone(),
             bonds,
@@ -351,6 +355,7 @@ impl Switch {
             pool,
             Duration::from_millis(cfg.dataplane.link_poll_ms.max(1)),
             clock,
+            cmd_rx,
         );
         let control_core = cfg.dataplane.control_core;
         let control = std::thread::Builder::new()
@@ -369,9 +374,12 @@ impl Switch {
             pool,
             shared,
             view,
-            workers,
+            workers: Mutex::new(workers),
             worker_stats,
-            control: Some(control),
+            cores: cfg.dataplane.cores.clone(),
+            control: Mutex::new(Some(control)),
+            cmds,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             ports,
             topo,
             sockets,
@@ -420,18 +428,34 @@ impl Switch {
         self.pool.in_use()
     }
 
+    /// Worker cores, by worker index.
+    pub fn cores(&self) -> &[usize] {
+        &self.cores
+    }
+
+    /// Sends a request to the control thread and waits (up to 2 s) for its answer.
+    pub fn control_request<T>(&self, make: impl FnOnce(crossbeam::channel::Sender<T>) -> ControlCmd) -> Option<T> {
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        self.cmds.send(make(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok()
+    }
+
     /// Stops workers and the control thread, frees every frame, closes ports and
-    /// returns the pool's in-use count afterwards (0 when nothing leaked).
-    pub fn shutdown(mut self) -> u32 {
+    /// returns the pool's in-use count afterwards (0 when nothing leaked). Only the
+    /// first call does the work.
+    pub fn shutdown(&self) -> u32 {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return self.pool.in_use();
+        }
         self.shared.quit.store(true, Ordering::Relaxed);
         let mut queues = Vec::new();
-        for h in self.workers.drain(..) {
+        for h in self.workers.lock().drain(..) {
             match h.join() {
                 Ok(q) => queues.push(q),
                 Err(_) => tracing::error!("a worker panicked"),
             }
         }
-        if let Some(c) = self.control.take() {
+        if let Some(c) = self.control.lock().take() {
             let _ = c.join();
         }
         while let Some((_, m)) = self.shared.slow_rx.pop() {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use vswitch::config::Config;
+use vswitch::ctl::ControlApi;
+use vswitch::daemon::SwitchApi;
 use vswitch::stats::DropReason;
 use vswitch::switch::Switch;
 
@@ -30,6 +31,9 @@ struct Args {
     /// Print the final status as JSON on stdout at exit.
     #[arg(long)]
     json: bool,
+    /// Control socket path (overrides `[control] socket`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 fn print_table(sw: &Switch) {
@@ -98,7 +102,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let cfg = match Config::load(&args.config) {
+    let removed = vswitch::ctl::persist::remove_stale_temps(&args.config);
+    if removed > 0 {
+        tracing::warn!(removed, "removed temporary files of an interrupted config write");
+    }
+    let cfg = match vswitch::ctl::persist::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vswitchd: {e}");
@@ -114,11 +122,36 @@ fn main() {
         }
     }
     let sw = match Switch::start(&cfg) {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("vswitchd: {e}");
             std::process::exit(1);
         }
+    };
+    let api: Arc<dyn ControlApi> = Arc::new(SwitchApi::new(Arc::clone(&sw), cfg.clone(), args.config.clone()));
+    let ctl_quit = Arc::new(AtomicBool::new(false));
+    let socket = args.socket.clone().unwrap_or_else(|| PathBuf::from(&cfg.control.socket));
+    let server = match vswitch::ctl::server::serve(&socket, 0o660, cfg.control.group.as_deref(), Arc::clone(&api), Arc::clone(&ctl_quit)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("vswitchd: control socket {}: {e}", socket.display());
+            sw.shutdown();
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(socket = %socket.display(), "control socket ready");
+    let metrics = match cfg.control.metrics.as_deref().map(|a| a.parse().expect("validated")) {
+        Some(addr) => match vswitch::ctl::prometheus::serve(addr, Arc::clone(&api), Arc::clone(&ctl_quit)) {
+            Ok((bound, h)) => {
+                tracing::info!(%bound, "metrics endpoint ready");
+                Some(h)
+            }
+            Err(e) => {
+                eprintln!("vswitchd: metrics {addr}: {e}");
+                None
+            }
+        },
+        None => None,
     };
     let start = Instant::now();
     let mut last_print = Instant::now();
@@ -137,6 +170,11 @@ fn main() {
     }
     if !args.json {
         print_table(&sw);
+    }
+    ctl_quit.store(true, Ordering::SeqCst);
+    let _ = server.join();
+    if let Some(m) = metrics {
+        let _ = m.join();
     }
     let ports = sw.ports();
     let view = sw.control_view();

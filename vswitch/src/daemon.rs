@@ -1,0 +1,301 @@
+//! The running daemon's side of the control channel: [`SwitchApi`] implements
+//! [`ControlApi`] over a [`Switch`] and the desired configuration.
+//!
+//! # Changes
+//! Every mutating request is applied to a copy of the desired [`Config`]
+//! ([`apply_to_config`], which runs the same validator as the config file), then
+//! reconciled with the running switch, then written to the config file atomically
+//! ([`persist::write_atomic`]), then stored. A change the running switch cannot take
+//! live is refused before anything is written, so the file never holds a change the
+//! switch does not run. Live today: bond teaming settings (mode, failback, delays,
+//! order, notify). Adding and removing ports at run time (hot-plug) is refused with
+//! a message saying so.
+//!
+//! # Threads
+//! Called from control-server client threads; the desired config is behind a mutex
+//! (control plane only); requests that touch teaming state go to the control thread
+//! through [`Switch::control_request`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::config::{Config, UplinkRef};
+use crate::control::ControlCmd;
+use crate::ctl::{
+    apply_to_config, persist, ConfigChange, ControlApi, CtlError, LacpMemberShow, LacpShow, MemberShow, PmdStats,
+    PortStatsShow, ShapingShow, ShowTree, StatsShow, UplinkShow, VmShow, VnicShow,
+};
+use crate::snapshot::PortRole;
+use crate::switch::Switch;
+
+/// The daemon's control API.
+pub struct SwitchApi {
+    switch: Arc<Switch>,
+    desired: Mutex<Config>,
+    path: PathBuf,
+}
+
+impl SwitchApi {
+    /// An API over `switch`, whose desired configuration `cfg` lives in `path`.
+    pub fn new(switch: Arc<Switch>, cfg: Config, path: PathBuf) -> SwitchApi {
+        SwitchApi { switch, desired: Mutex::new(cfg), path }
+    }
+
+    fn uplink_index(&self, cfg: &Config, name: &str) -> Option<usize> {
+        let topo = self.switch.topology();
+        let _ = cfg;
+        topo.uplinks.iter().position(|u| u.name == name)
+    }
+
+    fn uplinks(&self) -> Vec<UplinkShow> {
+        let view = self.switch.control_view();
+        let cfg = self.desired.lock().clone();
+        let ports = self.switch.ports();
+        let topo = self.switch.topology();
+        view.uplinks
+            .iter()
+            .enumerate()
+            .map(|(u, up)| {
+                let bond_cfg = cfg.bond.iter().find(|b| b.name == up.name);
+                UplinkShow {
+                    name: up.name.clone(),
+                    is_bond: up.is_bond,
+                    mode: up.mode.clone(),
+                    failback: up.failback.clone(),
+                    lacp: bond_cfg.map(|b| b.lacp.clone()).unwrap_or_else(|| "off".into()),
+                    degraded: up.degraded,
+                    active_member: up.active_member.clone(),
+                    members: up
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let c = ports.iter().find(|p| p.id == m.port).map(|p| p.counters).unwrap_or_default();
+                            MemberShow {
+                                name: m.name.clone(),
+                                state: m.state.clone(),
+                                reason: m.reason.clone(),
+                                link_up: m.link_up,
+                                usable: m.usable,
+                                speed_mbps: m.speed_mbps,
+                                tx_pkts: c.tx_pkts,
+                                tx_bytes: c.tx_bytes,
+                                rx_pkts: c.rx_pkts,
+                                rx_bytes: c.rx_bytes,
+                                pinned_vnics: m.pinned_vnics.clone(),
+                            }
+                        })
+                        .collect(),
+                    vnics: topo.uplinks[u].vnics.iter().map(|&v| topo.vnics[v as usize].name.clone()).collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn vnics(&self) -> Vec<VnicShow> {
+        let view = self.switch.control_view();
+        let cfg = self.desired.lock().clone();
+        let topo = self.switch.topology();
+        let mut out = Vec::new();
+        for vm in &cfg.vm {
+            for (j, v) in vm.vnic.iter().enumerate() {
+                let name = Config::vnic_name(vm, j);
+                let idx = topo.vnics.iter().position(|x| x.name == name);
+                out.push(VnicShow {
+                    name: name.clone(),
+                    vm: vm.name.clone(),
+                    mac: v.mac.clone(),
+                    backend: match (&v.socket, &v.devargs) {
+                        (Some(s), _) => format!("vhost-user {} ({})", s, v.vhost_mode),
+                        (None, Some(d)) => d.clone(),
+                        _ => String::new(),
+                    },
+                    link_up: idx.and_then(|i| view.vnic_link.get(i).copied()).unwrap_or(false),
+                    uplink: v.uplink.clone(),
+                    member: idx.and_then(|i| view.vnic_member.get(i).cloned().flatten()),
+                    shares: v.shares.unwrap_or(vm.shares),
+                    priority: v.priority.unwrap_or(vm.priority),
+                    reservation_mbps: None,
+                    shaping: None::<ShapingShow>,
+                    entitled_bps: 0,
+                    used_bps: idx.and_then(|i| view.vnic_tx_bps.get(i).copied()).unwrap_or(0),
+                    limit: String::new(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Reconciles the running switch with `new` (the validated desired config after
+    /// `change`), or refuses the change when it cannot be applied live.
+    fn reconcile(&self, old: &Config, new: &Config, change: &ConfigChange) -> Result<(), CtlError> {
+        match change {
+            ConfigChange::SetBond { bond, .. } => {
+                let (Some(o), Some(n)) =
+                    (old.bond.iter().find(|b| &b.name == bond), new.bond.iter().find(|b| &b.name == bond))
+                else {
+                    return Err(CtlError::NotFound { kind: "bond", name: bond.clone() });
+                };
+                let lacp_keys = (&o.lacp, &o.lacp_rate, &o.lacp_fallback, &o.degraded);
+                if lacp_keys != (&n.lacp, &n.lacp_rate, &n.lacp_fallback, &n.degraded) {
+                    return Err(CtlError::Unsupported(
+                        "changing lacp, lacp_rate, lacp_fallback or degraded on a running bond; edit the config file and restart vswitchd".into(),
+                    ));
+                }
+                let cfg = n.policy().map_err(CtlError::from)?;
+                let u = self.uplink_index(new, bond).ok_or(CtlError::NotFound { kind: "bond", name: bond.clone() })?;
+                match self.switch.control_request(|reply| ControlCmd::SetBond { uplink: u, cfg, reply }) {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(e)) => Err(CtlError::Invalid(format!("bond '{bond}': {e}"))),
+                    None => Err(CtlError::Internal("the control thread did not answer".into())),
+                }
+            }
+            other => Err(CtlError::Unsupported(format!(
+                "'{}' on a running switch (adding, removing or re-assigning ports and VMs live needs port hot-plug, \
+                 which this vswitchd does not have yet); edit {} and restart vswitchd",
+                other.name(),
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+impl ControlApi for SwitchApi {
+    fn show(&self) -> Result<ShowTree, CtlError> {
+        let cfg = self.desired.lock().clone();
+        let vnics = self.vnics();
+        let vms = cfg
+            .vm
+            .iter()
+            .map(|vm| VmShow {
+                name: vm.name.clone(),
+                priority: vm.priority,
+                shares: vm.shares,
+                vnics: vnics.iter().filter(|v| v.vm == vm.name).cloned().collect(),
+            })
+            .collect();
+        Ok(ShowTree { uplinks: self.uplinks(), vms, generation: self.switch.control_view().generation })
+    }
+
+    fn config(&self) -> Result<Config, CtlError> {
+        Ok(self.desired.lock().clone())
+    }
+
+    fn stats(&self, port: Option<&str>) -> Result<StatsShow, CtlError> {
+        let topo = self.switch.topology();
+        let ports: Vec<PortStatsShow> = self
+            .switch
+            .ports()
+            .iter()
+            .filter(|p| port.is_none_or(|n| n == p.name))
+            .map(|p| {
+                let uplink = match topo.role_of(p.id) {
+                    Some(PortRole::Nic { uplink, .. }) => Some(topo.uplinks[uplink as usize].name.as_str()),
+                    Some(PortRole::Vnic { vnic }) => Some(topo.uplinks[topo.vnics[vnic as usize].uplink as usize].name.as_str()),
+                    None => None,
+                };
+                PortStatsShow::from_totals(&p.name, p.kind, uplink, p.link_up, &p.counters)
+            })
+            .collect();
+        if let Some(n) = port {
+            if ports.is_empty() {
+                return Err(CtlError::NotFound { kind: "port", name: n.to_string() });
+            }
+        }
+        Ok(StatsShow { ports })
+    }
+
+    fn pmd_stats(&self) -> Result<Vec<PmdStats>, CtlError> {
+        Ok(self
+            .switch
+            .worker_stats()
+            .iter()
+            .enumerate()
+            .map(|(w, s)| PmdStats::from_worker(w, self.switch.cores()[w], s))
+            .collect())
+    }
+
+    fn bond_show(&self, bond: Option<&str>) -> Result<Vec<UplinkShow>, CtlError> {
+        let all = self.uplinks();
+        match bond {
+            None => Ok(all),
+            Some(b) => {
+                let v: Vec<UplinkShow> = all.into_iter().filter(|u| u.name == b).collect();
+                if v.is_empty() {
+                    Err(CtlError::NotFound { kind: "bond", name: b.to_string() })
+                } else {
+                    Ok(v)
+                }
+            }
+        }
+    }
+
+    fn lacp_show(&self, bond: Option<&str>) -> Result<Vec<LacpShow>, CtlError> {
+        let view = self.switch.control_view();
+        let cfg = self.desired.lock().clone();
+        if let Some(b) = bond {
+            if !cfg.bond.iter().any(|x| x.name == b) {
+                return Err(CtlError::NotFound { kind: "bond", name: b.to_string() });
+            }
+        }
+        Ok(view
+            .lacp
+            .iter()
+            .filter(|l| bond.is_none_or(|b| b == l.bond))
+            .map(|l| LacpShow {
+                bond: l.bond.clone(),
+                lacp: cfg.bond.iter().find(|b| b.name == l.bond).map(|b| b.lacp.clone()).unwrap_or_default(),
+                negotiated: l.negotiated,
+                fallback_active: l.fallback_active,
+                members: l
+                    .members
+                    .iter()
+                    .map(|m| LacpMemberShow {
+                        name: m.name.clone(),
+                        may_enable: m.distributing,
+                        mux: m.mux.clone(),
+                        partner: m.partner.clone(),
+                    })
+                    .collect(),
+                text: l.status.clone(),
+            })
+            .collect())
+    }
+
+    fn bond_failback(&self, bond: &str) -> Result<u64, CtlError> {
+        let cfg = self.desired.lock().clone();
+        if !matches!(cfg.uplink(bond), Some(UplinkRef::Bond(_))) {
+            return Err(CtlError::NotFound { kind: "bond", name: bond.to_string() });
+        }
+        let u = self.uplink_index(&cfg, bond).ok_or(CtlError::NotFound { kind: "bond", name: bond.to_string() })?;
+        self.switch
+            .control_request(|reply| ControlCmd::Failback { uplink: u, reply })
+            .ok_or_else(|| CtlError::Internal("the control thread did not answer".into()))
+    }
+
+    fn vnic_bandwidth(&self, vnic: Option<&str>) -> Result<Vec<VnicShow>, CtlError> {
+        let all = self.vnics();
+        match vnic {
+            None => Ok(all),
+            Some(n) => {
+                let v: Vec<VnicShow> = all.into_iter().filter(|x| x.name == n).collect();
+                if v.is_empty() {
+                    Err(CtlError::NotFound { kind: "vnic", name: n.to_string() })
+                } else {
+                    Ok(v)
+                }
+            }
+        }
+    }
+
+    fn apply_change(&self, change: ConfigChange) -> Result<(), CtlError> {
+        let mut desired = self.desired.lock();
+        let new = apply_to_config(&desired, &change)?;
+        self.reconcile(&desired, &new, &change)?;
+        persist::write_atomic(&self.path, &new)?;
+        tracing::info!(change = %change.name(), "configuration change applied and saved");
+        *desired = new;
+        Ok(())
+    }
+}
