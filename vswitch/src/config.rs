@@ -100,6 +100,23 @@ pub struct DataplaneSection {
     /// Capacity of the slow-protocol (LACP) handoff queue to the control thread.
     #[serde(default = "default_ctl_queue")]
     pub control_queue: usize,
+    /// Per-vNIC shares, reservations, priority and shaping on uplink traffic, and each
+    /// uplink paced to its capacity. Off: frames go out as fast as the NICs take them.
+    #[serde(default = "yes")]
+    pub bandwidth: bool,
+    /// How often the control thread recomputes every vNIC's allocation, µs.
+    #[serde(default = "default_alloc_us")]
+    pub allocation_interval_us: u64,
+    /// Longest a frame over its allocation may wait in its vNIC's queue, µs.
+    #[serde(default = "default_max_delay_us")]
+    pub max_queue_delay_us: u64,
+}
+
+fn default_alloc_us() -> u64 {
+    2000
+}
+fn default_max_delay_us() -> u64 {
+    2000
 }
 
 fn default_cores() -> Vec<usize> {
@@ -127,6 +144,9 @@ impl Default for DataplaneSection {
             descriptors: default_desc(),
             link_poll_ms: default_link_poll(),
             control_queue: default_ctl_queue(),
+            bandwidth: true,
+            allocation_interval_us: default_alloc_us(),
+            max_queue_delay_us: default_max_delay_us(),
         }
     }
 }
@@ -271,6 +291,9 @@ pub struct VmConfig {
     /// Shares (default for its vNICs).
     #[serde(default = "default_shares")]
     pub shares: u32,
+    /// Reservation in Mb/s (default for its vNICs).
+    #[serde(default)]
+    pub reservation_mbps: Option<u64>,
     /// QEMU QMP socket for VM actions.
     #[serde(default)]
     pub qmp: Option<String>,
@@ -318,6 +341,40 @@ pub struct VnicConfig {
     /// Priority override.
     #[serde(default)]
     pub priority: Option<u8>,
+    /// Guaranteed minimum, Mb/s ([0112]).
+    #[serde(default)]
+    pub reservation_mbps: Option<u64>,
+    /// Traffic shaping: long-run average rate, b/s ([0090]).
+    #[serde(default)]
+    pub average_bps: Option<u64>,
+    /// Traffic shaping: peak rate, b/s.
+    #[serde(default)]
+    pub peak_bps: Option<u64>,
+    /// Traffic shaping: burst size, bytes.
+    #[serde(default)]
+    pub burst_bytes: Option<u64>,
+    /// Traffic shaping: window over which the peak is enforced, ms.
+    #[serde(default)]
+    pub peak_period_ms: Option<u64>,
+}
+
+impl VnicConfig {
+    /// The bandwidth settings of this vNIC, with `vm`'s defaults filled in.
+    pub fn bandwidth(&self, vm: &VmConfig) -> policy::bandwidth::VnicBandwidth {
+        use policy::bandwidth::{Shaping, VnicBandwidth};
+        let shaping = self.average_bps.map(|avg| Shaping {
+            average_bps: avg,
+            peak_bps: self.peak_bps.unwrap_or(avg).max(avg),
+            burst_bytes: self.burst_bytes.unwrap_or(0),
+            peak_period: self.peak_period_ms.map(|ms| ms * policy::time::MS),
+        });
+        VnicBandwidth {
+            shares: self.shares.unwrap_or(vm.shares),
+            priority: self.priority.unwrap_or(vm.priority),
+            reservation_bps: self.reservation_mbps.or(vm.reservation_mbps).unwrap_or(0) * 1_000_000,
+            shaping,
+        }
+    }
 }
 
 fn default_vhost_mode() -> String {
@@ -696,6 +753,17 @@ impl Config {
                 }
                 if v.priority.is_some_and(|p| p > 10) {
                     return bad(format!("{what}: priority out of range 0-10"));
+                }
+                if v.average_bps.is_none() && (v.peak_bps.is_some() || v.burst_bytes.is_some() || v.peak_period_ms.is_some()) {
+                    return bad(format!("{what}: peak_bps, burst_bytes and peak_period_ms need average_bps"));
+                }
+                if v.average_bps == Some(0) {
+                    return bad(format!("{what}: average_bps must be greater than 0"));
+                }
+                if let (Some(a), Some(p)) = (v.average_bps, v.peak_bps) {
+                    if p < a {
+                        return bad(format!("{what}: peak_bps {p} is below average_bps {a}"));
+                    }
                 }
                 match self.uplink(&v.uplink) {
                     None => {

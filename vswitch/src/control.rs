@@ -19,6 +19,7 @@ use parking_lot::RwLock;
 
 use dpdk_sys::{Mbuf, Mempool};
 use policy::bond::{Bond, BondConfig, BondEvent, Distribution, MemberState, Mode};
+use policy::bandwidth::{Allocation, AllocatorConfig, DegradedMode, LimitReason, ShareAllocator};
 use policy::time::{Nanos, SEC};
 use policy::wire::{build_rarp, RARP_FRAME_LEN};
 
@@ -98,6 +99,10 @@ pub struct ControlView {
     pub vnic_member: Vec<Option<String>>,
     /// Each vNIC's transmit rate (frames it sent into the switch) over the last second, b/s.
     pub vnic_tx_bps: Vec<u64>,
+    /// Each vNIC's current allocation on its uplink (bandwidth policy on), by vNIC index.
+    pub vnic_allocation: Vec<Option<AllocationView>>,
+    /// Each uplink's capacity now (sum of its usable members' speeds), b/s.
+    pub uplink_capacity_bps: Vec<u64>,
     /// Slow-protocol frames received.
     pub slow_rx: u64,
     /// Gratuitous RARPs queued for transmission.
@@ -121,6 +126,26 @@ impl ControlView {
     }
 }
 
+/// A vNIC's allocation as status output shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct AllocationView {
+    /// Rate it may send at, b/s.
+    pub rate_bps: u64,
+    /// Its demand as the allocator estimates it, b/s.
+    pub demand_bps: u64,
+    /// Why it gets less than its demand: "none", "over-share", "lower-priority-degraded".
+    pub limit: &'static str,
+    /// Starved by the degraded-bond rule (claim 30): demand but shed.
+    pub starved: bool,
+}
+
+/// Bandwidth state of one uplink, owned by the control thread.
+struct UplinkBw {
+    alloc: ShareAllocator,
+    capacity: u64,
+    degraded: bool,
+}
+
 /// The static part of the topology the control thread builds snapshots from.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -138,6 +163,10 @@ pub struct Topology {
     pub member_speeds: Vec<Vec<Option<u32>>>,
     /// LACP settings by uplink (`None`, or no entry: LACP off).
     pub lacp: Vec<Option<LacpSettings>>,
+    /// What a degraded uplink does to lower-priority vNICs, by uplink.
+    pub degraded: Vec<DegradedMode>,
+    /// How often allocations are recomputed (0: bandwidth policy off).
+    pub allocation_interval: Duration,
 }
 
 impl Topology {
@@ -205,6 +234,11 @@ pub struct Control {
     vnic_rx_bytes: Vec<u64>,
     last_load: Nanos,
     vnic_bps: Vec<u64>,
+    bw: Vec<Option<UplinkBw>>,
+    last_offered: Vec<u64>,
+    allocations: Vec<Option<AllocationView>>,
+    alloc_out: Vec<(u32, Allocation)>,
+    next_link_poll: Nanos,
     cmds: crossbeam::channel::Receiver<ControlCmd>,
     slow_rx: u64,
     rarps_sent: u64,
@@ -258,6 +292,11 @@ impl Control {
             vnic_rx_bytes,
             last_load: 0,
             vnic_bps: vec![0; n_vnics],
+            bw: Vec::new(),
+            last_offered: vec![0; n_vnics],
+            allocations: vec![None; n_vnics],
+            alloc_out: Vec::with_capacity(n_vnics),
+            next_link_poll: 0,
             cmds,
             slow_rx: 0,
             rarps_sent: 0,
@@ -338,12 +377,21 @@ impl Control {
 
     /// Runs until the quit flag is set.
     pub fn run(mut self) {
+        self.bw = self.init_bandwidth();
+        let period = if self.topo.allocation_interval.is_zero() {
+            self.poll
+        } else {
+            self.poll.min(self.topo.allocation_interval)
+        };
         let mut next = Instant::now();
         while !self.shared.quit.load(Ordering::Relaxed) {
             let now = self.now();
-            self.poll_links(now);
-            self.poll_tx_stalls(now);
-            self.report_load(now);
+            if now >= self.next_link_poll {
+                self.next_link_poll = now + self.poll.as_nanos() as Nanos;
+                self.poll_links(now);
+                self.poll_tx_stalls(now);
+                self.report_load(now);
+            }
             self.run_lacp(now);
             while let Ok(cmd) = self.cmds.try_recv() {
                 self.handle_cmd(cmd, now);
@@ -357,13 +405,96 @@ impl Control {
             if publish {
                 self.publish();
             }
+            self.allocate(now);
             self.update_view();
-            next += self.poll;
+            next += period;
             let now = Instant::now();
             if next > now {
                 std::thread::sleep(next - now);
             } else {
                 next = now;
+            }
+        }
+    }
+
+    /// Capacity of uplink `u` now: the sum of its usable members' speeds, b/s.
+    fn capacity(&self, u: usize) -> u64 {
+        let up = &self.topo.uplinks[u];
+        let bond = &self.uplinks[u].bond;
+        up.members
+            .iter()
+            .enumerate()
+            .filter(|(m, _)| bond.member_status(*m).is_some_and(|s| s.usable))
+            .map(|(m, &port)| {
+                let mbps = self.topo.member_speeds[u][m].unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
+                mbps as u64 * 1_000_000
+            })
+            .sum()
+    }
+
+    fn init_bandwidth(&mut self) -> Vec<Option<UplinkBw>> {
+        if self.topo.allocation_interval.is_zero() {
+            return self.topo.uplinks.iter().map(|_| None).collect();
+        }
+        let now = self.now();
+        let cfg = AllocatorConfig { interval: self.topo.allocation_interval.as_nanos() as Nanos, ..AllocatorConfig::default() };
+        let mut out = Vec::new();
+        for (u, up) in self.topo.uplinks.iter().enumerate() {
+            let capacity = self.capacity(u);
+            let mut alloc = ShareAllocator::with_config(capacity, self.topo.degraded[u], cfg);
+            for &v in &up.vnics {
+                if let Err(e) = alloc.add_vnic(v, self.topo.vnics[v as usize].bandwidth) {
+                    tracing::error!(vnic = %self.topo.vnics[v as usize].name, "bandwidth settings refused: {e}");
+                }
+            }
+            let degraded = self.uplinks[u].bond.is_degraded();
+            alloc.set_capacity(capacity, degraded, now);
+            out.push(Some(UplinkBw { alloc, capacity, degraded }));
+        }
+        out
+    }
+
+    /// Recomputes every vNIC's allocation from the offered bytes the workers published
+    /// and the uplinks' current capacity ([0116]), and publishes them.
+    fn allocate(&mut self, now: Nanos) {
+        let mut demand: Vec<(u32, u64)> = Vec::new();
+        for u in 0..self.bw.len() {
+            let capacity = self.capacity(u);
+            let degraded = self.uplinks[u].bond.is_degraded();
+            let Some(bw) = self.bw[u].as_mut() else { continue };
+            if capacity != bw.capacity || degraded != bw.degraded {
+                tracing::info!(uplink = %self.topo.uplinks[u].name, capacity_mbps = capacity / 1_000_000, degraded, "uplink capacity changed");
+                bw.capacity = capacity;
+                bw.degraded = degraded;
+                bw.alloc.set_capacity(capacity, degraded, now);
+            }
+            demand.clear();
+            for &v in &self.topo.uplinks[u].vnics {
+                let offered = self.shared.vnic_bw[v as usize].offered_bytes.load(Ordering::Relaxed);
+                demand.push((v, offered.saturating_sub(self.last_offered[v as usize])));
+                self.last_offered[v as usize] = offered;
+            }
+            self.alloc_out.clear();
+            bw.alloc.allocate(now, &demand, &mut self.alloc_out);
+            for &(v, a) in &self.alloc_out {
+                self.shared.vnic_bw[v as usize].allocation.store(a.to_bits().max(1), Ordering::Relaxed);
+                let demand_bps = bw.alloc.demand_bps(v).unwrap_or(0);
+                let limit = match a.reason_if_limited {
+                    LimitReason::NotLimited => "none",
+                    LimitReason::OverShare => "over-share",
+                    LimitReason::LowerPriorityDegraded => "lower-priority-degraded",
+                };
+                let starved = a.reason_if_limited == LimitReason::LowerPriorityDegraded && demand_bps > 0;
+                let prev = self.allocations[v as usize].map(|p| p.starved).unwrap_or(false);
+                if starved != prev {
+                    let ve = &self.topo.vnics[v as usize];
+                    if starved {
+                        tracing::warn!(vnic = %ve.name, vm = %ve.vm, uplink = %self.topo.uplinks[u].name, "vNIC starved: lower priority on a degraded uplink");
+                    } else {
+                        tracing::info!(vnic = %ve.name, vm = %ve.vm, "vNIC no longer starved");
+                    }
+                }
+                self.allocations[v as usize] = Some(AllocationView { rate_bps: a.rate_bps, demand_bps, limit, starved });
             }
         }
     }
@@ -644,6 +775,8 @@ impl Control {
             })
             .collect();
         v.vnic_tx_bps = self.vnic_bps.clone();
+        v.vnic_allocation = self.allocations.clone();
+        v.uplink_capacity_bps = (0..self.topo.uplinks.len()).map(|u| self.capacity(u)).collect();
         v.slow_rx = self.slow_rx;
         v.rarps_sent = self.rarps_sent;
         v.lacp = self

@@ -102,6 +102,7 @@ impl SwitchApi {
             for (j, v) in vm.vnic.iter().enumerate() {
                 let name = Config::vnic_name(vm, j);
                 let idx = topo.vnics.iter().position(|x| x.name == name);
+                let alloc = idx.and_then(|i| view.vnic_allocation.get(i).copied().flatten());
                 out.push(VnicShow {
                     name: name.clone(),
                     vm: vm.name.clone(),
@@ -116,11 +117,20 @@ impl SwitchApi {
                     member: idx.and_then(|i| view.vnic_member.get(i).cloned().flatten()),
                     shares: v.shares.unwrap_or(vm.shares),
                     priority: v.priority.unwrap_or(vm.priority),
-                    reservation_mbps: None,
-                    shaping: None::<ShapingShow>,
-                    entitled_bps: 0,
+                    reservation_mbps: v.reservation_mbps.or(vm.reservation_mbps),
+                    shaping: v.average_bps.map(|avg| ShapingShow {
+                        average_bps: avg,
+                        peak_bps: v.peak_bps.unwrap_or(avg),
+                        burst_bytes: v.burst_bytes.unwrap_or(0),
+                        peak_period_ms: v.peak_period_ms.unwrap_or(0),
+                    }),
+                    entitled_bps: alloc.map(|a| a.rate_bps).unwrap_or(0),
                     used_bps: idx.and_then(|i| view.vnic_tx_bps.get(i).copied()).unwrap_or(0),
-                    limit: String::new(),
+                    limit: match alloc {
+                        Some(a) if a.starved => "starved (lower priority, degraded uplink)".into(),
+                        Some(a) => a.limit.to_string(),
+                        None => "bandwidth policy off".into(),
+                    },
                 });
             }
         }

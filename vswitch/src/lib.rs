@@ -15,6 +15,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod delay_ring;
 pub mod ctl;
 pub mod lacp_ctl;
 pub mod shared;

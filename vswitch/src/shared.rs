@@ -1,11 +1,26 @@
 //! State shared between the control thread and the workers, all lock-free.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crossbeam::queue::ArrayQueue;
 use dpdk_sys::Mbuf;
 
 use crate::snapshot::{Published, Snapshot};
+
+/// The most vNICs a switch carries (per-vNIC shared words are preallocated).
+pub const MAX_VNICS: usize = 1024;
+
+/// Numbers about one vNIC's bandwidth that cross threads. Each word has one writer.
+#[derive(Default)]
+pub struct VnicShared {
+    /// Bytes the vNIC offered to its uplink (written by the owning worker).
+    pub offered_bytes: AtomicU64,
+    /// Bytes sent to its uplink (written by the owning worker).
+    pub sent_bytes: AtomicU64,
+    /// The current [`policy::bandwidth::Allocation`], packed with `to_bits` (written
+    /// by the control thread; 0 = not yet allocated, unlimited).
+    pub allocation: AtomicU64,
+}
 
 /// What the control thread and the workers share.
 pub struct Shared {
@@ -20,16 +35,25 @@ pub struct Shared {
     /// frame). The control thread pushes, worker 0 pops and sends them on its own tx
     /// queue, so no tx queue is ever shared.
     pub ctl_tx: ArrayQueue<(u16, Mbuf)>,
+    /// Per-vNIC bandwidth words, by vNIC index.
+    pub vnic_bw: Vec<VnicShared>,
+    /// Bandwidth policy on (`[dataplane] bandwidth`).
+    pub bandwidth: bool,
+    /// Longest a frame may wait in a vNIC's delay queue, ns.
+    pub max_queue_delay: u64,
 }
 
 impl Shared {
     /// New shared state around the first snapshot.
-    pub fn new(first: Snapshot, queue_len: usize) -> Shared {
+    pub fn new(first: Snapshot, queue_len: usize, bandwidth: bool, max_queue_delay: u64) -> Shared {
         Shared {
             published: Published::new(first),
             quit: AtomicBool::new(false),
             slow_rx: ArrayQueue::new(queue_len.max(16)),
             ctl_tx: ArrayQueue::new(queue_len.max(16)),
+            vnic_bw: (0..MAX_VNICS).map(|_| VnicShared::default()).collect(),
+            bandwidth,
+            max_queue_delay,
         }
     }
 }

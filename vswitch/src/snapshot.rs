@@ -63,6 +63,10 @@ pub struct VnicEntry {
     pub spoof_check: bool,
     /// Priority 0–10.
     pub priority: u8,
+    /// Traffic shaping, if configured.
+    pub shaping: Option<policy::bandwidth::Shaping>,
+    /// Shares, reservation, priority and shaping as the allocator sees them.
+    pub bandwidth: policy::bandwidth::VnicBandwidth,
 }
 
 /// One uplink: a bond or an unbonded NIC.

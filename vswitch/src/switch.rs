@@ -264,6 +264,8 @@ impl Switch {
                     uplink,
                     spoof_check: v.spoof_check,
                     priority: v.priority.unwrap_or(vm.priority),
+                    shaping: v.bandwidth(vm).shaping,
+                    bandwidth: v.bandwidth(vm),
                 });
                 ports.push((
                     PortEntry {
@@ -281,6 +283,7 @@ impl Switch {
                 .map_err(port_err(entry.name.clone()))?;
         }
 
+        let n_uplinks = uplinks.len();
         let topo = Topology {
             ports: ports.iter().map(|(p, _)| p.clone()).collect(),
             vnics,
@@ -293,6 +296,17 @@ impl Switch {
                 .iter()
                 .map(|b| b.lacp_settings().ok().flatten())
                 .collect(),
+            degraded: {
+                let mut d: Vec<policy::bandwidth::DegradedMode> =
+                    cfg.bond.iter().map(|b| b.degraded.parse().unwrap_or(policy::bandwidth::DegradedMode::DropLowerPriority)).collect();
+                d.resize(n_uplinks, policy::bandwidth::DegradedMode::DropLowerPriority);
+                d
+            },
+            allocation_interval: if cfg.dataplane.bandwidth {
+                Duration::from_micros(cfg.dataplane.allocation_interval_us.max(100))
+            } else {
+                Duration::ZERO
+            },
         };
         // The first snapshot already reflects the links as they are, so no frame is
         // dropped for want of a member before the control thread's first poll.
@@ -300,9 +314,14 @@ impl Switch {
         let bonds = topo.bonds(0).map_err(SwitchError::Other)?;
         let dists: Vec<policy::bond::Distribution> =
             bonds.iter().map(|b| b.distribution()).collect();
+        if topo.vnics.len() > crate::shared::MAX_VNICS {
+            return Err(SwitchError::Other(format!("at most {} vNICs", crate::shared::MAX_VNICS)));
+        }
         let shared = Arc::new(Shared::new(
             topo.snapshot(&dists),
             cfg.dataplane.control_queue,
+            cfg.dataplane.bandwidth,
+            cfg.dataplane.max_queue_delay_us * policy::time::US,
         ));
         let view = Arc::new(RwLock::new(ControlView::default()));
 

@@ -25,7 +25,11 @@ use policy::wire::Flow;
 use crate::shared::Shared;
 use crate::snapshot::{PortRole, Snapshot};
 use crate::stats::{bump, DropReason, WorkerStats, MAX_PORTS};
+use policy::bandwidth::{Allocation, GateConfig, Verdict, VnicGate};
 use policy::bond::SelectCtx;
+use policy::time::Nanos;
+
+use crate::delay_ring::{DelayRing, Waiting};
 
 /// Frames per rx burst.
 pub const RX_BURST: usize = 32;
@@ -40,6 +44,17 @@ pub struct WorkerQueues {
     pub tx: Vec<Option<TxQueue>>,
 }
 
+/// Frames a vNIC may have waiting for its allocation.
+pub const DELAY_RING: usize = 256;
+
+/// The bandwidth state of one vNIC this worker polls.
+struct VnicBw {
+    gate: VnicGate,
+    ring: DelayRing,
+    alloc_bits: u64,
+    port: u16,
+}
+
 /// One polling worker.
 pub struct Worker {
     index: usize,
@@ -49,6 +64,13 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     select: SelectCtx,
+    /// Bandwidth state of the vNICs this worker polls, by vNIC index (None for others).
+    bw: Vec<Option<VnicBw>>,
+    /// vNIC indices with a `bw` entry.
+    owned: Vec<u32>,
+    /// TSC → ns: ns = tsc * mult >> 32.
+    tsc_mult: u128,
+    now: Nanos,
 }
 
 impl Worker {
@@ -59,7 +81,30 @@ impl Worker {
         stats: Arc<WorkerStats>,
         shared: Arc<Shared>,
     ) -> Worker {
+        let snap = shared.published.load();
+        let mut bw: Vec<Option<VnicBw>> = (0..snap.vnics.len()).map(|_| None).collect();
+        let mut owned = Vec::new();
+        let gate_cfg = GateConfig { queue_limit_bytes: 256 * 1024, max_delay: shared.max_queue_delay };
+        for q in &queues.rx {
+            if let Some(Some(p)) = snap.ports.get(q.port() as usize) {
+                if let PortRole::Vnic { vnic } = p.role {
+                    let v = &snap.vnics[vnic as usize];
+                    bw[vnic as usize] = Some(VnicBw {
+                        gate: VnicGate::new(gate_cfg, v.shaping, Allocation { rate_bps: u64::MAX >> 24, burst_bytes: 1 << 20, ..Default::default() }),
+                        ring: DelayRing::new(DELAY_RING),
+                        alloc_bits: 0,
+                        port: v.port,
+                    });
+                    owned.push(vnic);
+                }
+            }
+        }
+        let hz = dpdk_sys::Eal::get().map(|e| e.tsc_hz()).unwrap_or(1_000_000_000).max(1);
         Worker {
+            bw,
+            owned,
+            tsc_mult: ((1_000_000_000u128) << 32) / hz as u128,
+            now: 0,
             index,
             queues,
             txbufs: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
@@ -90,6 +135,11 @@ impl Worker {
                 self.stats
                     .generation
                     .store(snap.generation, Ordering::Relaxed);
+            }
+            if self.shared.bandwidth && !self.owned.is_empty() {
+                self.now = ((tsc() as u128 * self.tsc_mult) >> 32) as Nanos;
+                self.refresh_allocations();
+                self.service_queues();
             }
             let mut got = 0;
             for qi in 0..self.queues.rx.len() {
@@ -125,6 +175,11 @@ impl Worker {
         }
         for b in &mut self.txbufs {
             b.free_all();
+        }
+        for v in self.bw.iter_mut().flatten() {
+            while let Some(w) = v.ring.pop() {
+                drop(w.mbuf);
+            }
         }
         self.queues
     }
@@ -192,8 +247,75 @@ impl Worker {
             }
         }
         match up.dist.select(flow, vnic, &mut self.select) {
+            Some(member) if self.shared.bandwidth => self.admit_uplink(vnic, up.members[member], m),
             Some(member) => self.enqueue(up.members[member], m),
             None => self.stats.ports[port as usize].drop_one(DropReason::NoUsableMember),
+        }
+    }
+
+    /// Applies the vNIC's allocation and shaping to a frame bound for the uplink:
+    /// send now, queue (bounded ring, bounded delay) or drop with a reason.
+    #[inline]
+    fn admit_uplink(&mut self, vnic: u32, out_port: u16, m: Mbuf) {
+        let now = self.now;
+        let Some(bw) = self.bw.get_mut(vnic as usize).and_then(|b| b.as_mut()) else {
+            self.enqueue(out_port, m);
+            return;
+        };
+        let len = m.pkt_len();
+        let vport = bw.port;
+        match bw.gate.admit(len, now) {
+            Verdict::Send => self.enqueue(out_port, m),
+            Verdict::Queue => {
+                if let Err(w) = bw.ring.push(Waiting { mbuf: m, since: now, port: out_port }) {
+                    bw.gate.forget_queued(len as u64);
+                    drop(w);
+                    self.stats.ports[vport as usize].drop_one(DropReason::QueueFull);
+                }
+            }
+            Verdict::Drop(r) => self.stats.ports[vport as usize].drop_one(bw_reason(r)),
+        }
+    }
+
+    /// Takes in the control thread's latest allocations for the vNICs we poll, and
+    /// publishes their offered/sent byte counts.
+    fn refresh_allocations(&mut self) {
+        for &v in &self.owned {
+            let sh = &self.shared.vnic_bw[v as usize];
+            let Some(bw) = self.bw[v as usize].as_mut() else { continue };
+            let bits = sh.allocation.load(Ordering::Relaxed);
+            if bits != 0 && bits != bw.alloc_bits {
+                bw.alloc_bits = bits;
+                bw.gate.set_allocation(Allocation::from_bits(bits));
+            }
+            let c = bw.gate.counters();
+            sh.offered_bytes.store(c.offered_bytes, Ordering::Relaxed);
+            sh.sent_bytes.store(c.sent_bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Offers queued frames to their gates, oldest first.
+    fn service_queues(&mut self) {
+        let now = self.now;
+        for i in 0..self.owned.len() {
+            let v = self.owned[i] as usize;
+            loop {
+                let Some(bw) = self.bw[v].as_mut() else { break };
+                let Some((len, since)) = bw.ring.front() else { break };
+                let verdict = bw.gate.poll_queued(len, since, now);
+                let vport = bw.port;
+                match verdict {
+                    Verdict::Queue => break,
+                    Verdict::Send => {
+                        let w = bw.ring.pop().expect("front was Some");
+                        self.enqueue(w.port, w.mbuf);
+                    }
+                    Verdict::Drop(r) => {
+                        drop(bw.ring.pop());
+                        self.stats.ports[vport as usize].drop_one(bw_reason(r));
+                    }
+                }
+            }
         }
     }
 
@@ -296,5 +418,17 @@ impl Worker {
                 self.enqueue(port, m);
             }
         }
+    }
+}
+
+/// The switch's drop counter for a bandwidth drop reason.
+#[inline]
+fn bw_reason(r: policy::bandwidth::DropReason) -> DropReason {
+    use policy::bandwidth::DropReason as B;
+    match r {
+        B::OverShare => DropReason::OverShare,
+        B::OverShaping => DropReason::OverShaping,
+        B::LowerPriorityDegraded => DropReason::LowerPriorityDegraded,
+        B::QueueFull => DropReason::QueueFull,
     }
 }
