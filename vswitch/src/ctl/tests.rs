@@ -480,7 +480,7 @@ fn set_bond_keys_are_typed_by_field() {
         "{e}"
     );
     assert!(set("failback", "sometimes").contains("failback policy"));
-    assert!(set("lacp", "yes").contains("lacp 'yes' must be one of"));
+    assert!(set("lacp", "yes").contains("lacp = 'yes' must be one of off, active, passive"));
     assert!(set("failback_delay_ms", "soon").contains("not a number"));
     assert!(set("notify_switches", "maybe").contains("not true or false"));
     assert!(set("active_order", "nic2").contains("not a member"));
