@@ -381,12 +381,16 @@ pub fn timeline(report: &serde_json::Value, port: usize) -> Vec<(u64, u64)> {
 
 /// Frames a vsperf port received with `ethertype` (e.g. `"0x8035"`).
 pub fn rx_ethertype(report: &serde_json::Value, port: usize, ethertype: &str) -> u64 {
-    report["ports"][port]["rx_by_ethertype"][ethertype].as_u64().unwrap_or(0)
+    report["ports"][port]["rx_by_ethertype"][ethertype]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// Seconds since midnight UTC of a wall-clock time.
 pub fn time_of_day(t: std::time::SystemTime) -> f64 {
-    let d = t.duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
     (d.as_secs() % 86_400) as f64 + d.subsec_nanos() as f64 * 1e-9
 }
 
@@ -457,7 +461,14 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
 }
 
 /// A 64-byte IPv4/UDP frame (checksums zero: nothing on the path verifies them).
-pub fn udp_frame(src: [u8; 6], dst: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+pub fn udp_frame(
+    src: [u8; 6],
+    dst: [u8; 6],
+    src_ip: [u8; 4],
+    dst_ip: [u8; 4],
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
     let mut f = vec![0u8; 64];
     f[0..6].copy_from_slice(&dst);
     f[6..12].copy_from_slice(&src);
@@ -473,4 +484,22 @@ pub fn udp_frame(src: [u8; 6], dst: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4], s
     f[36..38].copy_from_slice(&dport.to_be_bytes());
     f[38..40].copy_from_slice(&30u16.to_be_bytes());
     f
+}
+
+/// `(rx_pkts, tx_pkts)` of every named port, from one `vsctl stats`.
+pub fn ports_rx_tx(dir: &Path, names: &[&str]) -> Vec<(u64, u64)> {
+    let s = vsctl_json(dir, &["stats"]);
+    names
+        .iter()
+        .map(|n| {
+            let p = s["ports"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == *n))
+                .unwrap_or_else(|| panic!("no port {n} in {s}"));
+            (
+                p["rx_pkts"].as_u64().unwrap(),
+                p["tx_pkts"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
