@@ -7,7 +7,10 @@
 //! What is checked, per test:
 //! - link pull during traffic (active-backup, hash-l3l4): after detection nothing
 //!   leaves on the pulled member (the switch's tx counter stops), traffic continues on
-//!   the other one, the outage is measured from the observer's timeline and printed;
+//!   the other one (every frame the switch takes from the VM in a window leaves on the
+//!   surviving member), and the outage is printed three ways (not asserted beyond a
+//!   2 s sanity bound): the switch's logged detection time, the frames lost
+//!   (VM tx minus observed) converted to ms, and the observer's gap;
 //! - failback per policy: immediate, delayed (not at +300 ms, done at +2 s, and never
 //!   before `failback_delay_ms` by the switch's own log), manual (only on
 //!   `vsctl bond/failback`);
@@ -20,7 +23,13 @@
 //! - vm-pinned: each VM leaves on its own member, both on the survivor after a pull
 //!   (crosswise failover, claim 8), and back after failback.
 //!
-//! Timing: the observer's clock is aligned with the test's by the link pull itself:
+//! Timing on a shared 2-core machine is noisy: the VM and the observer are one
+//! `vsperf` process on core 0, which this test process, `ip` and `vsctl` also use, so a
+//! scheduling stall shows up as a gap on both taps (and as frames the VM's ring
+//! refuses when the pacer catches up) without any loss. The loss-based figure is the
+//! most trustworthy one.
+//!
+//! The observer's clock is aligned with the test's by the link pull itself:
 //! af_packet stops receiving on an interface the moment it goes down, so the last
 //! frame the observer saw on the pulled tap marks the pull (± one timeline interval
 //! plus the few ms `ip` takes to start). Detection is also read from the switch's own
