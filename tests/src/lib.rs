@@ -326,3 +326,180 @@ pub fn vsctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the teaming tests (link pulls, failover timing, distribution).
+
+/// Disables IPv6 on a kernel interface, so the kernel itself puts nothing (router and
+/// neighbour solicitations, MLD reports) on a tap whose traffic a test counts.
+pub fn quiet_iface(iface: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6"), "1");
+}
+
+/// Runs `vsctl --format json ARGS` and parses its answer; panics when vsctl fails.
+pub fn vsctl_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--format", "json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = vsctl(dir, &a);
+    assert_eq!(code, 0, "vsctl {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vsctl {args:?}: not JSON ({e}): {out}"))
+}
+
+/// `tx_pkts` of every named port, from one `vsctl stats` (one consistent snapshot).
+pub fn ports_tx(dir: &Path, names: &[&str]) -> Vec<u64> {
+    let s = vsctl_json(dir, &["stats"]);
+    names
+        .iter()
+        .map(|n| {
+            s["ports"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == *n))
+                .and_then(|p| p["tx_pkts"].as_u64())
+                .unwrap_or_else(|| panic!("no port {n} in {s}"))
+        })
+        .collect()
+}
+
+/// `rx_pkts` of a port, from `vsctl stats`.
+pub fn port_rx(dir: &Path, name: &str) -> u64 {
+    let s = vsctl_json(dir, &["stats", "--port", name]);
+    s["ports"][0]["rx_pkts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no rx_pkts for {name} in {s}"))
+}
+
+/// A vsperf port's rx timeline: (end of the interval in ms since the run's start,
+/// frames received in the interval).
+pub fn timeline(report: &serde_json::Value, port: usize) -> Vec<(u64, u64)> {
+    report["ports"][port]["timeline"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no timeline for port {port} (run with --timeline-ms)"))
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap()))
+        .collect()
+}
+
+/// Frames a vsperf port received with `ethertype` (e.g. `"0x8035"`).
+pub fn rx_ethertype(report: &serde_json::Value, port: usize, ethertype: &str) -> u64 {
+    report["ports"][port]["rx_by_ethertype"][ethertype]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Seconds since midnight UTC of a wall-clock time.
+pub fn time_of_day(t: std::time::SystemTime) -> f64 {
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    (d.as_secs() % 86_400) as f64 + d.subsec_nanos() as f64 * 1e-9
+}
+
+/// Seconds since midnight UTC of the RFC 3339 timestamp that starts a `tracing` log
+/// line (`2024-05-01T12:34:56.123456Z  INFO ...`, possibly with ANSI colour codes).
+pub fn log_time_of_day(line: &str) -> Option<f64> {
+    let t = line.find('T')?;
+    let rest = &line[t + 1..];
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))?;
+    let hms: Vec<&str> = rest[..end].split(':').collect();
+    if hms.len() != 3 {
+        return None;
+    }
+    let h: f64 = hms[0].parse().ok()?;
+    let m: f64 = hms[1].parse().ok()?;
+    let s: f64 = hms[2].parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// Lines of `log` that contain every one of `needles`, ANSI colour codes removed.
+pub fn log_lines(log: &str, needles: &[&str]) -> Vec<String> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .collect()
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Writes a classic pcap file (microsecond timestamps, Ethernet link type) holding
+/// `frames`, for `net_pcap0,rx_pcap=FILE`.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut b = Vec::with_capacity(24 + frames.iter().map(|f| 16 + f.len()).sum::<usize>());
+    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&0i32.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&65535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        b.extend_from_slice(&(i as u32 / 1_000_000).to_le_bytes());
+        b.extend_from_slice(&(i as u32 % 1_000_000).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(f);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A 64-byte IPv4/UDP frame (checksums zero: nothing on the path verifies them).
+pub fn udp_frame(
+    src: [u8; 6],
+    dst: [u8; 6],
+    src_ip: [u8; 4],
+    dst_ip: [u8; 4],
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&50u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src_ip);
+    ip[16..20].copy_from_slice(&dst_ip);
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f[38..40].copy_from_slice(&30u16.to_be_bytes());
+    f
+}
+
+/// `(rx_pkts, tx_pkts)` of every named port, from one `vsctl stats`.
+pub fn ports_rx_tx(dir: &Path, names: &[&str]) -> Vec<(u64, u64)> {
+    let s = vsctl_json(dir, &["stats"]);
+    names
+        .iter()
+        .map(|n| {
+            let p = s["ports"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == *n))
+                .unwrap_or_else(|| panic!("no port {n} in {s}"));
+            (
+                p["rx_pkts"].as_u64().unwrap(),
+                p["tx_pkts"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
