@@ -28,4 +28,4 @@ pub mod port;
 
 pub use eal::{Eal, EalError};
 pub use mbuf::{Burst, Mbuf, Mempool};
-pub use port::{Link, Port, PortError, PortInfo, PortStats, RxQueue, TxQueue};
+pub use port::{Link, Port, PortError, PortInfo, PortStats, RxQueue, SharedTxQueue, TxQueue};

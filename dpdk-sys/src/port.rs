@@ -502,3 +502,48 @@ impl Drop for TxQueue {
         TX_CLAIMS[self.port as usize].fetch_and(!(1u64 << self.queue), Ordering::AcqRel);
     }
 }
+
+/// A tx queue several threads may use, one at a time, behind a spin lock: Open
+/// vSwitch's answer for vhost-user guests that enable fewer queue pairs than there
+/// are polling threads. Only used where a queue per thread is impossible; a worker
+/// holds the lock for one `tx_burst` call.
+#[derive(Debug)]
+pub struct SharedTxQueue {
+    lock: std::sync::atomic::AtomicBool,
+    queue: std::cell::UnsafeCell<TxQueue>,
+}
+
+// SAFETY: the inner TxQueue is only reached while `lock` is held (acquire/release), so
+// at most one thread uses it at a time, which is DPDK's requirement for a tx queue.
+unsafe impl Sync for SharedTxQueue {}
+// SAFETY: TxQueue is Send; moving the wrapper moves the queue.
+unsafe impl Send for SharedTxQueue {}
+
+impl SharedTxQueue {
+    /// Wraps a claimed tx queue for sharing.
+    pub fn new(queue: TxQueue) -> SharedTxQueue {
+        SharedTxQueue { lock: std::sync::atomic::AtomicBool::new(false), queue: std::cell::UnsafeCell::new(queue) }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        // SAFETY: port() reads a field that never changes after construction.
+        unsafe { (*self.queue.get()).port() }
+    }
+
+    /// Transmits like [`TxQueue::tx_burst`], spinning until the queue is free.
+    #[inline]
+    pub fn tx_burst<const N: usize>(&self, burst: &mut Burst<N>) -> usize {
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        // SAFETY: we hold the lock, so no other thread has a reference to the queue.
+        let n = unsafe { (*self.queue.get()).tx_burst(burst) };
+        self.lock.store(false, Ordering::Release);
+        n
+    }
+}

@@ -298,3 +298,27 @@ fn bad_config_is_refused_with_a_clear_message() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("bad.toml:3") && e.contains("bogus"), "{e}");
 }
+
+#[test]
+fn two_workers_deliver_to_guests_with_one_queue_pair() {
+    // cores = [0, 1]: two workers. Ports are spread round-robin (nic0→w0, nic1→w1,
+    // vm1→w0, vm2→w1), so VM2's frames to VM1 are sent by worker 1 while VM1's go out
+    // from worker 0: both must reach guests that enabled a single queue pair.
+    let t = Topo::new();
+    let cfg = t.config("server").replace("cores = [1]", "cores = [0, 1]");
+    let sw = start_vswitchd(&t.dir.0, &cfg, &[]);
+    let r = vsperf_run(
+        "vms",
+        &args![
+            "--wait-link", 10, "--duration", 4, "--drain-ms", 300,
+            "--port", t.vm_port(&t.vm1_sock, 0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", VM2, "--count", 2000, "--rate", "10kpps",
+            "--port", t.vm_port(&t.vm2_sock, 1), "--mode", "txonly", "--src-mac", VM2, "--dst-mac", VM1, "--count", 2000, "--rate", "10kpps",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_eq!(rx_from(&r, 1, VM1), sent(&r, 0), "VM1 -> VM2 across workers: {r}");
+    assert_eq!(rx_from(&r, 0, VM2), sent(&r, 1), "VM2 -> VM1 across workers: {r}");
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dpdk_sys::{Eal, Mempool, Port, PortStats};
+use dpdk_sys::{Eal, Mempool, Port, PortStats, SharedTxQueue};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Config, UplinkRef};
@@ -20,7 +20,7 @@ use crate::control::{Control, ControlCmd, ControlView, Topology};
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, PortTotals, WorkerStats, MAX_PORTS};
-use crate::worker::{Worker, WorkerQueues};
+use crate::worker::{TxSlot, Worker, WorkerQueues};
 
 /// Why the switch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,10 @@ impl Switch {
         let main_core = cfg
             .dataplane
             .control_core
-            .or_else(|| (0..1024).find(|c| !cfg.dataplane.cores.contains(c)))
+            .or_else(|| {
+                let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                (0..ncpu).find(|c| !cfg.dataplane.cores.contains(c))
+            })
             .unwrap_or(0);
         let mut args = cfg.eal.args.clone();
         if !args
@@ -117,7 +120,8 @@ impl Switch {
         let mut member_speeds = Vec::new();
         let mut nic_port: Vec<Option<u16>> = vec![None; cfg.nic.len()];
 
-        let open = |what: String, devargs: &str, nb_q: u16| -> Result<Port, SwitchError> {
+        let queue_counts: std::cell::RefCell<std::collections::HashMap<u16, (u16, u16)>> = Default::default();
+        let open = |what: String, devargs: &str, nb_q: u16, vnic: bool| -> Result<Port, SwitchError> {
             let p = Port::attach(eal, devargs).map_err(port_err(what.clone()))?;
             if p.id() as usize >= MAX_PORTS {
                 return Err(SwitchError::Other(format!(
@@ -126,14 +130,23 @@ impl Switch {
                 )));
             }
             let info = p.info().map_err(port_err(what.clone()))?;
-            if info.max_tx_queues < nb_q {
-                return Err(SwitchError::Other(format!(
-                    "{what}: driver {} offers {} tx queues but {} workers need one each; use fewer cores",
-                    info.driver, info.max_tx_queues, nb_q
-                )));
+            // One rx and one tx queue per worker where the device allows it (rx queues
+            // are spread over the workers); a port with fewer tx queues than workers
+            // (vhost-user, whose guest may enable a single queue pair; pcap) gets one
+            // tx queue that the workers share behind a lock.
+            let vhost = info.driver == "net_vhost";
+            let mut nb_tx = if vhost || info.max_tx_queues < nb_q { 1 } else { nb_q };
+            // A vNIC has a single rx queue, so exactly one worker owns its bandwidth
+            // gate and counters.
+            let nb_rx = if vhost || vnic { 1 } else { nb_q.min(info.max_rx_queues.max(1)) };
+            let mut nb_rx = nb_rx;
+            if info.driver == "net_tap" {
+                // The tap PMD wants as many rx as tx queues.
+                nb_tx = if vnic { 1 } else { nb_tx };
+                nb_rx = nb_tx;
             }
-            p.configure(1, nb_q, desc, &pool)
-                .map_err(port_err(what.clone()))?;
+            p.configure(nb_rx, nb_tx, desc, &pool).map_err(port_err(what.clone()))?;
+            queue_counts.borrow_mut().insert(p.id(), (nb_rx, nb_tx));
             Ok(p)
         };
 
@@ -153,6 +166,7 @@ impl Switch {
                     format!("nic '{}'", nic.name),
                     &nic.devargs,
                     n_workers as u16,
+                    false,
                 )?;
                 p.set_promiscuous(true)
                     .map_err(port_err(format!("nic '{}'", nic.name)))?;
@@ -240,7 +254,7 @@ impl Switch {
                             sockets.push(sock.clone());
                         }
                         let d = format!(
-                            "net_vhost{vhost_index},iface={sock},queues={n_workers}{client}"
+                            "net_vhost{vhost_index},iface={sock},queues=1{client}"
                         );
                         vhost_index += 1;
                         d
@@ -252,6 +266,7 @@ impl Switch {
                     format!("vm '{}' vnic '{name}'", vm.name),
                     &devargs,
                     n_workers as u16,
+                    true,
                 )?;
                 let uplink = uplink_index(&v.uplink);
                 let idx = vnics.len() as u32;
@@ -333,14 +348,24 @@ impl Switch {
                 tx: (0..MAX_PORTS).map(|_| None).collect(),
             })
             .collect();
-        for (k, (entry, _)) in ports.iter().enumerate() {
+        let mut next_worker = 0;
+        for (entry, _) in ports.iter() {
             let p = Port::from_id(entry.id);
-            assign[k % n_workers]
-                .rx
-                .push(p.rx_queue(0).map_err(port_err(entry.name.clone()))?);
-            for (w, a) in assign.iter_mut().enumerate() {
-                a.tx[entry.id as usize] =
-                    Some(p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?);
+            let (nb_rx, nb_tx) = queue_counts.borrow().get(&entry.id).copied().unwrap_or((1, 1));
+            for q in 0..nb_rx {
+                assign[next_worker % n_workers].rx.push(p.rx_queue(q).map_err(port_err(entry.name.clone()))?);
+                next_worker += 1;
+            }
+            if (nb_tx as usize) < n_workers {
+                let shared = Arc::new(SharedTxQueue::new(p.tx_queue(0).map_err(port_err(entry.name.clone()))?));
+                for a in assign.iter_mut() {
+                    a.tx[entry.id as usize] = Some(TxSlot::Shared(Arc::clone(&shared)));
+                }
+            } else {
+                for (w, a) in assign.iter_mut().enumerate() {
+                    a.tx[entry.id as usize] =
+                        Some(TxSlot::Own(p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?));
+                }
             }
         }
         let mut workers = Vec::new();

@@ -19,7 +19,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use dpdk_sys::{Burst, Mbuf, RxQueue, TxQueue};
+use dpdk_sys::{Burst, Mbuf, RxQueue, SharedTxQueue, TxQueue};
 use policy::wire::Flow;
 
 use crate::shared::Shared;
@@ -41,7 +41,26 @@ pub struct WorkerQueues {
     /// Rx queues this worker polls.
     pub rx: Vec<RxQueue>,
     /// This worker's tx queue on each port, by port id.
-    pub tx: Vec<Option<TxQueue>>,
+    pub tx: Vec<Option<TxSlot>>,
+}
+
+/// How a worker transmits on a port.
+pub enum TxSlot {
+    /// Its own queue (queue index = worker index): no synchronisation.
+    Own(TxQueue),
+    /// Queue 0 shared by all workers behind a spin lock: vhost-user ports when there
+    /// are several workers, since a guest may enable a single queue pair.
+    Shared(Arc<SharedTxQueue>),
+}
+
+impl TxSlot {
+    #[inline]
+    fn tx_burst<const N: usize>(&mut self, burst: &mut Burst<N>) -> usize {
+        match self {
+            TxSlot::Own(q) => q.tx_burst(burst),
+            TxSlot::Shared(q) => q.tx_burst(burst),
+        }
+    }
 }
 
 /// Frames a vNIC may have waiting for its allocation.
