@@ -161,10 +161,11 @@ impl Proc {
                 Ok(Some(st)) => break st.code(),
                 Ok(None) if t.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
+                    let stacks = thread_stacks(child.id());
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
-                        "{} did not exit within {timeout:?}:\n{}",
+                        "{} did not exit within {timeout:?}:\n{}\nthreads:\n{stacks}",
                         self.name,
                         self.stderr()
                     );
@@ -502,4 +503,20 @@ pub fn ports_rx_tx(dir: &Path, names: &[&str]) -> Vec<(u64, u64)> {
             )
         })
         .collect()
+}
+
+/// Every thread's backtrace of a live process (gdb, when installed), for hang reports.
+pub fn thread_stacks(pid: u32) -> String {
+    Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 12"])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("Thread") || l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_else(|e| format!("(gdb unavailable: {e})"))
 }

@@ -674,3 +674,52 @@ for iface, n in ((sys.argv[1], int(sys.argv[2])), (sys.argv[3], int(sys.argv[4])
     let show = st["control"]["lacp"][0]["status"].as_str().unwrap();
     assert!(show.contains("rx_errors: 50"), "{show}");
 }
+
+/// Issue 6, under load: with the switch's worker core saturated by a pcap replay
+/// (infinite_rx, as fast as the worker can take it) for 60 s, no LACP state flaps on
+/// either side. LACP runs on the control thread's own clock, so a busy worker must not
+/// delay LACPDUs into a partner timeout.
+#[test]
+fn lacp_does_not_flap_with_the_worker_saturated_for_60s() {
+    let _serial = serial();
+    let dir = Scratch::new();
+    let (s0, s1, t0, t1) = (unique("lwS"), unique("lwS"), unique("lwT"), unique("lwT"));
+    let _ifaces = Ifaces(vec![s0.clone(), s1.clone(), t0.clone(), t1.clone()]);
+    let pcap = dir.path("src.pcap");
+    write_pcap(&pcap, [2, 0, 0, 0, 0x0a, 1], [2, 0, 0, 0, 0x0b, 1], 64);
+    let mut pmd = TestPmd::start(&unique("lwtp"), [&t0, &t1]);
+    let vs = start_vswitchd(&dir.0, &switch_config(&unique("lwvs"), [&s0, &s1], &pcap, "", ""), &[]);
+    wire(&s0, &t0);
+    wire(&s1, &t1);
+    pmd.cmd("start");
+    let both_up = |from: usize| {
+        wait_log(&vs, from, &["collecting and distributing", "member=n0"], 1, Duration::from_secs(15))
+            && wait_log(&vs, from, &["collecting and distributing", "member=n1"], 1, Duration::from_secs(15))
+    };
+    assert!(both_up(0), "no bring-up:\n{}", plain(&vs.stderr()));
+    assert!(wait_until(Duration::from_secs(15), || pmd.both_distributing()), "testpmd side did not come up");
+    let mark = vs.stderr().len();
+    let started = Instant::now();
+    let mut checks = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(pmd.both_distributing(), "testpmd's LACP left collecting+distributing after {:?}", started.elapsed());
+        checks += 1;
+    }
+    let log = plain(&vs.stderr()[mark..]);
+    for flap in ["stopped collecting", "partner expired", "partner defaulted", "partner changed", "member down"] {
+        assert!(!log.contains(flap), "LACP flapped under load ({flap}):\n{log}");
+    }
+    drop(pmd);
+    let (code, out) = vs.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    let status = last_json(&out);
+    let src = port_counters(&status, "src");
+    let rx = src["rx_pkts"].as_u64().unwrap();
+    eprintln!(
+        "under load: the worker took {rx} frames from the replay in ~70 s ({:.2} Mpps average); \
+         {checks} checks of testpmd's LACP state, no flap on either side",
+        rx as f64 / 70e6
+    );
+    assert!(rx > 10_000_000, "the worker was not saturated: {rx} frames");
+}
