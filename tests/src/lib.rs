@@ -326,3 +326,33 @@ pub fn vsctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Frames each named vNIC got past its bandwidth gate so far (received minus every
+/// drop), from `vsctl stats`; frames still in its delay ring (≤ 256) count as sent.
+pub fn vnic_sent_frames(dir: &Path, names: &[&str]) -> Vec<u64> {
+    let (code, out, err) = vsctl(dir, &["--format", "json", "stats"]);
+    assert_eq!(code, 0, "vsctl stats: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stats JSON");
+    names
+        .iter()
+        .map(|n| {
+            let p = v["ports"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == *n))
+                .unwrap_or_else(|| panic!("no port {n} in {out}"));
+            let dropped: u64 = p["drops"].as_object().map(|d| d.values().filter_map(|x| x.as_u64()).sum()).unwrap_or(0);
+            p["rx_pkts"].as_u64().unwrap_or(0).saturating_sub(dropped)
+        })
+        .collect()
+}
+
+/// Rates (b/s, for `frame_bytes`-byte frames) at which the named vNICs got past their
+/// gates over the next `window`.
+pub fn vnic_sent_bps(dir: &Path, names: &[&str], frame_bytes: u64, window: Duration) -> Vec<f64> {
+    let a = vnic_sent_frames(dir, names);
+    let t = Instant::now();
+    std::thread::sleep(window);
+    let b = vnic_sent_frames(dir, names);
+    let secs = t.elapsed().as_secs_f64();
+    a.iter().zip(&b).map(|(x, y)| (y - x) as f64 * frame_bytes as f64 * 8.0 / secs).collect()
+}
