@@ -520,3 +520,39 @@ pub fn thread_stacks(pid: u32) -> String {
         })
         .unwrap_or_else(|e| format!("(gdb unavailable: {e})"))
 }
+
+/// Frames each named vNIC got past its bandwidth gate so far (received minus every
+/// drop), from `vsctl stats`; frames still in its delay ring (≤ 256) count as sent
+/// (and may later be dropped, so the count can go down slightly).
+pub fn vnic_sent_frames(dir: &Path, names: &[&str]) -> Vec<u64> {
+    let (code, out, err) = vsctl(dir, &["--format", "json", "stats"]);
+    assert_eq!(code, 0, "vsctl stats: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stats JSON");
+    names
+        .iter()
+        .map(|n| {
+            let p = v["ports"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == *n))
+                .unwrap_or_else(|| panic!("no port {n} in {out}"));
+            let dropped: u64 = p["drops"].as_object().map(|d| d.values().filter_map(|x| x.as_u64()).sum()).unwrap_or(0);
+            p["rx_pkts"].as_u64().unwrap_or(0).saturating_sub(dropped)
+        })
+        .collect()
+}
+
+/// Rates (b/s, for `frame_bytes`-byte frames) at which the named vNICs got past their
+/// gates over the next `window`.
+pub fn vnic_sent_bps(dir: &Path, names: &[&str], frame_bytes: u64, window: Duration) -> Vec<f64> {
+    // Each sample is timed at the middle of its vsctl call (process start-up on a busy
+    // host can take a noticeable part of the window).
+    let t0 = Instant::now();
+    let a = vnic_sent_frames(dir, names);
+    let ta = t0.elapsed() / 2;
+    std::thread::sleep(window);
+    let t1 = Instant::now();
+    let b = vnic_sent_frames(dir, names);
+    let tb = t1.duration_since(t0) + t1.elapsed() / 2;
+    let secs = (tb - ta).as_secs_f64();
+    a.iter().zip(&b).map(|(x, y)| y.saturating_sub(*x) as f64 * frame_bytes as f64 * 8.0 / secs).collect()
+}

@@ -63,8 +63,14 @@ impl TxSlot {
     }
 }
 
+/// An iteration gap above this is a stall (the worker was off the CPU), not work.
+const STALL_MIN: Nanos = 500 * policy::time::US;
+
 /// Frames a vNIC may have waiting for its allocation.
 pub const DELAY_RING: usize = 256;
+
+/// The longest worker stall a backlogged vNIC is credited for (see [`VnicBw::stall`]).
+pub const MAX_STALL_CREDIT: Nanos = 20 * policy::time::MS;
 
 /// The bandwidth state of one vNIC this worker polls.
 struct VnicBw {
@@ -72,6 +78,28 @@ struct VnicBw {
     ring: DelayRing,
     alloc_bits: u64,
     port: u16,
+    /// Extra bucket depth, in ns of the allocated rate, granted after this worker was
+    /// off the CPU while the vNIC had frames waiting (0: none).
+    ///
+    /// The gate's bucket is only `burst_time` (2 ms) deep, so a worker descheduled for
+    /// longer (4–8 ms time slices on a shared host) forfeited the excess of the
+    /// vNIC's allocation although the vNIC was backlogged all along: measured, a vNIC
+    /// allocated 2 Gb/s sent 1.6 Gb/s. Credit earned while *backlogged* is not the
+    /// vNIC's to lose; the depth is deepened by the stall (at most
+    /// [`MAX_STALL_CREDIT`]) until the credit is spent or the stall's length has
+    /// passed again, then the allocation's own depth is restored.
+    stall: Nanos,
+    /// When the stall credit expires.
+    stall_until: Nanos,
+}
+
+impl VnicBw {
+    /// Sets the gate's rate and depth from the current allocation plus stall credit.
+    fn apply(&mut self) {
+        let a = Allocation::from_bits(self.alloc_bits);
+        let extra = (a.rate_bps as u128 * self.stall as u128 / 8_000_000_000) as u64;
+        self.gate.set_allocation(Allocation { burst_bytes: a.burst_bytes.saturating_add(extra), ..a });
+    }
 }
 
 /// One polling worker.
@@ -113,6 +141,8 @@ impl Worker {
                         ring: DelayRing::new(DELAY_RING),
                         alloc_bits: 0,
                         port: v.port,
+                        stall: 0,
+                        stall_until: 0,
                     });
                     owned.push(vnic);
                 }
@@ -156,8 +186,9 @@ impl Worker {
                     .store(snap.generation, Ordering::Relaxed);
             }
             if self.shared.bandwidth && !self.owned.is_empty() {
+                let prev = self.now;
                 self.now = ((tsc() as u128 * self.tsc_mult) >> 32) as Nanos;
-                self.refresh_allocations();
+                self.refresh_allocations(self.now.saturating_sub(prev));
                 self.service_queues();
             }
             let mut got = 0;
@@ -296,16 +327,37 @@ impl Worker {
         }
     }
 
-    /// Takes in the control thread's latest allocations for the vNICs we poll, and
-    /// publishes their offered/sent byte counts.
-    fn refresh_allocations(&mut self) {
+    /// Takes in the control thread's latest allocations for the vNICs we poll, grants
+    /// or ends stall credit (`gap`: time since the previous iteration), and publishes
+    /// their offered/sent byte counts.
+    fn refresh_allocations(&mut self, gap: Nanos) {
+        let now = self.now;
         for &v in &self.owned {
             let sh = &self.shared.vnic_bw[v as usize];
             let Some(bw) = self.bw[v as usize].as_mut() else { continue };
             let bits = sh.allocation.load(Ordering::Relaxed);
+            let mut changed = false;
             if bits != 0 && bits != bw.alloc_bits {
                 bw.alloc_bits = bits;
-                bw.gate.set_allocation(Allocation::from_bits(bits));
+                changed = true;
+            }
+            if bw.alloc_bits != 0 {
+                let normal = Allocation::from_bits(bw.alloc_bits).burst_bytes;
+                if !bw.ring.is_empty() && gap > STALL_MIN {
+                    // Off the CPU with frames waiting: keep what the stall earned.
+                    bw.stall = (bw.stall + gap).min(MAX_STALL_CREDIT);
+                    bw.stall_until = now + gap;
+                    changed = true;
+                } else if bw.stall > 0
+                    && (now > bw.stall_until || bw.gate.time_until(normal.min(u32::MAX as u64) as u32, now) != Some(0))
+                {
+                    // Credit spent (below the normal depth: restoring loses nothing) or expired.
+                    bw.stall = 0;
+                    changed = true;
+                }
+            }
+            if changed {
+                bw.apply();
             }
             let c = bw.gate.counters();
             sh.offered_bytes.store(c.offered_bytes, Ordering::Relaxed);

@@ -1,0 +1,431 @@
+//! Issue 5 end to end: per-vNIC shares, priority, degraded bonds and shaping measured
+//! on a running `vswitchd` with real DPDK ports ([0091]–[0097], [0090], [0116],
+//! claim 30). Sources are `net_pcap` vNICs replaying a pcap forever (they saturate
+//! anything) and a `vsperf` VM on vhost-user (it can stop and be paced). Rates are
+//! measured as the frames each vNIC got past its gate (`vsctl stats`: received minus
+//! drops) over a window. The machine is small and shared, so shares are asserted
+//! within ±5 points and the measured numbers are printed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tests::*;
+
+/// Frame size (bytes without FCS) of the shaping and cost tests: small frames, many
+/// per second.
+const FRAME: u64 = 64;
+/// Frame size of the tests whose uplinks are taps: 200 Mb/s of 64-byte frames (one
+/// `write` each) would make the worker CPU-bound on the kernel, not on its allocation.
+const BIG: u64 = 1000;
+
+fn pcap(dir: &Path, n: u8, size: u64) -> String {
+    let path = dir.join(format!("vm{n}.pcap"));
+    let mac = format!("02:00:00:00:00:0{n}");
+    let st = std::process::Command::new(bin("vsperf"))
+        .args(["gen-pcap", "--out"])
+        .arg(&path)
+        .args([
+            "--src-mac",
+            &mac,
+            "--dst-mac",
+            "02:00:00:00:00:99",
+            "--flows",
+            "64",
+            "--size",
+            &size.to_string(),
+        ])
+        .output()
+        .expect("vsperf gen-pcap");
+    assert!(st.status.success(), "gen-pcap failed");
+    path.display().to_string()
+}
+
+fn pcap_vnic(dir: &Path, n: u8, pcap_idx: u8, uplink: &str, size: u64) -> String {
+    format!(
+        "  [[vm.vnic]]\n  devargs = \"net_pcap{pcap_idx},rx_pcap={},infinite_rx=1\"\n  mac = \"02:00:00:00:00:0{n}\"\n  uplink = \"{uplink}\"\n",
+        pcap(dir, n, size)
+    )
+}
+
+fn pct(x: f64, of: f64) -> f64 {
+    100.0 * x / of
+}
+
+fn assert_near(what: &str, got: f64, want: f64, tol: f64) {
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: measured {got:.1}, expected {want:.1} ± {tol}"
+    );
+}
+
+fn sum(v: &[f64]) -> f64 {
+    v.iter().sum()
+}
+
+/// Scenarios 1–4: shares 2000/2000/1000 on a bond of two 100 Mb/s tap NICs; the first
+/// vNIC is a vsperf VM (saturating, stopped, then paced at 20 %), the others replay
+/// pcaps; finally one member fails and the capacity halves ([0116]).
+#[test]
+fn shares_split_a_saturated_bond_and_follow_demand_and_capacity() {
+    let dir = Scratch::new();
+    let sock = dir.path("vm1.sock").display().to_string();
+    let (ta, tb) = (unique("bwa"), unique("bwb"));
+    let config = format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_tap0,iface={ta}"
+speed_mbps = 100
+[[nic]]
+name = "nic1"
+devargs = "net_tap1,iface={tb}"
+speed_mbps = 100
+[[bond]]
+name = "bond0"
+mode = "hash-l3l4"
+members = ["nic0", "nic1"]
+[[vm]]
+name = "vm1"
+shares = 2000
+  [[vm.vnic]]
+  socket = "{sock}"
+  vhost_mode = "server"
+  mac = "02:00:00:00:00:01"
+  uplink = "bond0"
+[[vm]]
+name = "vm2"
+shares = 2000
+{v2}[[vm]]
+name = "vm3"
+shares = 1000
+{v3}"#,
+        prefix = unique("bw1"),
+        v2 = pcap_vnic(&dir.0, 2, 0, "bond0", BIG),
+        v3 = pcap_vnic(&dir.0, 3, 1, "bond0", BIG),
+    );
+    let sw = start_vswitchd(&dir.0, &config, &[]);
+    let names = ["vm1.0", "vm2.0", "vm3.0"];
+    let cap = 200e6;
+    let vm = |rate: &str| {
+        vsperf(
+            "vm1",
+            &args![
+                "--wait-link",
+                10,
+                "--duration",
+                12,
+                "--port",
+                format!("net_virtio_user0,path={sock},queues=1"),
+                "--mode",
+                "txonly",
+                "--src-mac",
+                "02:00:00:00:00:01",
+                "--dst-mac",
+                "02:00:00:00:00:99",
+                "--rate",
+                rate,
+                "--size",
+                BIG
+            ],
+        )
+    };
+
+    // 1. All three saturate: 40/40/20 % of the capacity.
+    let src = vm("max");
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = measure(&dir.0, &names, cap, "scenario 1");
+    let _ = src.stop(Duration::from_secs(30));
+    let p: Vec<f64> = r.iter().map(|x| pct(*x, sum(&r))).collect();
+    eprintln!(
+        "scenario 1 (all saturate): Mb/s {:.1?}, split % {:.1?}, total {:.1} % of 200 Mb/s",
+        mb(&r),
+        p,
+        pct(sum(&r), cap)
+    );
+    // 2. The first stops: 0/66.7/33.3.
+    std::thread::sleep(Duration::from_millis(500));
+    let r2 = measure(&dir.0, &names, cap, "scenario 2");
+    let p2: Vec<f64> = r2.iter().map(|x| pct(*x, sum(&r2))).collect();
+    eprintln!(
+        "scenario 2 (first stops): Mb/s {:.1?}, split % {:.1?}, total {:.1} %",
+        mb(&r2),
+        p2,
+        pct(sum(&r2), cap)
+    );
+    // 3. The first sends only 20 % of the capacity: the rest is 53.3/26.7.
+    let src = vm("40mbps");
+    std::thread::sleep(Duration::from_millis(1500));
+    let r3 = measure(&dir.0, &names, cap, "scenario 3");
+    let _ = src.stop(Duration::from_secs(30));
+    let p3: Vec<f64> = r3.iter().map(|x| pct(*x, cap)).collect();
+    eprintln!(
+        "scenario 3 (first at 20 %): Mb/s {:.1?}, % of capacity {:.1?}",
+        mb(&r3),
+        p3
+    );
+    // 4. A member fails: the capacity halves and the shares still hold ([0116]).
+    std::thread::sleep(Duration::from_millis(300));
+    set_link(&tb, false);
+    std::thread::sleep(Duration::from_millis(700));
+    let r4 = measure(&dir.0, &names, cap / 2.0, "scenario 4");
+    let p4: Vec<f64> = r4.iter().map(|x| pct(*x, cap / 2.0)).collect();
+    eprintln!(
+        "scenario 4 (member down): Mb/s {:.1?}, % of halved capacity {:.1?}",
+        mb(&r4),
+        p4
+    );
+    let (code, out) = sw.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+
+    // The pcap vNICs always saturate; the vsperf VM may dip below its share when the
+    // host deschedules it, and then keeps what it sends while the others split the rest.
+    assert!(
+        p[0] <= 45.0,
+        "scenario 1: vNIC 1 above its share: {:.1}",
+        p[0]
+    );
+    assert_near(
+        "scenario 1 vNIC 2 share of vNICs 2+3",
+        pct(r[1], r[1] + r[2]),
+        66.7,
+        5.0,
+    );
+    if p[0] >= 35.0 {
+        for (i, want) in [40.0, 40.0, 20.0].iter().enumerate() {
+            assert_near(&format!("scenario 1 vNIC {}", i + 1), p[i], *want, 5.0);
+        }
+    }
+    assert!(
+        pct(sum(&r), cap) > 85.0,
+        "scenario 1: the bond is not saturated: {:.1} %",
+        pct(sum(&r), cap)
+    );
+    assert!(
+        pct(r2[0], cap) < 1.0,
+        "scenario 2: the stopped VM still sends"
+    );
+    assert_near("scenario 2 vNIC 2", p2[1], 66.7, 5.0);
+    assert_near("scenario 2 vNIC 3", p2[2], 33.3, 5.0);
+    assert!(
+        pct(sum(&r2), cap) > 85.0,
+        "scenario 2: the freed share was not reused"
+    );
+    // The paced VM is under its share and keeps all it sends; the others split what
+    // it leaves 2:1 (53.3/26.7 % of the capacity when it sends exactly 20 %).
+    assert!(p3[0] > 1.0, "scenario 3: the paced VM got nothing");
+    assert_near(
+        "scenario 3 vNIC 2 share of vNICs 2+3",
+        pct(r3[1], r3[1] + r3[2]),
+        66.7,
+        5.0,
+    );
+    assert!(
+        pct(sum(&r3), cap) > 85.0,
+        "scenario 3: the capacity the first left was not reused"
+    );
+    assert_near("scenario 4 vNIC 2", p4[1], 66.7, 6.0);
+    assert_near("scenario 4 vNIC 3", p4[2], 33.3, 6.0);
+    assert!(
+        pct(sum(&r4), cap / 2.0) < 105.0,
+        "scenario 4: more than the halved capacity was allocated"
+    );
+}
+
+/// Measures like [`vnic_sent_bps`], up to three windows, until the vNICs together
+/// reach 85 % of `cap`: on this shared 2-core host the worker (or a vsperf VM) is
+/// sometimes descheduled for tens of ms, and a window that did not fill the uplink
+/// tells nothing about the split. Every window is printed.
+fn measure(dir: &Path, names: &[&str], cap: f64, what: &str) -> Vec<f64> {
+    let mut best = Vec::new();
+    for attempt in 0..3 {
+        let r = vnic_sent_bps(dir, names, BIG, Duration::from_millis(2000));
+        eprintln!("  {what} window {attempt}: Mb/s {:.1?}", mb(&r));
+        if sum(&r) >= sum(&best) {
+            best = r;
+        }
+        if sum(&best) >= 0.85 * cap {
+            break;
+        }
+    }
+    best
+}
+
+fn mb(r: &[f64]) -> Vec<f64> {
+    r.iter().map(|x| x / 1e6).collect()
+}
+
+/// Scenario 5 (claim 30): a high- and a low-priority vNIC saturate a bond; a member
+/// fails and the degraded bond drops the lower priority's traffic so the high one
+/// keeps ≥ 95 % of what is left; after failback both are served again.
+#[test]
+fn degraded_bond_sheds_the_lower_priority() {
+    let dir = Scratch::new();
+    let (ta, tb) = (unique("bwc"), unique("bwd"));
+    let config = format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_tap0,iface={ta}"
+speed_mbps = 50
+[[nic]]
+name = "nic1"
+devargs = "net_tap1,iface={tb}"
+speed_mbps = 50
+[[bond]]
+name = "bond0"
+mode = "hash-l3l4"
+members = ["nic0", "nic1"]
+degraded = "drop-lower-priority"
+[[vm]]
+name = "vm1"
+priority = 8
+{v1}[[vm]]
+name = "vm2"
+priority = 2
+{v2}"#,
+        prefix = unique("bw5"),
+        v1 = pcap_vnic(&dir.0, 1, 0, "bond0", BIG),
+        v2 = pcap_vnic(&dir.0, 2, 1, "bond0", BIG),
+    );
+    let sw = start_vswitchd(&dir.0, &config, &[]);
+    let names = ["vm1.0", "vm2.0"];
+    let window = Duration::from_millis(2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = vnic_sent_bps(&dir.0, &names, BIG, window);
+    set_link(&tb, false);
+    std::thread::sleep(Duration::from_millis(500));
+    let failed = vnic_sent_bps(&dir.0, &names, BIG, window);
+    set_link(&tb, true);
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = vnic_sent_bps(&dir.0, &names, BIG, window);
+    let (code, out) = sw.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+    let status = last_json(&out);
+    let shed = drops(port_counters(&status, "vm2.0"), "lower_priority_degraded");
+    eprintln!(
+        "scenario 5: Mb/s before {:.2?}, one member down {:.2?} (high {:.1} % of 50 Mb/s), after failback {:.2?}; low-priority frames shed: {shed}",
+        mb(&before),
+        mb(&failed),
+        pct(failed[0], 50e6),
+        mb(&after)
+    );
+    assert!(
+        before[1] > 0.0 && after[1] > 0.0,
+        "the low priority must be served when not degraded"
+    );
+    assert!(
+        pct(failed[0], 50e6) >= 95.0,
+        "high priority got {:.1} % of the remaining capacity",
+        pct(failed[0], 50e6)
+    );
+    assert!(
+        pct(failed[1], 50e6) < 2.0,
+        "low priority still sends {:.1} % while degraded",
+        pct(failed[1], 50e6)
+    );
+    assert!(shed > 0, "no lower_priority_degraded drops");
+    assert!(
+        pct(sum(&after), 100e6) > 85.0,
+        "after failback the bond is not used: {:.2?}",
+        mb(&after)
+    );
+}
+
+/// Scenario 6 ([0090]): average 100 Mb/s, peak 200 Mb/s, burst 1 MB against a vNIC
+/// offering far more: the long-run rate is the average within ±3 % (over 5 s).
+#[test]
+fn shaping_holds_the_average_rate() {
+    let dir = Scratch::new();
+    let config = format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_null0,no-rx=1"
+speed_mbps = 10000
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  devargs = "net_pcap0,rx_pcap={p},infinite_rx=1"
+  mac = "02:00:00:00:00:01"
+  uplink = "nic0"
+  average_bps = 100000000
+  peak_bps = 200000000
+  burst_bytes = 1000000
+"#,
+        prefix = unique("bw6"),
+        p = pcap(&dir.0, 1, FRAME),
+    );
+    let sw = start_vswitchd(&dir.0, &config, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let r = vnic_sent_bps(&dir.0, &["vm1.0"], FRAME, Duration::from_secs(6));
+    let (code, out) = sw.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+    let shaped = drops(port_counters(&last_json(&out), "vm1.0"), "over_shaping");
+    eprintln!(
+        "scenario 6: shaped rate over 5 s {:.2} Mb/s (target 100); over_shaping drops {shaped}",
+        r[0] / 1e6
+    );
+    assert_near("shaped rate, % of average", pct(r[0], 100e6), 100.0, 3.0);
+    assert!(shaped > 0, "the excess was not dropped as over_shaping");
+}
+
+/// The policy's cost: one pcap vNIC into a NIC far faster than it can fill, with the
+/// bandwidth policy off and on; Mpps both ways.
+#[test]
+fn bandwidth_policy_cost() {
+    let dir = Scratch::new();
+    let p = pcap(&dir.0, 1, FRAME);
+    let mpps = |on: bool| {
+        let config = format!(
+            r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+bandwidth = {on}
+[[nic]]
+name = "nic0"
+devargs = "net_null0,no-rx=1"
+speed_mbps = 100000
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  devargs = "net_pcap0,rx_pcap={p},infinite_rx=1"
+  mac = "02:00:00:00:00:01"
+  uplink = "nic0"
+"#,
+            prefix = unique("bwc"),
+        );
+        let sw = start_vswitchd(&dir.0, &config, &[]);
+        std::thread::sleep(Duration::from_millis(500));
+        let r = vnic_sent_bps(&dir.0, &["vm1.0"], 1, Duration::from_millis(2500));
+        let (code, out) = sw.stop(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{out}");
+        r[0] / 8.0 / 1e6
+    };
+    let off = mpps(false);
+    let on = mpps(true);
+    eprintln!(
+        "policy cost: bandwidth=false {off:.2} Mpps, bandwidth=true {on:.2} Mpps, ratio {:.3}",
+        on / off
+    );
+    assert!(off > 0.1 && on > 0.1, "no traffic: off {off} on {on}");
+    // The shared 2-core machine makes single runs noisy; a gross regression still shows.
+    assert!(
+        on / off > 0.6,
+        "the bandwidth policy costs {:.0} %",
+        100.0 * (1.0 - on / off)
+    );
+}
