@@ -271,6 +271,7 @@ run_testpmd() {
 
 # ---------------------------------------------------------------- Open vSwitch
 OVS_DIR=$OUT/ovs
+export OVS_RUNDIR=$OVS_DIR  # keep the bridge sockets private too
 OVSBIN=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
 ovs_vsctl() { ovs-vsctl --db="unix:$OVS_DIR/db.sock" --timeout=30 "$@"; }
 ovs_appctl() { ovs-appctl --target="$OVS_DIR/ovs-vswitchd.ctl" "$@"; }
@@ -290,7 +291,7 @@ run_ovs() {
         1|4) src=$(pcap $VM1 $EXT "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
         3a) src=$(pcap $EXT $VM1 "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
         3b) src=$(pcap $VM1 $VM2 "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
-        2) echo "FAIL case 2 not wired for OVS"; return ;;
+        2) port0=vhost ;;
     esac
     rm -rf "$OVS_DIR"; mkdir -p "$OVS_DIR"
     ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
@@ -305,8 +306,13 @@ run_ovs() {
     ovs_vsctl add-br br0 -- set bridge br0 datapath_type=netdev
     local sinkdev sink
     case $c in
-        1|4)
-            ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdk "options:dpdk-devargs=$port0"
+        1|2|4)
+            if [ "$c" = 2 ]; then
+                # a vhost-user server port: the socket is $OVS_RUNDIR/vm1
+                ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdkvhostuser
+            else
+                ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdk "options:dpdk-devargs=$port0"
+            fi
             ovs_vsctl add-bond br0 bond0 n0 n1 bond_mode=balance-slb \
                 -- set Interface n0 type=dpdk options:dpdk-devargs=net_null0,no-rx=1 \
                 -- set Interface n1 type=dpdk options:dpdk-devargs=net_null1,no-rx=1
@@ -323,11 +329,18 @@ run_ovs() {
             sleep 1; ovs_appctl fdb/add br0 vm2 0 $VM2 >/dev/null; sink="vm2" ;;
     esac
     ovs_tx() { local s=0 i v; for i in $sink; do v=$(ovs_vsctl get Interface "$i" statistics:tx_packets 2>/dev/null || echo 0); s=$((s + v)); done; echo $s; }
+    if [ "$c" = 2 ]; then
+        local i
+        for i in $(seq 1 100); do [ -S "$OVS_DIR/vm1" ] && break; sleep 0.1; done
+        start_generator "$sz" "$OVS_DIR/vm1" "vsg$$"
+        sleep 2
+    fi
     sleep 2
     ovs_appctl dpif-netdev/pmd-stats-clear >/dev/null
     local t0 n0 t1 n1 cpp
     t0=$(now); n0=$(ovs_tx); sleep "$DURATION"; t1=$(now); n1=$(ovs_tx)
     cpp=$(ovs_appctl dpif-netdev/pmd-stats-show | awk -F: '/processing cycles per packet|avg processing cycles per packet/ {gsub(/[^0-9.]/, "", $2); print int($2); exit}')
+    [ "$c" = 2 ] && stop_generator
     ovs_stop
     awk -v n0="$n0" -v n1="$n1" -v t0="$t0" -v t1="$t1" -v cpp="${cpp:--}" \
         'BEGIN { if (n1 <= n0) print "FAIL no traffic"; else printf "%.3f %s\n", (n1 - n0) / (t1 - t0) / 1e6, cpp }'
@@ -365,7 +378,6 @@ for sz in $SIZES; do
         fi
         for r in $(seq 1 "$REPS"); do
             for p in $PEERS; do
-                [ "$p" = ovs ] && [ "$c" = 2 ] && continue
                 case $p in
                     switch) res=$(run_switch "$c" "$sz") ;;
                     testpmd) res=$(run_testpmd "$c" "$sz") ;;

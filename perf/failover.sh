@@ -6,7 +6,7 @@
 # (failback immediate). The same vsperf process observes each tap from the kernel side
 # with net_af_packet and records its rx timeline every 10 ms. At t=2 s the active member
 # is pulled (`ip link set TAP down`), at t=4 s restored, the run ends at t=6 s.
-# Writes OUT.svg (default docs/failover.svg) and OUT.json (the raw vsperf report).
+# Writes OUT.svg (default docs/failover.svg); the raw vsperf report goes to /tmp/failover-run.json.
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
@@ -71,7 +71,7 @@ wait "$VP" || { cat "$DIR/run.err" >&2; exit 1; }
 kill -TERM "$SW"; wait "$SW"
 rel() { awk -v a="$1" -v b="$T0" 'BEGIN { printf "%.3f", a - b }'; }
 D=$(rel "$T_DOWN"); U=$(rel "$T_UP")
-cp "$DIR/run.json" "${SVG%.svg}.json"
+cp "$DIR/run.json" "/tmp/failover-run.json"  # the raw vsperf report
 "$BIN/vsperf" plot-timeline --report "$DIR/run.json" --out "$SVG" \
     --port 1 --label "nic0 ($A, active)" --port 2 --label "nic1 ($B, backup)" \
     --mark "$D=nic0 down" --mark "$U=nic0 up" \
