@@ -203,14 +203,14 @@ run_switch() {
     local sw=$!
     PIDS+=("$sw")
     local i
-    for i in $(seq 1 300); do
+    for i in $(seq 1 600); do
         grep -q "switch started" "$err" && break
         kill -0 "$sw" 2>/dev/null || break
         sleep 0.1
     done
     if ! grep -q "switch started" "$err"; then
-        wait "$sw" 2>/dev/null
-        echo "FAIL $(grep -v '^\s*$' "$err" | tail -1)"
+        kill -KILL "$sw" 2>/dev/null; wait "$sw" 2>/dev/null
+        echo "FAIL vswitchd did not start: $(grep -v '^\s*$' "$err" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
         return
     fi
     [ "$c" = 2 ] && start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
@@ -221,7 +221,11 @@ run_switch() {
     local cpp
     cpp=$("$BIN/vsctl" --socket "$OUT/vswitchd.ctl" --format json pmd-stats-show | jq '.[0].cycles_per_pkt | floor')
     [ "$c" = 2 ] && stop_generator
-    kill -TERM "$sw"; wait "$sw"; local rc=$?
+    kill -TERM "$sw"
+    # A daemon that does not stop within 30 s is killed and the run counts as failed.
+    for i in $(seq 1 300); do kill -0 "$sw" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$sw" 2>/dev/null
+    wait "$sw"; local rc=$?
     local leak
     leak=$(jq -r '.mbufs_in_use_at_exit' "$OUT/sw.json" 2>/dev/null || echo "?")
     if [ "$rc" != 0 ] || [ "$leak" != 0 ]; then
@@ -246,7 +250,7 @@ run_testpmd() {
     local log="$OUT/tp-$c-$sz.log" warm=2
     [ "$c" = 2 ] && warm=4
     # stats every second; the forwarding lcore is 1 (lcore 0 is the main lcore).
-    timeout -s INT $((DURATION + warm + 3)) stdbuf -oL "$TESTPMD" -l 0,1 $EAL_COMMON \
+    timeout -s INT $((DURATION + warm + 5)) stdbuf -oL "$TESTPMD" -l 0,1 $EAL_COMMON \
         --file-prefix "tpb$$" --vdev "$vdev0" --vdev net_null0,no-rx=1 -- \
         --forward-mode=io --stats-period 1 --no-lsc-interrupt --total-num-mbufs=16384 \
         --mbuf-size=2176 >"$log" 2>&1 &
@@ -296,13 +300,13 @@ run_ovs() {
     rm -rf "$OVS_DIR"; mkdir -p "$OVS_DIR"
     ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
     ovsdb-server "$OVS_DIR/conf.db" --remote="punix:$OVS_DIR/db.sock" --pidfile="$OVS_DIR/ovsdb.pid" \
-        --unixctl="$OVS_DIR/ovsdb.ctl" --log-file="$OVS_DIR/ovsdb.log" --detach || { echo "FAIL ovsdb-server"; return; }
+        --unixctl="$OVS_DIR/ovsdb.ctl" --log-file="$OVS_DIR/ovsdb.log" -vconsole:off --detach || { echo "FAIL ovsdb-server"; return; }
     ovs_vsctl --no-wait init
     ovs_vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true \
         "other_config:dpdk-extra=--no-huge --legacy-mem -m 2048 --no-pci --no-telemetry --file-prefix=ovsb$$" \
         other_config:pmd-cpu-mask=0x2 other_config:dpdk-lcore-mask=0x1
     "$OVSBIN" "unix:$OVS_DIR/db.sock" --pidfile="$OVS_DIR/vswitchd.pid" --unixctl="$OVS_DIR/ovs-vswitchd.ctl" \
-        --log-file="$OVS_DIR/vswitchd.log" --detach || { echo "FAIL ovs-vswitchd"; ovs_stop; return; }
+        --log-file="$OVS_DIR/vswitchd.log" -vconsole:off --detach || { echo "FAIL ovs-vswitchd"; ovs_stop; return; }
     ovs_vsctl add-br br0 -- set bridge br0 datapath_type=netdev
     local sinkdev sink
     case $c in
