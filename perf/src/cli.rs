@@ -70,6 +70,43 @@ pub enum Cmd {
     /// Write a pcap of N flows (no DPDK), for `net_pcap0,rx_pcap=FILE,infinite_rx=1`.
     #[command(after_long_help = GEN_EXAMPLES)]
     GenPcap(GenPcapArgs),
+    /// Draw the `timeline` of a `vsperf run --timeline-ms N --json` report as an SVG chart (no DPDK).
+    #[command(after_long_help = PLOT_EXAMPLES)]
+    PlotTimeline(PlotArgs),
+}
+
+const PLOT_EXAMPLES: &str = "\
+Examples:
+  vsperf plot-timeline --report run.json --out failover.svg --port 1 --label nic0 --port 2 --label nic1 \\
+      --mark 2.0='nic0 down' --mark 4.0='nic0 up' --title 'Failover under load'";
+
+/// `vsperf plot-timeline` arguments.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The JSON report (`vsperf run ... --timeline-ms N --json` stdout). e.g. `--report run.json`
+    #[arg(long)]
+    pub report: PathBuf,
+    /// Output SVG file. e.g. `--out docs/failover.svg`
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Port index to draw, repeatable [default: every port with a timeline]. e.g. `--port 1`
+    #[arg(long)]
+    pub port: Vec<usize>,
+    /// Legend text of the n-th `--port`, repeatable. e.g. `--label nic0`
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// A vertical marker, SECS=TEXT, repeatable. e.g. `--mark '2.0=link down'`
+    #[arg(long)]
+    pub mark: Vec<String>,
+    /// Chart title. e.g. `--title 'Failover under load'`
+    #[arg(long, default_value = "")]
+    pub title: String,
+    /// Width in pixels. e.g. `--width 1000`
+    #[arg(long, default_value_t = 900)]
+    pub width: u32,
+    /// Height in pixels. e.g. `--height 400`
+    #[arg(long, default_value_t = 420)]
+    pub height: u32,
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -525,6 +562,8 @@ pub enum Parsed {
     Run(RunConfig),
     /// Write a pcap.
     GenPcap(GenPcapArgs),
+    /// Draw a timeline.
+    PlotTimeline(PlotArgs),
 }
 
 /// Parses a full argv (argv[0] first). Help and clap usage errors are returned as
@@ -542,6 +581,7 @@ where
             r.into_config(sub).map(Parsed::Run)
         }
         Cmd::GenPcap(g) => Ok(Parsed::GenPcap(g)),
+        Cmd::PlotTimeline(a) => Ok(Parsed::PlotTimeline(a)),
     })
 }
 
@@ -553,7 +593,7 @@ mod tests {
         let argv = std::iter::once("vsperf").chain(args.split_whitespace());
         match parse(argv) {
             Ok(Ok(Parsed::Run(c))) => Ok(c),
-            Ok(Ok(Parsed::GenPcap(_))) => panic!("not run"),
+            Ok(Ok(_)) => panic!("not run"),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(e.to_string()),
         }

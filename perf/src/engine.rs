@@ -398,6 +398,11 @@ fn run_ports(
     let mut rx = Burst::<MAX_BURST>::new();
     let mut tx = Burst::<MAX_BURST>::new();
     let start = rdtsc();
+    if !cfg.quiet {
+        // Scripts align external events (a link pull) with the timeline on this line.
+        let _ = writeln!(log, "vsperf: traffic started");
+        let _ = log.flush();
+    }
     for st in states.iter_mut() {
         st.pacer = Pacer::new(
             st.tpl.as_ref().and_then(|t| st.cfg.rate.pps(t.frame_len())),

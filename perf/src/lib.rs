@@ -11,6 +11,7 @@
 //! ```text
 //! vsperf run [EAL options] [run options] [per-port defaults] (--port DEVARGS [per-port options])...
 //! vsperf gen-pcap --out FILE --src-mac M --dst-mac M [--size 64] [--flows N] [--proto udp|tcp] ...
+//! vsperf plot-timeline --report RUN.json --out FILE.svg [--port I [--label L]]... [--mark SECS=TEXT]...
 //! ```
 //!
 //! EAL options: `--file-prefix P` (default `vsperf<pid>`; unique per DPDK process),
@@ -48,7 +49,9 @@
 //! # Output
 //!
 //! Human-readable statistics go to stderr (every `--stats-period` seconds, and a
-//! testpmd-style block at the end). With `--json`, stdout carries exactly one JSON
+//! testpmd-style block at the end). Unless `-q`, the line `vsperf: traffic started`
+//! on stderr marks time 0 of the run (and of the `timeline`), so scripts can align
+//! external events with it. With `--json`, stdout carries exactly one JSON
 //! object, a [`report::Report`]:
 //!
 //! ```json
@@ -83,6 +86,7 @@ pub mod counters;
 pub mod engine;
 pub mod frame;
 pub mod pcap;
+pub mod plot;
 pub mod rate;
 pub mod report;
 
@@ -97,4 +101,47 @@ pub fn gen_pcap(a: &cli::GenPcapArgs) -> Result<usize, String> {
         .map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
     std::io::Write::flush(&mut w).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
     Ok(records)
+}
+
+/// Draws the SVG `plot-timeline` asks for; returns the number of series drawn.
+pub fn plot_timeline(a: &cli::PlotArgs) -> Result<usize, String> {
+    let text = std::fs::read_to_string(&a.report)
+        .map_err(|e| format!("cannot read {}: {e}", a.report.display()))?;
+    let report: serde_json::Value = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .ok_or_else(|| format!("{} holds no JSON report", a.report.display()))?;
+    let ports: Vec<usize> = if a.port.is_empty() {
+        report["ports"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .enumerate()
+                    .filter(|(_, p)| p["timeline"].is_array())
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        a.port.clone()
+    };
+    let series = plot::series_from_report(&report, &ports, &a.label)?;
+    let mut markers = Vec::new();
+    for m in &a.mark {
+        let (t, text) = m
+            .split_once('=')
+            .ok_or_else(|| format!("--mark {m:?}: expected SECS=TEXT"))?;
+        let t_s: f64 = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("--mark {m:?}: {t:?} is not a number of seconds"))?;
+        markers.push(plot::Marker {
+            t_s,
+            text: text.to_string(),
+        });
+    }
+    let svg = plot::svg(&a.title, &series, &markers, a.width, a.height);
+    std::fs::write(&a.out, svg).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
+    Ok(series.len())
 }

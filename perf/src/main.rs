@@ -29,6 +29,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Parsed::PlotTimeline(a) => match perf::plot_timeline(&a) {
+            Ok(n) => {
+                eprintln!("vsperf: drew {n} series to {}", a.out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vsperf: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Parsed::Run(cfg) => {
             // First signal: stop and print the final statistics. Second: exit now.
             if let Err(e) = ctrlc::set_handler(|| {

@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# perf/bench.sh — issue 3: the switch against dpdk-testpmd (and optionally Open vSwitch
+# with DPDK) on the same ports, the same pinned core and the same frames.
+#
+# Usage: perf/bench.sh [--duration S] [--reps N] [--sizes "64 1518"] [--cases "1 2 3a 3b 4"]
+#                      [--with-ovs] [--callgrind] [--failover] [--smoke] [--out DIR]
+#
+#   --duration S   seconds measured per run, after a 1 s warm-up (default 5)
+#   --reps N       runs per case and peer; the median is reported (default 3)
+#   --sizes LIST   frame sizes in bytes, without FCS (default "64 1518")
+#   --cases LIST   which cases (default "1 2 3a 3b 4")
+#   --with-ovs     also run Open vSwitch with DPDK (installs openvswitch-switch-dpdk
+#                  with apt-get when it is missing; CI never passes this)
+#   --callgrind    also count instructions per forwarded frame with valgrind (case 1, 64 B)
+#   --failover     also run the failover-under-load timeline and write docs/failover.svg
+#   --smoke        1 rep, 1 s, 64 B only: a quick functional pass
+#   --out DIR      scratch and raw logs (default /tmp/vsbench.$$)
+#
+# Cases (see docs/BENCHMARKS.md):
+#   1   VM -> bond: a vNIC backed by net_pcap (infinite_rx) -> hash-l3l4 bond of two
+#       net_null NICs.                    Ref: testpmd io, net_pcap -> net_null.
+#   2   VM -> bond: vsperf txonly --rate max on core 0 through net_virtio_user ->
+#       vhost-user vNIC -> the same bond. Ref: testpmd io, net_vhost -> net_null, same generator.
+#   3a  bond -> VM: a bond member backed by net_pcap (frames to the VM's MAC) -> a vNIC
+#       backed by net_null.               Ref: testpmd io, net_pcap -> net_null.
+#   3b  VM -> VM: a vNIC backed by net_pcap -> a vNIC backed by net_null.
+#                                         Ref: testpmd io, net_pcap -> net_null.
+#   4   case 1 with shares and a shaper (average_bps) on the vNIC; skipped with a
+#       "not yet available" line while vswitchd refuses the keys.
+#
+# Every forwarding loop runs on core 1 (vswitchd `cores = [1]`; testpmd `-l 0,1`, whose
+# forwarding lcore is 1; OVS pmd-cpu-mask=0x2); generators and control threads run on
+# core 0. Mpps is computed from the forwarder's own counters: for vswitchd the delta of
+# the sinks' tx_pkts between two `vsctl stats` snapshots S seconds apart; for testpmd
+# the median of its periodic "Tx-pps" of the sink port over a window as long; for OVS
+# the delta of the sink's tx_packets (ovs-vsctl get Interface statistics).
+set -u -o pipefail
+
+DURATION=5
+REPS=3
+SIZES="64 1518"
+CASES="1 2 3a 3b 4"
+WITH_OVS=0
+CALLGRIND=0
+FAILOVER=0
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION=$2; shift 2 ;;
+        --reps) REPS=$2; shift 2 ;;
+        --sizes) SIZES=$2; shift 2 ;;
+        --cases) CASES=$2; shift 2 ;;
+        --with-ovs) WITH_OVS=1; shift ;;
+        --callgrind) CALLGRIND=1; shift ;;
+        --failover) FAILOVER=1; shift ;;
+        --smoke) REPS=1; DURATION=1; SIZES=64; shift ;;
+        --out) OUT=$2; shift 2 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$ROOT/target/release}
+OUT=${OUT:-/tmp/vsbench.$$}
+mkdir -p "$OUT"
+for b in vswitchd vsctl vsperf; do
+    [ -x "$BIN/$b" ] || { echo "bench.sh: $BIN/$b missing: run cargo build --release --workspace --bins" >&2; exit 1; }
+done
+command -v jq >/dev/null || { echo "bench.sh: jq is required" >&2; exit 1; }
+TESTPMD=$(command -v dpdk-testpmd || true)
+
+VM1=02:00:00:00:00:01
+VM2=02:00:00:00:00:02
+EXT=02:00:00:00:00:99
+EAL_COMMON="--no-huge -m 1024 --no-pci --no-telemetry --iova-mode=va"
+
+median() { sort -g | awk '{v[NR] = $1} END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2] + v[NR/2+1]) / 2 }'; }
+log() { echo "[bench] $*" >&2; }
+now() { date +%s.%N; }
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- pcaps
+pcap() { # pcap SRC DST SIZE -> path
+    local f="$OUT/$1-$2-$3.pcap"
+    f=${f//:/}
+    if [ ! -f "$f" ]; then
+        "$BIN/vsperf" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size "$3" --flows 1024 2>/dev/null ||
+            { echo "bench.sh: gen-pcap failed" >&2; exit 1; }
+    fi
+    echo "$f"
+}
+
+# ---------------------------------------------------------------- vswitchd
+# The config of case $1 at size $2 (the vhost socket of case 2 is $OUT/vm1.sock).
+switch_config() {
+    local c=$1 sz=$2 prefix=$3
+    cat <<EOF
+[eal]
+file_prefix = "$prefix"
+[dataplane]
+cores = [1]
+control_core = 0
+[control]
+socket = "$OUT/vswitchd.ctl"
+EOF
+    case $c in
+    1|2|4)
+        cat <<EOF
+[[nic]]
+name = "n0"
+devargs = "net_null0,no-rx=1"
+[[nic]]
+name = "n1"
+devargs = "net_null1,no-rx=1"
+[[bond]]
+name = "bond0"
+members = ["n0", "n1"]
+mode = "hash-l3l4"
+[[vm]]
+name = "vm1"
+EOF
+        [ "$c" = 4 ] && echo 'shares = 500'
+        echo '  [[vm.vnic]]'
+        if [ "$c" = 2 ]; then
+            echo "  socket = \"$OUT/vm1.sock\""
+        else
+            echo "  devargs = \"net_pcap0,rx_pcap=$(pcap $VM1 $EXT "$sz"),infinite_rx=1\""
+        fi
+        [ "$c" = 4 ] && echo '  average_bps = 100000000000'
+        cat <<EOF
+  mac = "$VM1"
+  uplink = "bond0"
+EOF
+        ;;
+    3a)
+        cat <<EOF
+[[nic]]
+name = "n0"
+devargs = "net_pcap0,rx_pcap=$(pcap $EXT $VM1 "$sz"),infinite_rx=1"
+[[nic]]
+name = "n1"
+devargs = "net_null0,no-rx=1"
+[[bond]]
+name = "bond0"
+members = ["n0", "n1"]
+mode = "hash-l3l4"
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  devargs = "net_null1,no-rx=1"
+  mac = "$VM1"
+  uplink = "bond0"
+EOF
+        ;;
+    3b)
+        cat <<EOF
+[[nic]]
+name = "n0"
+devargs = "net_null0,no-rx=1"
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  devargs = "net_pcap0,rx_pcap=$(pcap $VM1 $VM2 "$sz"),infinite_rx=1"
+  mac = "$VM1"
+  uplink = "n0"
+[[vm]]
+name = "vm2"
+  [[vm.vnic]]
+  devargs = "net_null1,no-rx=1"
+  mac = "$VM2"
+  uplink = "n0"
+EOF
+        ;;
+    esac
+}
+
+# Frames transmitted by all of vswitchd's ports (in every case only the sink sends).
+switch_tx() { "$BIN/vsctl" --socket "$OUT/vswitchd.ctl" --format json stats | jq '[.ports[].tx_pkts] | add'; }
+
+# Generator for case 2 (core 0): runs until killed.
+start_generator() { # SIZE SOCKETPATH PREFIX
+    "$BIN/vsperf" run --file-prefix "$3" --lcores 0 --port "net_virtio_user0,path=$2,queues=1" \
+        --mode txonly --rate max --src-mac $VM1 --dst-mac $EXT --flows 1024 --size "$1" \
+        --duration 600 --wait-link 15 --stats-period 0 -q --json >"$OUT/gen.json" 2>"$OUT/gen.err" &
+    GEN=$!
+    PIDS+=("$GEN")
+}
+stop_generator() { kill -INT "$GEN" 2>/dev/null; wait "$GEN" 2>/dev/null; }
+
+# run_switch CASE SIZE -> prints "MPPS CYCLES_PER_PKT" (or "FAIL reason")
+run_switch() {
+    local c=$1 sz=$2 prefix="vsb$$" cfg="$OUT/sw-$1-$2.toml" err="$OUT/sw-$1-$2.err"
+    switch_config "$c" "$sz" "$prefix" >"$cfg"
+    rm -f "$OUT/vswitchd.ctl" "$OUT/vm1.sock"
+    "$BIN/vswitchd" --config "$cfg" --json >"$OUT/sw.json" 2>"$err" &
+    local sw=$!
+    PIDS+=("$sw")
+    local i
+    for i in $(seq 1 600); do
+        grep -q "switch started" "$err" && break
+        kill -0 "$sw" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q "switch started" "$err"; then
+        kill -KILL "$sw" 2>/dev/null; wait "$sw" 2>/dev/null
+        echo "FAIL vswitchd did not start: $(grep -v '^\s*$' "$err" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+        return
+    fi
+    [ "$c" = 2 ] && start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
+    sleep 1
+    [ "$c" = 2 ] && sleep 1
+    local t0 n0 t1 n1
+    t0=$(now); n0=$(switch_tx); sleep "$DURATION"; t1=$(now); n1=$(switch_tx)
+    local cpp
+    cpp=$("$BIN/vsctl" --socket "$OUT/vswitchd.ctl" --format json pmd-stats-show | jq '.[0].cycles_per_pkt | floor')
+    [ "$c" = 2 ] && stop_generator
+    kill -TERM "$sw"
+    # A daemon that does not stop within 30 s is killed and the run counts as failed.
+    for i in $(seq 1 300); do kill -0 "$sw" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$sw" 2>/dev/null
+    wait "$sw"; local rc=$?
+    local leak
+    leak=$(jq -r '.mbufs_in_use_at_exit' "$OUT/sw.json" 2>/dev/null || echo "?")
+    if [ "$rc" != 0 ] || [ "$leak" != 0 ]; then
+        echo "FAIL exit=$rc mbufs_in_use_at_exit=$leak"
+        return
+    fi
+    awk -v n0="$n0" -v n1="$n1" -v t0="$t0" -v t1="$t1" -v cpp="$cpp" \
+        'BEGIN { printf "%.3f %d\n", (n1 - n0) / (t1 - t0) / 1e6, cpp }'
+}
+
+# ---------------------------------------------------------------- testpmd
+# run_testpmd CASE SIZE -> "MPPS -"
+run_testpmd() {
+    local c=$1 sz=$2 src vdev0
+    [ -n "$TESTPMD" ] || { echo "FAIL dpdk-testpmd not installed"; return; }
+    case $c in
+        1|4) src=$(pcap $VM1 $EXT "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
+        3a) src=$(pcap $EXT $VM1 "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
+        3b) src=$(pcap $VM1 $VM2 "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
+        2) rm -f "$OUT/vm1.sock"; vdev0="net_vhost0,iface=$OUT/vm1.sock,queues=1" ;;
+    esac
+    local log="$OUT/tp-$c-$sz.log" warm=2
+    [ "$c" = 2 ] && warm=4
+    # stats every second; the forwarding lcore is 1 (lcore 0 is the main lcore).
+    timeout -s INT $((DURATION + warm + 5)) stdbuf -oL "$TESTPMD" -l 0,1 $EAL_COMMON \
+        --file-prefix "tpb$$" --vdev "$vdev0" --vdev net_null0,no-rx=1 -- \
+        --forward-mode=io --stats-period 1 --no-lsc-interrupt --total-num-mbufs=16384 \
+        --mbuf-size=2176 >"$log" 2>&1 &
+    local tp=$!
+    PIDS+=("$tp")
+    if [ "$c" = 2 ]; then
+        local i
+        for i in $(seq 1 100); do [ -S "$OUT/vm1.sock" ] && break; sleep 0.1; done
+        start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
+    fi
+    wait "$tp" 2>/dev/null
+    [ "$c" = 2 ] && stop_generator
+    # Tx-pps of port 1 (the null sink) per stats period (testpmd computes it over its
+    # own measured interval; here it prints about every 2 s). The first period with
+    # traffic includes the start and is dropped; the median of the rest is reported.
+    local vals
+    vals=$(awk '/NIC statistics for port/ {p = $(NF-1)} /Tx-pps:/ && p == 1 {print $2}' "$log" |
+        awk '$1 > 0 {n++; v[n] = $1} END { for (i = 2; i <= n; i++) print v[i]; if (n == 1) print v[1] }')
+    if [ -z "$vals" ]; then echo "FAIL no traffic"; return; fi
+    echo "$(echo "$vals" | median | awk '{printf "%.3f", $1 / 1e6}') -"
+}
+
+# ---------------------------------------------------------------- Open vSwitch
+OVS_DIR=$OUT/ovs
+export OVS_RUNDIR=$OVS_DIR  # keep the bridge sockets private too
+OVSBIN=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
+ovs_vsctl() { ovs-vsctl --db="unix:$OVS_DIR/db.sock" --timeout=30 "$@"; }
+ovs_appctl() { ovs-appctl --target="$OVS_DIR/ovs-vswitchd.ctl" "$@"; }
+ovs_prepare() {
+    if [ ! -x "$OVSBIN" ]; then
+        log "installing openvswitch-switch-dpdk"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y openvswitch-switch-dpdk >"$OUT/apt.log" 2>&1 ||
+            { log "apt-get install failed (see $OUT/apt.log)"; return 1; }
+    fi
+    # The package's service may have started a system ovsdb/ovs-vswitchd; ours are private.
+    return 0
+}
+# run_ovs CASE SIZE -> "MPPS CYCLES" ; bond: balance-slb (balance-tcp needs LACP), NORMAL + static fdb
+run_ovs() {
+    local c=$1 sz=$2 src port0
+    case $c in
+        1|4) src=$(pcap $VM1 $EXT "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
+        3a) src=$(pcap $EXT $VM1 "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
+        3b) src=$(pcap $VM1 $VM2 "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
+        2) port0=vhost ;;
+    esac
+    rm -rf "$OVS_DIR"; mkdir -p "$OVS_DIR"
+    ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+    ovsdb-server "$OVS_DIR/conf.db" --remote="punix:$OVS_DIR/db.sock" --pidfile="$OVS_DIR/ovsdb.pid" \
+        --unixctl="$OVS_DIR/ovsdb.ctl" --log-file="$OVS_DIR/ovsdb.log" -vconsole:off --detach || { echo "FAIL ovsdb-server"; return; }
+    ovs_vsctl --no-wait init
+    ovs_vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true \
+        "other_config:dpdk-extra=--no-huge --legacy-mem -m 2048 --no-pci --no-telemetry --file-prefix=ovsb$$" \
+        other_config:pmd-cpu-mask=0x2 other_config:dpdk-lcore-mask=0x1
+    "$OVSBIN" "unix:$OVS_DIR/db.sock" --pidfile="$OVS_DIR/vswitchd.pid" --unixctl="$OVS_DIR/ovs-vswitchd.ctl" \
+        --log-file="$OVS_DIR/vswitchd.log" -vconsole:off --detach || { echo "FAIL ovs-vswitchd"; ovs_stop; return; }
+    ovs_vsctl add-br br0 -- set bridge br0 datapath_type=netdev
+    local sinkdev sink
+    case $c in
+        1|2|4)
+            if [ "$c" = 2 ]; then
+                # a vhost-user server port: the socket is $OVS_RUNDIR/vm1
+                ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdkvhostuser
+            else
+                ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdk "options:dpdk-devargs=$port0"
+            fi
+            ovs_vsctl add-bond br0 bond0 n0 n1 bond_mode=balance-slb \
+                -- set Interface n0 type=dpdk options:dpdk-devargs=net_null0,no-rx=1 \
+                -- set Interface n1 type=dpdk options:dpdk-devargs=net_null1,no-rx=1
+            sleep 1; ovs_appctl fdb/add br0 n0 0 $EXT >/dev/null; sink="n0 n1" ;;
+        3a)
+            ovs_vsctl add-bond br0 bond0 n0 n1 bond_mode=balance-slb \
+                -- set Interface n0 type=dpdk "options:dpdk-devargs=$port0" \
+                -- set Interface n1 type=dpdk options:dpdk-devargs=net_null0,no-rx=1
+            ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdk options:dpdk-devargs=net_null1,no-rx=1
+            sleep 1; ovs_appctl fdb/add br0 vm1 0 $VM1 >/dev/null; sink="vm1" ;;
+        3b)
+            ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdk "options:dpdk-devargs=$port0"
+            ovs_vsctl add-port br0 vm2 -- set Interface vm2 type=dpdk options:dpdk-devargs=net_null0,no-rx=1
+            sleep 1; ovs_appctl fdb/add br0 vm2 0 $VM2 >/dev/null; sink="vm2" ;;
+    esac
+    ovs_tx() { local s=0 i v; for i in $sink; do v=$(ovs_vsctl get Interface "$i" statistics:tx_packets 2>/dev/null || echo 0); s=$((s + v)); done; echo $s; }
+    if [ "$c" = 2 ]; then
+        local i
+        for i in $(seq 1 100); do [ -S "$OVS_DIR/vm1" ] && break; sleep 0.1; done
+        start_generator "$sz" "$OVS_DIR/vm1" "vsg$$"
+        sleep 2
+    fi
+    sleep 2
+    ovs_appctl dpif-netdev/pmd-stats-clear >/dev/null
+    local t0 n0 t1 n1 cpp
+    t0=$(now); n0=$(ovs_tx); sleep "$DURATION"; t1=$(now); n1=$(ovs_tx)
+    cpp=$(ovs_appctl dpif-netdev/pmd-stats-show | awk -F: '/processing cycles per packet|avg processing cycles per packet/ {gsub(/[^0-9.]/, "", $2); print int($2); exit}')
+    [ "$c" = 2 ] && stop_generator
+    ovs_stop
+    awk -v n0="$n0" -v n1="$n1" -v t0="$t0" -v t1="$t1" -v cpp="${cpp:--}" \
+        'BEGIN { if (n1 <= n0) print "FAIL no traffic"; else printf "%.3f %s\n", (n1 - n0) / (t1 - t0) / 1e6, cpp }'
+}
+ovs_stop() {
+    ovs_appctl exit >/dev/null 2>&1 || true
+    [ -f "$OVS_DIR/vswitchd.pid" ] && kill "$(cat "$OVS_DIR/vswitchd.pid")" 2>/dev/null
+    ovs-appctl --target="$OVS_DIR/ovsdb.ctl" exit >/dev/null 2>&1 || true
+    [ -f "$OVS_DIR/ovsdb.pid" ] && kill "$(cat "$OVS_DIR/ovsdb.pid")" 2>/dev/null
+    sleep 0.5
+}
+
+# ---------------------------------------------------------------- main loop
+
+# Case 4 needs the shaping keys: ask vswitchd whether it accepts them.
+case4_available() {
+    switch_config 4 64 "vsb4$$" >"$OUT/probe4.toml"
+    timeout 20 "$BIN/vswitchd" --config "$OUT/probe4.toml" --run-for 0.1 --socket "$OUT/probe.ctl" >/dev/null 2>"$OUT/probe4.err"
+    ! grep -q "unknown field" "$OUT/probe4.err"
+}
+
+PEERS="switch testpmd"
+if [ "$WITH_OVS" = 1 ]; then
+    if ovs_prepare; then PEERS="$PEERS ovs"; else log "Open vSwitch unavailable: skipping it"; fi
+fi
+RESULTS=$OUT/results.txt
+: >"$RESULTS"
+SKIPPED=()
+log "raw logs in $OUT; ${DURATION}s per run, $REPS reps, sizes: $SIZES, cases: $CASES, peers: $PEERS"
+for sz in $SIZES; do
+    for c in $CASES; do
+        if [ "$c" = 4 ] && ! case4_available; then
+            SKIPPED+=("case 4 (shares + shaping, ${sz} B): not yet available — vswitchd refuses [[vm.vnic]] average_bps ($(grep -o 'unknown field[^,]*' "$OUT/probe4.err" | head -1))")
+            continue
+        fi
+        for r in $(seq 1 "$REPS"); do
+            for p in $PEERS; do
+                case $p in
+                    switch) res=$(run_switch "$c" "$sz") ;;
+                    testpmd) res=$(run_testpmd "$c" "$sz") ;;
+                    ovs) res=$(run_ovs "$c" "$sz") ;;
+                esac
+                log "case $c ${sz}B rep $r $p: $res"
+                echo "$c $sz $p $r $res" >>"$RESULTS"
+            done
+        done
+    done
+done
+
+# ---------------------------------------------------------------- table
+echo
+echo "Mpps, median of $REPS runs of ${DURATION}s (forwarding on core 1; cycles/pkt from the forwarder's own stats)"
+hdr="| case | size | switch Mpps | testpmd Mpps | switch/testpmd |"
+sep="|---|---|---|---|---|"
+[[ " $PEERS " == *" ovs "* ]] && { hdr="$hdr OVS Mpps | switch/OVS |"; sep="$sep---|---|"; }
+echo "$hdr switch cycles/pkt | fails |"
+echo "$sep---|---|"
+for sz in $SIZES; do
+    for c in $CASES; do
+        grep -q "^$c $sz " "$RESULTS" || continue
+        sw=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "switch" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
+        tp=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "testpmd" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
+        cpp=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "switch" && $5 != "FAIL" {print $6}' "$RESULTS" | median)
+        fails=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $5 == "FAIL"' "$RESULTS" | wc -l)
+        ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+        row="| $c | $sz | $sw | $tp | $(ratio "$sw" "$tp") |"
+        if [[ " $PEERS " == *" ovs "* ]]; then
+            ov=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "ovs" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
+            row="$row $ov | $(ratio "$sw" "$ov") |"
+        fi
+        echo "$row $cpp | $fails |"
+    done
+done
+for s in "${SKIPPED[@]:-}"; do [ -n "$s" ] && echo "SKIP $s"; done
+
+# ---------------------------------------------------------------- callgrind
+if [ "$CALLGRIND" = 1 ]; then
+    "$ROOT/perf/callgrind.sh" "$OUT" || log "callgrind run failed"
+fi
+# ---------------------------------------------------------------- failover
+if [ "$FAILOVER" = 1 ]; then
+    "$ROOT/perf/failover.sh" "$ROOT/docs/failover.svg" || log "failover run failed"
+fi
