@@ -300,9 +300,94 @@ pub struct VmConfig {
     /// Hook command for VM actions.
     #[serde(default)]
     pub hook: Option<String>,
+    /// Suspend the VM (QMP `stop`, or the hook) while it is starved by a degraded
+    /// bond, until the bond is restored ([0124]); needs `qmp` or `hook`.
+    #[serde(default)]
+    pub suspend_when_starved: bool,
+    /// How long starvation must last before the VM is suspended, ms (default 1000).
+    #[serde(default)]
+    pub starve_grace_ms: Option<u64>,
+    /// Request the VM's migration (hook) once a bond it uses has been degraded this
+    /// long, s ([0132]).
+    #[serde(default)]
+    pub migrate_after_s: Option<u64>,
+    /// Raise an alert (log, and the hook when configured) for every action ([0133]).
+    #[serde(default = "yes")]
+    pub alert: bool,
+    /// The VM may be suspended to protect a higher-priority VM under DoS attack
+    /// (`dos_responses = ["suspend-lower-priority"]` on the victim, [0126]).
+    #[serde(default)]
+    pub suspend_for_dos: bool,
+    /// DoS: frames per second arriving for the VM that declare a rate flood.
+    #[serde(default)]
+    pub dos_max_pps: Option<u64>,
+    /// DoS: bits per second arriving for the VM that declare a rate flood.
+    #[serde(default)]
+    pub dos_max_bps: Option<u64>,
+    /// DoS: half-open TCP handshakes per second that declare a SYN flood.
+    #[serde(default)]
+    pub dos_max_half_open_per_sec: Option<u64>,
+    /// DoS: sliding measurement window, ms (default 50).
+    #[serde(default)]
+    pub dos_window_ms: Option<u64>,
+    /// DoS: quiet time before an attack is declared over, ms (default 1000).
+    #[serde(default)]
+    pub dos_clear_after_ms: Option<u64>,
+    /// DoS responses: `drop`, `rate-limit:PPS`, `delay:50ms[:FRAMES]`,
+    /// `failover:BOND`, `suspend-lower-priority`, `migrate`, `alert`.
+    #[serde(default)]
+    pub dos_responses: Vec<String>,
+    /// DoS signatures: `NAME [proto=tcp|udp|icmp|N] [dport=P[-Q]] [payload@OFF=HEX]`.
+    #[serde(default)]
+    pub dos_signatures: Vec<String>,
     /// The VM's virtual NICs.
     #[serde(default)]
     pub vnic: Vec<VnicConfig>,
+}
+
+impl VmConfig {
+    /// True when any DoS detector or signature is configured.
+    pub fn dos_enabled(&self) -> bool {
+        self.dos_max_pps.is_some()
+            || self.dos_max_bps.is_some()
+            || self.dos_max_half_open_per_sec.is_some()
+            || !self.dos_signatures.is_empty()
+    }
+
+    /// The parsed DoS configuration (detector thresholds and responses).
+    pub fn dos_config(&self) -> Result<policy::dos::DosConfig, String> {
+        use policy::dos::{DosConfig, DosResponse};
+        use policy::time::MS;
+        let mut c = DosConfig {
+            max_pps: self.dos_max_pps,
+            max_bps: self.dos_max_bps,
+            max_half_open_per_sec: self.dos_max_half_open_per_sec,
+            ..DosConfig::default()
+        };
+        if let Some(w) = self.dos_window_ms {
+            c.window = w.max(1) * MS;
+        }
+        if let Some(w) = self.dos_clear_after_ms {
+            c.clear_after = w * MS;
+        }
+        c.responses = self
+            .dos_responses
+            .iter()
+            .map(|r| r.parse::<DosResponse>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        Ok(c)
+    }
+
+    /// The compiled DoS signature set (empty when none is configured).
+    pub fn dos_signature_set(&self) -> Result<policy::dos::SignatureSet, String> {
+        use policy::dos::{SignatureRule, SignatureSet};
+        let rules = self
+            .dos_signatures
+            .iter()
+            .map(|r| r.parse::<SignatureRule>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        SignatureSet::new(rules).map_err(|e| e.to_string())
+    }
 }
 
 fn default_priority() -> u8 {
@@ -715,6 +800,24 @@ impl Config {
                     "vm '{}': priority {} is out of range 0-10",
                     vm.name, vm.priority
                 ));
+            }
+            if vm.suspend_when_starved && vm.qmp.is_none() && vm.hook.is_none() {
+                return bad(format!(
+                    "vm '{}': suspend_when_starved needs a qmp socket or a hook to suspend with",
+                    vm.name
+                ));
+            }
+            if vm.dos_window_ms == Some(0) {
+                return bad(format!("vm '{}': dos_window_ms must be at least 1", vm.name));
+            }
+            let dos = vm.dos_config().map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
+            vm.dos_signature_set().map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
+            for r in &dos.responses {
+                if let policy::dos::DosResponse::FailoverUplink(b) = r {
+                    if self.uplink(b).is_none() {
+                        return bad(format!("vm '{}': dos response failover:{b} names no bond or nic", vm.name));
+                    }
+                }
             }
             for (j, v) in vm.vnic.iter().enumerate() {
                 let vname = Config::vnic_name(vm, j);
