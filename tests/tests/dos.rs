@@ -28,8 +28,8 @@ devargs = "net_tap0,iface={tap}"
 [[vm]]
 name = "vm1"
 priority = 8
-dos_max_pps = 20000
-dos_max_half_open_per_sec = 2000
+dos_max_pps = 8000
+dos_max_half_open_per_sec = 1000
 dos_window_ms = 50
 dos_clear_after_ms = 500
 dos_responses = ["drop", "rate-limit:1000", "alert"]
@@ -71,7 +71,7 @@ fn nth_line(sw: &Proc, needle: &str, n: usize, timeout: Duration) -> String {
     let mut line = None;
     assert!(
         wait_until(timeout, || {
-            line = sw.stderr().lines().filter(|l| l.contains(needle)).nth(n - 1).map(str::to_string);
+            line = sw.stderr().lines().filter(|l| l.contains(needle)).nth(n - 1).map(plain);
             line.is_some()
         }),
         "no {n}th {needle:?} in the log:\n{}",
@@ -80,7 +80,26 @@ fn nth_line(sw: &Proc, needle: &str, n: usize, timeout: Duration) -> String {
     line.unwrap()
 }
 
+/// `line` without ANSI colour sequences.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut it = line.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for c in it.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn detect_ms(line: &str) -> f64 {
+    let line = &plain(line);
     let v = line.split("detect_ms=").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no detect_ms in {line}"));
     v.parse().unwrap()
 }
@@ -120,7 +139,7 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let (tx1, drops1) = counters(d, "vm1.0");
     let delivered = tx1 - tx0;
     eprintln!("UDP flood: {sent} frames sent ({} pps), detected in {udp_ms} ms, {drops1} dropped, {delivered} delivered", sent / 2);
-    assert!(sent > 40_000, "the flood was too weak to exceed 20 kpps: {sent} frames in 2 s");
+    assert!(sent > 20_000, "the flood was too weak to exceed 8 kpps: {sent} frames in 2 s");
     assert!(udp_ms <= 100.0, "UDP flood detected after {udp_ms} ms");
     assert!(drops1 > sent / 2, "rate limit did not drop: {drops1} of {sent}");
     assert!(delivered < 2 * 1000 + sent / 10, "rate limit let {delivered} of {sent} through");
@@ -129,7 +148,7 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
 
     // 2. SYN flood below the packet-rate threshold: SYNs without ACKs, dropped.
     let (_, drops_before) = counters(d, "vm1.0");
-    let syns = attack(&tap, &args!["--proto", "tcp", "--tcp-flags", "syn", "--flows", 1000, "--rate", "10kpps", "--duration", 2]);
+    let syns = attack(&tap, &args!["--proto", "tcp", "--tcp-flags", "syn", "--flows", 1000, "--rate", "4kpps", "--duration", 2]);
     let line = nth_line(&sw, "DoS attack started", 2, Duration::from_secs(2));
     assert!(line.contains("SYN flood"), "{line}");
     let syn_ms = detect_ms(&line);
@@ -149,6 +168,7 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     eprintln!("signature: {evil} frames, {} dropped", drops3 - drops_before);
     assert!(drops3 - drops_before + 20 >= evil, "signature frames: only {} of {evil} dropped", drops3 - drops_before);
     nth_line(&sw, "DoS attack ended", 3, Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(100));
     let show: serde_json::Value = serde_json::from_str(&vsctl(d, &["--format", "json", "show"]).1).unwrap();
     let vm1 = show["vms"].as_array().unwrap().iter().find(|v| v["name"] == "vm1").unwrap();
     assert_eq!(vm1["actions"]["attacks"], 3, "{vm1}");

@@ -278,6 +278,7 @@ impl VmCtl {
     ) {
         while let Ok(d) = self.done.try_recv() {
             self.finished(d);
+            self.next_view = now;
         }
         for u in 0..self.degraded.len() {
             let d = degraded(u);
@@ -305,6 +306,9 @@ impl VmCtl {
         if self.sup.snapshot_generation() != self.persisted {
             self.persisted = self.sup.snapshot_generation();
             self.persist();
+        }
+        if !actions.is_empty() {
+            self.next_view = now;
         }
         for a in actions {
             let Some(vm) = self.vms.iter_mut().find(|v| v.name == a.vm) else {
@@ -382,6 +386,10 @@ impl VmCtl {
             for &v in &vm.vnics {
                 dos.set_mitigation(v, m);
             }
+        }
+        if !events.is_empty() {
+            // Show the change at once.
+            self.next_view = now;
         }
         let name = vm.name.clone();
         for e in &events {
