@@ -50,6 +50,8 @@ use crate::dos_path::{DosShared, VnicDosSettings};
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a hook command may run before it is killed.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a VM must go without starvation before it counts as no longer starved.
+pub const STARVE_CLEAR: Nanos = 500 * MS;
 /// How often the status view is rebuilt.
 const VIEW_PERIOD: Nanos = 50 * MS;
 
@@ -110,6 +112,7 @@ struct VmRt {
     qmp: Option<PathBuf>,
     hook: Option<String>,
     starved: bool,
+    unstarved_since: Option<Nanos>,
     detector: Option<DosDetector>,
     mitigation: Mitigation,
     failover: Option<String>,
@@ -213,6 +216,7 @@ impl VmCtl {
                 qmp: vm.qmp.as_ref().map(PathBuf::from),
                 hook: vm.hook.clone(),
                 starved: false,
+                unstarved_since: None,
                 detector,
                 mitigation: Mitigation::NONE,
                 failover,
@@ -287,6 +291,10 @@ impl VmCtl {
                 if d {
                     tracing::warn!(bond = %self.uplinks[u], "VM actions: bond degraded");
                     self.sup.bond_degraded(&self.uplinks[u], now);
+                    // A restore forgot starvation; VMs still starved start over.
+                    for vm in self.vms.iter().filter(|v| v.starved) {
+                        self.sup.vm_starved(&vm.name, true, now);
+                    }
                 } else {
                     tracing::info!(bond = %self.uplinks[u], "VM actions: bond restored");
                     self.sup.bond_restored(&self.uplinks[u], now);
@@ -294,10 +302,21 @@ impl VmCtl {
             }
         }
         for i in 0..self.vms.len() {
-            let s = self.vms[i].vnics.iter().any(|&v| starved(v));
-            if s != self.vms[i].starved {
-                self.vms[i].starved = s;
-                self.sup.vm_starved(&self.vms[i].name, s, now);
+            let vm = &mut self.vms[i];
+            let s = vm.vnics.iter().any(|&v| starved(v));
+            // The allocator's verdict flickers while demand estimates settle; a VM
+            // counts as no longer starved only after STARVE_CLEAR without starvation.
+            let report = if s {
+                vm.unstarved_since = None;
+                true
+            } else {
+                let since = *vm.unstarved_since.get_or_insert(now);
+                vm.starved && now.saturating_sub(since) < STARVE_CLEAR
+            };
+            if report != vm.starved {
+                vm.starved = report;
+                tracing::info!(vm = %vm.name, starved = report, "VM actions: starvation");
+                self.sup.vm_starved(&vm.name, report, now);
             }
             self.observe_dos(i, now, dos);
         }
