@@ -938,6 +938,44 @@ priority = 5
     }
 
     #[test]
+    fn vm_action_and_dos_keys_parse_and_validate() {
+        let with = |extra: &str| GOOD.replace("priority = 5\n", &format!("priority = 5\n{extra}\n"));
+        let c = Config::parse(
+            &with(
+                r#"qmp = "/run/vm1.qmp"
+suspend_when_starved = true
+starve_grace_ms = 200
+migrate_after_s = 30
+dos_max_pps = 10000
+dos_max_half_open_per_sec = 500
+dos_window_ms = 20
+dos_responses = ["drop", "rate-limit:1000", "delay:50ms", "alert", "failover:nic2"]
+dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let vm = &c.vm[0];
+        assert!(vm.dos_enabled() && vm.alert && !vm.suspend_for_dos);
+        let d = vm.dos_config().unwrap();
+        assert_eq!((d.max_pps, d.window), (Some(10000), 20 * policy::time::MS));
+        assert_eq!(d.responses.len(), 5);
+        assert_eq!(d.delay_policy().unwrap().hold, 50 * policy::time::MS);
+        assert_eq!(vm.dos_signature_set().unwrap().len(), 1);
+        assert!(!Config::parse(GOOD, "t.toml").unwrap().vm[0].dos_enabled());
+
+        let invalid = |extra: &str| err(&with(extra));
+        assert!(invalid("suspend_when_starved = true").contains("needs a qmp socket or a hook"));
+        assert!(invalid(r#"dos_responses = ["explode"]"#).contains("invalid DoS response"));
+        assert!(invalid(r#"dos_responses = ["failover:nope"]"#).contains("names no bond or nic"));
+        assert!(invalid(r#"dos_signatures = ["x dport=9-1"]"#).contains("port range"));
+        assert!(invalid(r#"dos_signatures = ["x payload@0=zz"]"#).contains("invalid signature"));
+        assert!(invalid("dos_window_ms = 0").contains("dos_window_ms"));
+        assert!(err(&with("dos_max_ppps = 3")).contains("unknown field `dos_max_ppps`"));
+    }
+
+    #[test]
     fn lacp_settings_parse_and_validate() {
         let bond = "members = [\"nic0\", \"nic1\"]";
         let c = Config::parse(GOOD, "t.toml").unwrap();
