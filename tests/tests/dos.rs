@@ -12,10 +12,11 @@ use tests::*;
 
 const VM1: &str = "02:00:00:00:02:01";
 const VM2: &str = "02:00:00:00:02:02";
+const VM3: &str = "02:00:00:00:02:03";
 const EXT: &str = "02:00:00:00:02:99";
 const ATTACKER: &str = "02:00:00:00:02:66";
 
-fn config(prefix: &str, tap: &str, s1: &str, s2: &str) -> String {
+fn config(prefix: &str, tap: &str, s1: &str, s2: &str, s3: &str) -> String {
     format!(
         r#"
 [eal]
@@ -44,6 +45,16 @@ priority = 5
   [[vm.vnic]]
   socket = "{s2}"
   mac = "{VM2}"
+  uplink = "nic0"
+[[vm]]
+name = "vm3"
+priority = 5
+dos_max_pps = 8000
+dos_clear_after_ms = 500
+dos_responses = ["delay:20ms:8192"]
+  [[vm.vnic]]
+  socket = "{s3}"
+  mac = "{VM3}"
   uplink = "nic0"
 "#
     )
@@ -109,8 +120,9 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let dir = Scratch::new();
     let d = &dir.0;
     let tap = unique("vsd");
-    let (s1, s2) = (dir.path("vm1.sock").display().to_string(), dir.path("vm2.sock").display().to_string());
-    let mut sw = start_vswitchd(d, &config(&unique("vsw"), &tap, &s1, &s2), &[]);
+    let sock = |n: &str| dir.path(n).display().to_string();
+    let (s1, s2, s3) = (sock("vm1.sock"), sock("vm2.sock"), sock("vm3.sock"));
+    let mut sw = start_vswitchd(d, &config(&unique("vsw"), &tap, &s1, &s2, &s3), &[]);
     assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
     set_link(&tap, true);
 
@@ -118,11 +130,12 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let vms = vsperf(
         "vms",
         &args![
-            "--wait-link", 10, "--duration", 24, "--drain-ms", 300,
+            "--wait-link", 10, "--duration", 28, "--drain-ms", 300,
             "--port", format!("net_virtio_user0,path={s1},queues=1"), "--mode", "rxonly",
             "--port", format!("net_virtio_user1,path={s2},queues=1"), "--mode", "rxonly",
             "--port", format!("net_af_packet0,iface={tap}"), "--mode", "txonly",
             "--src-mac", EXT, "--dst-mac", VM2, "--rate", "5kpps", "--dport", 80,
+            "--port", format!("net_virtio_user2,path={s3},queues=1"), "--mode", "echo",
         ],
     );
     sw.wait_for("vNIC link changed", Duration::from_secs(15));
@@ -184,6 +197,25 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     assert_eq!(tx_after - tx_before, normal, "normal traffic to VM1 lost frames");
     assert_eq!(sw.stderr().matches("DoS attack started").count(), 3, "a false alarm:\n{}", sw.stderr());
 
+    // 5. A flood on VM3, whose response is to delay suspicious frames by 20 ms: the
+    //    attacker's own stamped frames (echoed back by VM3) come back late, none lost.
+    let (_, drops_before) = counters(d, "vm3.0");
+    let r = vsperf_run(
+        "attacker-latency",
+        &args!["--port", format!("net_af_packet0,iface={tap}"), "--mode", "latency", "--src-mac", ATTACKER, "--dst-mac", VM3, "--rate", "20kpps", "--duration", 2, "--drain-ms", 300],
+        Duration::from_secs(30),
+    );
+    let line = nth_line(&sw, "DoS attack started", 4, Duration::from_secs(2));
+    assert!(line.contains("vm3") && line.contains("rate flood"), "{line}");
+    let p = &r["ports"][0];
+    let (sent3, lost3) = (p["tx_pkts"].as_u64().unwrap(), p["lost"].as_u64().unwrap_or(u64::MAX));
+    let (p50, min) = (p["p50_us"].as_f64().unwrap_or(0.0), p["min_us"].as_f64().unwrap_or(0.0));
+    eprintln!("delay response: {sent3} frames at 20 kpps, detected in {} ms, {lost3} lost, RTT min {min} us, p50 {p50} us", detect_ms(&line));
+    assert!(p50 >= 20_000.0, "frames were not held 20 ms: {p}");
+    assert!(lost3 <= sent3 / 1000, "the delay queue lost frames: {p}");
+    assert_eq!(counters(d, "vm3.0").1, drops_before, "delay must not drop below its bound");
+    nth_line(&sw, "DoS attack ended", 4, Duration::from_secs(3));
+
     // VM2's stream was untouched by all of it.
     let t = Instant::now();
     let ((code, err), out) = vms.wait_and_stderr(Duration::from_secs(40));
@@ -193,10 +225,10 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let got2 = rx_from(&r, 1, EXT);
     let loss = sent2.saturating_sub(got2);
     eprintln!(
-        "VM2 stream: {got2} of {sent2} frames ({} lost, {:.4}%), {:.0} pps over 24 s; waited {:?}",
+        "VM2 stream: {got2} of {sent2} frames ({} lost, {:.4}%), {:.0} pps over 28 s; waited {:?}",
         loss,
         loss as f64 * 100.0 / sent2.max(1) as f64,
-        got2 as f64 / 24.0,
+        got2 as f64 / 28.0,
         t.elapsed()
     );
     assert!(sent2 > 100_000, "{r}");
