@@ -254,3 +254,77 @@ fn starved_vm_is_suspended_on_degradation_and_resumed_after_failback() {
     let (code, _) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
 }
+
+/// A DoS attack on a high-priority VM suspends a lower-priority VM that allows it
+/// (`suspend_for_dos`), requests the victim's migration through its hook, and the
+/// suspended VM is resumed when the attack ends.
+#[test]
+fn dos_attack_suspends_lower_priority_vm_and_requests_migration() {
+    const VICTIM: &str = "02:00:00:00:03:01";
+    const BYSTANDER: &str = "02:00:00:00:03:02";
+    let dir = Scratch::new();
+    let tap = unique("vmd");
+    let (_qemu, qmp_switch, qmp_test) = qemu(&dir);
+    let hook_log = dir.path("hook.log");
+    let cfg = format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_tap0,iface={tap}"
+[[vm]]
+name = "victim"
+priority = 8
+hook = "echo \"$VSWITCH_ACTION $VSWITCH_VM\" >> {log} #"
+dos_max_pps = 5000
+dos_clear_after_ms = 500
+dos_responses = ["suspend-lower-priority", "migrate", "alert"]
+  [[vm.vnic]]
+  devargs = "net_null0,no-rx=1"
+  mac = "{VICTIM}"
+  uplink = "nic0"
+[[vm]]
+name = "bystander"
+priority = 2
+qmp = "{qmp}"
+suspend_for_dos = true
+  [[vm.vnic]]
+  devargs = "net_null1,no-rx=1"
+  mac = "{BYSTANDER}"
+  uplink = "nic0"
+"#,
+        prefix = unique("vsw"),
+        log = hook_log.display(),
+        qmp = qmp_switch.display(),
+    );
+    let mut sw = start_vswitchd(&dir.0, &cfg, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
+    set_link(&tap, true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(qmp_status(&qmp_test), "running");
+
+    let attacker = vsperf(
+        "attacker",
+        &args!["--port", format!("net_af_packet0,iface={tap}"), "--mode", "txonly", "--src-mac", EXT, "--dst-mac", VICTIM, "--rate", "20kpps", "--duration", 3],
+    );
+    sw.wait_for("DoS attack started", Duration::from_secs(10));
+    let t = Instant::now();
+    wait_status(&qmp_test, "paused", Duration::from_secs(5));
+    eprintln!("bystander paused {:?} after the attack was detected", t.elapsed());
+    let by = vm_show(&dir.0, "bystander");
+    assert!(by["actions"]["reasons"][0].as_str().unwrap_or("").contains("DoS attack on victim"), "{by}");
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&hook_log).unwrap_or_default().contains("migrate victim")), "no migration request reached the hook");
+    let (code, _) = attacker.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    sw.wait_for("DoS attack ended", Duration::from_secs(5));
+    wait_status(&qmp_test, "running", Duration::from_secs(5));
+    let hooks = std::fs::read_to_string(&hook_log).unwrap();
+    assert!(hooks.contains("alert victim"), "alerts go to the hook: {hooks}");
+    let victim = vm_show(&dir.0, "victim");
+    assert_eq!(victim["actions"]["migrations"], 1, "{victim}");
+    let (code, _) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+}

@@ -14,7 +14,10 @@
 //! slow-protocol handoff, standby check, destination-MAC lookup) → push onto the
 //! destination port's tx buffer (floods take extra mbuf references, no copies) →
 //! buffers are flushed with `tx_burst` when full and at the end of every iteration.
-//! Frames that cannot be sent are freed and counted by reason.
+//! Frames that cannot be sent are freed and counted by reason. Frames from a NIC to a
+//! vNIC protected against DoS pass through the worker's [`DosPath`] first (counted,
+//! then dropped, policed or held per the control thread's mitigation word; see
+//! [`crate::dos_path`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
