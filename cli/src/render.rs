@@ -169,6 +169,33 @@ pub fn show(t: &Value) -> String {
             u(vm, "priority"),
             u(vm, "shares")
         );
+        if let Some(a) = vm.get("actions").filter(|a| a.is_object()) {
+            let last = s(a, "last_action");
+            let _ = writeln!(
+                o,
+                "      state {}{}, actions: {} suspend, {} resume, {} migrate, {} alert, {} failed{}",
+                s(a, "state"),
+                match a.get("reasons").and_then(Value::as_array) {
+                    Some(r) if !r.is_empty() => format!(" ({})", r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")),
+                    _ => String::new(),
+                },
+                u(a, "suspends"),
+                u(a, "resumes"),
+                u(a, "migrations"),
+                u(a, "alerts"),
+                u(a, "failures"),
+                if last.is_empty() { String::new() } else { format!("; last: {last}") }
+            );
+            let dos = s(a, "dos");
+            if !dos.is_empty() || u(a, "attacks") > 0 {
+                let _ = writeln!(
+                    o,
+                    "      dos: {}, {} attacks so far",
+                    if dos.is_empty() { "no attack".to_string() } else { format!("under attack: {dos}") },
+                    u(a, "attacks")
+                );
+            }
+        }
         for v in arr(vm, "vnics") {
             let _ = writeln!(
                 o,

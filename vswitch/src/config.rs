@@ -300,9 +300,94 @@ pub struct VmConfig {
     /// Hook command for VM actions.
     #[serde(default)]
     pub hook: Option<String>,
+    /// Suspend the VM (QMP `stop`, or the hook) while it is starved by a degraded
+    /// bond, until the bond is restored ([0124]); needs `qmp` or `hook`.
+    #[serde(default)]
+    pub suspend_when_starved: bool,
+    /// How long starvation must last before the VM is suspended, ms (default 1000).
+    #[serde(default)]
+    pub starve_grace_ms: Option<u64>,
+    /// Request the VM's migration (hook) once a bond it uses has been degraded this
+    /// long, s ([0132]).
+    #[serde(default)]
+    pub migrate_after_s: Option<u64>,
+    /// Raise an alert (log, and the hook when configured) for every action ([0133]).
+    #[serde(default = "yes")]
+    pub alert: bool,
+    /// The VM may be suspended to protect a higher-priority VM under DoS attack
+    /// (`dos_responses = ["suspend-lower-priority"]` on the victim, [0126]).
+    #[serde(default)]
+    pub suspend_for_dos: bool,
+    /// DoS: frames per second arriving for the VM that declare a rate flood.
+    #[serde(default)]
+    pub dos_max_pps: Option<u64>,
+    /// DoS: bits per second arriving for the VM that declare a rate flood.
+    #[serde(default)]
+    pub dos_max_bps: Option<u64>,
+    /// DoS: half-open TCP handshakes per second that declare a SYN flood.
+    #[serde(default)]
+    pub dos_max_half_open_per_sec: Option<u64>,
+    /// DoS: sliding measurement window, ms (default 50).
+    #[serde(default)]
+    pub dos_window_ms: Option<u64>,
+    /// DoS: quiet time before an attack is declared over, ms (default 1000).
+    #[serde(default)]
+    pub dos_clear_after_ms: Option<u64>,
+    /// DoS responses: `drop`, `rate-limit:PPS`, `delay:50ms[:FRAMES]`,
+    /// `failover:BOND`, `suspend-lower-priority`, `migrate`, `alert`.
+    #[serde(default)]
+    pub dos_responses: Vec<String>,
+    /// DoS signatures: `NAME [proto=tcp|udp|icmp|N] [dport=P[-Q]] [payload@OFF=HEX]`.
+    #[serde(default)]
+    pub dos_signatures: Vec<String>,
     /// The VM's virtual NICs.
     #[serde(default)]
     pub vnic: Vec<VnicConfig>,
+}
+
+impl VmConfig {
+    /// True when any DoS detector or signature is configured.
+    pub fn dos_enabled(&self) -> bool {
+        self.dos_max_pps.is_some()
+            || self.dos_max_bps.is_some()
+            || self.dos_max_half_open_per_sec.is_some()
+            || !self.dos_signatures.is_empty()
+    }
+
+    /// The parsed DoS configuration (detector thresholds and responses).
+    pub fn dos_config(&self) -> Result<policy::dos::DosConfig, String> {
+        use policy::dos::{DosConfig, DosResponse};
+        use policy::time::MS;
+        let mut c = DosConfig {
+            max_pps: self.dos_max_pps,
+            max_bps: self.dos_max_bps,
+            max_half_open_per_sec: self.dos_max_half_open_per_sec,
+            ..DosConfig::default()
+        };
+        if let Some(w) = self.dos_window_ms {
+            c.window = w.max(1) * MS;
+        }
+        if let Some(w) = self.dos_clear_after_ms {
+            c.clear_after = w * MS;
+        }
+        c.responses = self
+            .dos_responses
+            .iter()
+            .map(|r| r.parse::<DosResponse>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        Ok(c)
+    }
+
+    /// The compiled DoS signature set (empty when none is configured).
+    pub fn dos_signature_set(&self) -> Result<policy::dos::SignatureSet, String> {
+        use policy::dos::{SignatureRule, SignatureSet};
+        let rules = self
+            .dos_signatures
+            .iter()
+            .map(|r| r.parse::<SignatureRule>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        SignatureSet::new(rules).map_err(|e| e.to_string())
+    }
 }
 
 fn default_priority() -> u8 {
@@ -716,6 +801,24 @@ impl Config {
                     vm.name, vm.priority
                 ));
             }
+            if vm.suspend_when_starved && vm.qmp.is_none() && vm.hook.is_none() {
+                return bad(format!(
+                    "vm '{}': suspend_when_starved needs a qmp socket or a hook to suspend with",
+                    vm.name
+                ));
+            }
+            if vm.dos_window_ms == Some(0) {
+                return bad(format!("vm '{}': dos_window_ms must be at least 1", vm.name));
+            }
+            let dos = vm.dos_config().map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
+            vm.dos_signature_set().map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
+            for r in &dos.responses {
+                if let policy::dos::DosResponse::FailoverUplink(b) = r {
+                    if self.uplink(b).is_none() {
+                        return bad(format!("vm '{}': dos response failover:{b} names no bond or nic", vm.name));
+                    }
+                }
+            }
             for (j, v) in vm.vnic.iter().enumerate() {
                 let vname = Config::vnic_name(vm, j);
                 let what = format!("vm '{}' vnic '{vname}'", vm.name);
@@ -832,6 +935,44 @@ priority = 5
         assert_eq!(c.vm[0].vnic.len(), 2);
         assert_eq!(Config::vnic_name(&c.vm[0], 1), "vm1.1");
         assert_eq!(c.uplink("nic2"), Some(UplinkRef::Nic(2)));
+    }
+
+    #[test]
+    fn vm_action_and_dos_keys_parse_and_validate() {
+        let with = |extra: &str| GOOD.replace("priority = 5\n", &format!("priority = 5\n{extra}\n"));
+        let c = Config::parse(
+            &with(
+                r#"qmp = "/run/vm1.qmp"
+suspend_when_starved = true
+starve_grace_ms = 200
+migrate_after_s = 30
+dos_max_pps = 10000
+dos_max_half_open_per_sec = 500
+dos_window_ms = 20
+dos_responses = ["drop", "rate-limit:1000", "delay:50ms", "alert", "failover:nic2"]
+dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let vm = &c.vm[0];
+        assert!(vm.dos_enabled() && vm.alert && !vm.suspend_for_dos);
+        let d = vm.dos_config().unwrap();
+        assert_eq!((d.max_pps, d.window), (Some(10000), 20 * policy::time::MS));
+        assert_eq!(d.responses.len(), 5);
+        assert_eq!(d.delay_policy().unwrap().hold, 50 * policy::time::MS);
+        assert_eq!(vm.dos_signature_set().unwrap().len(), 1);
+        assert!(!Config::parse(GOOD, "t.toml").unwrap().vm[0].dos_enabled());
+
+        let invalid = |extra: &str| err(&with(extra));
+        assert!(invalid("suspend_when_starved = true").contains("needs a qmp socket or a hook"));
+        assert!(invalid(r#"dos_responses = ["explode"]"#).contains("invalid DoS response"));
+        assert!(invalid(r#"dos_responses = ["failover:nope"]"#).contains("names no bond or nic"));
+        assert!(invalid(r#"dos_signatures = ["x dport=9-1"]"#).contains("port range"));
+        assert!(invalid(r#"dos_signatures = ["x payload@0=zz"]"#).contains("invalid signature"));
+        assert!(invalid("dos_window_ms = 0").contains("dos_window_ms"));
+        assert!(err(&with("dos_max_ppps = 3")).contains("unknown field `dos_max_ppps`"));
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub enum ControlCmd {
         /// Where the answer goes.
         reply: crossbeam::channel::Sender<Result<(), String>>,
     },
+    /// Hands the control thread its VM actions and DoS detection (once, at start).
+    VmActions {
+        /// Built from the configuration by the daemon.
+        ctl: Box<crate::vm_ctl::VmCtl>,
+        /// Answered when installed.
+        reply: crossbeam::channel::Sender<()>,
+    },
 }
 
 /// State and reason of one uplink member, for status output.
@@ -113,6 +120,8 @@ pub struct ControlView {
     pub lacp: Vec<LacpView>,
     /// Slow-protocol frames from ports that are not members of a LACP bond (dropped).
     pub slow_rx_dropped: u64,
+    /// VM actions and DoS state, by VM (empty until VM actions are installed).
+    pub vm_actions: Vec<crate::vm_ctl::VmActionView>,
 }
 
 impl ControlView {
@@ -243,6 +252,8 @@ pub struct Control {
     slow_rx: u64,
     rarps_sent: u64,
     slow_rx_dropped: u64,
+    /// VM actions and DoS detection ([`crate::vm_ctl`]), once installed.
+    vm: Option<Box<crate::vm_ctl::VmCtl>>,
 }
 
 impl Control {
@@ -301,6 +312,7 @@ impl Control {
             slow_rx: 0,
             rarps_sent: 0,
             slow_rx_dropped: 0,
+            vm: None,
         }
     }
 
@@ -406,6 +418,7 @@ impl Control {
                 self.publish();
             }
             self.allocate(now);
+            self.run_vm_actions(now);
             self.update_view();
             next += period;
             let now = Instant::now();
@@ -499,8 +512,26 @@ impl Control {
         }
     }
 
+    /// VM actions and DoS detection: bond and starvation state in, actions out (to
+    /// the `vm-actions` thread), mitigation words published.
+    fn run_vm_actions(&mut self, now: Nanos) {
+        let Some(vm) = self.vm.as_mut() else { return };
+        let (uplinks, allocations) = (&self.uplinks, &self.allocations);
+        vm.run(
+            now,
+            &self.shared.dos,
+            |u| uplinks[u].bond.is_degraded(),
+            |v| allocations.get(v as usize).copied().flatten().is_some_and(|a| a.starved),
+        );
+    }
+
     fn handle_cmd(&mut self, cmd: ControlCmd, now: Nanos) {
         match cmd {
+            ControlCmd::VmActions { mut ctl, reply } => {
+                ctl.start(now, &self.shared.dos);
+                self.vm = Some(ctl);
+                let _ = reply.send(());
+            }
             ControlCmd::Failback { uplink, reply } => {
                 let n = self.uplinks.get_mut(uplink).map(|u| u.bond.manual_failback(now) as u64).unwrap_or(0);
                 tracing::info!(uplink = %self.topo.uplinks.get(uplink).map(|u| u.name.as_str()).unwrap_or("?"), readmitted = n, "manual failback");
@@ -785,6 +816,11 @@ impl Control {
             .filter_map(|c| c.lacp.as_ref().map(LacpCtl::view))
             .collect();
         v.slow_rx_dropped = self.slow_rx_dropped;
+        if let Some(vm) = &self.vm {
+            if v.vm_actions.as_slice() != vm.view() {
+                v.vm_actions = vm.view().to_vec();
+            }
+        }
         v.generation = self.shared.published.generation();
     }
 }

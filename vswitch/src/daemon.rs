@@ -40,6 +40,18 @@ pub struct SwitchApi {
 impl SwitchApi {
     /// An API over `switch`, whose desired configuration `cfg` lives in `path`.
     pub fn new(switch: Arc<Switch>, cfg: Config, path: PathBuf) -> SwitchApi {
+        // VM actions and DoS detection run on the control thread; their state file
+        // lives beside the configuration.
+        let state = crate::vm_ctl::state_path_for(&path);
+        match crate::vm_ctl::VmCtl::new(&cfg, switch.topology(), Some(state)) {
+            Ok(ctl) => {
+                let ctl = Box::new(ctl);
+                if switch.control_request(|reply| ControlCmd::VmActions { ctl, reply }).is_none() {
+                    tracing::error!("the control thread did not take the VM actions");
+                }
+            }
+            Err(e) => tracing::error!("VM actions not started: {e}"),
+        }
         SwitchApi { switch, desired: Mutex::new(cfg), path }
     }
 
@@ -175,6 +187,7 @@ impl ControlApi for SwitchApi {
     fn show(&self) -> Result<ShowTree, CtlError> {
         let cfg = self.desired.lock().clone();
         let vnics = self.vnics();
+        let view = self.switch.control_view();
         let vms = cfg
             .vm
             .iter()
@@ -183,6 +196,7 @@ impl ControlApi for SwitchApi {
                 priority: vm.priority,
                 shares: vm.shares,
                 vnics: vnics.iter().filter(|v| v.vm == vm.name).cloned().collect(),
+                actions: view.vm_actions.iter().find(|a| a.vm == vm.name).cloned(),
             })
             .collect();
         Ok(ShowTree { uplinks: self.uplinks(), vms, generation: self.switch.control_view().generation })

@@ -41,6 +41,9 @@ pub struct Shared {
     pub bandwidth: bool,
     /// Longest a frame may wait in a vNIC's delay queue, ns.
     pub max_queue_delay: u64,
+    /// DoS defence words (counters per worker and vNIC, mitigation per vNIC, the
+    /// per-vNIC settings workers reload); see [`crate::dos_path`].
+    pub dos: crate::dos_path::DosShared,
 }
 
 impl Shared {
@@ -54,6 +57,7 @@ impl Shared {
             vnic_bw: (0..MAX_VNICS).map(|_| VnicShared::default()).collect(),
             bandwidth,
             max_queue_delay,
+            dos: crate::dos_path::DosShared::new(MAX_VNICS),
         }
     }
 }

@@ -14,7 +14,10 @@
 //! slow-protocol handoff, standby check, destination-MAC lookup) → push onto the
 //! destination port's tx buffer (floods take extra mbuf references, no copies) →
 //! buffers are flushed with `tx_burst` when full and at the end of every iteration.
-//! Frames that cannot be sent are freed and counted by reason.
+//! Frames that cannot be sent are freed and counted by reason. Frames from a NIC to a
+//! vNIC protected against DoS pass through the worker's [`DosPath`] first (counted,
+//! then dropped, policed or held per the control thread's mitigation word; see
+//! [`crate::dos_path`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use policy::bond::SelectCtx;
 use policy::time::Nanos;
 
 use crate::delay_ring::{DelayRing, Waiting};
+use crate::dos_path::{DosPath, DosVerdict};
 
 /// Frames per rx burst.
 pub const RX_BURST: usize = 32;
@@ -118,6 +122,8 @@ pub struct Worker {
     /// TSC → ns: ns = tsc * mult >> 32.
     tsc_mult: u128,
     now: Nanos,
+    /// DoS accounting and mitigation on NIC → vNIC delivery.
+    dos: DosPath,
 }
 
 impl Worker {
@@ -154,6 +160,7 @@ impl Worker {
             owned,
             tsc_mult: ((1_000_000_000u128) << 32) / hz as u128,
             now: 0,
+            dos: DosPath::new(index),
             index,
             queues,
             txbufs: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
@@ -184,6 +191,10 @@ impl Worker {
                 self.stats
                     .generation
                     .store(snap.generation, Ordering::Relaxed);
+            }
+            self.dos.reload(&self.shared.dos, self.now);
+            if self.dos.enabled() {
+                self.dos_poll(&snap);
             }
             if self.shared.bandwidth && !self.owned.is_empty() {
                 let prev = self.now;
@@ -231,6 +242,7 @@ impl Worker {
                 drop(w.mbuf);
             }
         }
+        self.dos.free_all();
         self.queues
     }
 
@@ -412,24 +424,48 @@ impl Worker {
             return;
         }
         if flow.dst_mac.is_multicast() {
-            let mut last: Option<u16> = None;
+            let mut last: Option<u32> = None;
             for &v in &up.vnics {
-                if let Some(prev) = last.replace(snap.vnics[v as usize].port) {
-                    self.enqueue(prev, m.share());
+                if let Some(prev) = last.replace(v) {
+                    self.deliver(snap, prev, flow, m.share());
                 }
             }
             match last {
-                Some(p) => self.enqueue(p, m),
+                Some(v) => self.deliver(snap, v, flow, m),
                 None => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
             }
             return;
         }
         match snap.macs.lookup(flow.dst_mac) {
-            Some(v) if snap.vnics[v as usize].uplink == uplink => {
-                let p = snap.vnics[v as usize].port;
-                self.enqueue(p, m)
-            }
+            Some(v) if snap.vnics[v as usize].uplink == uplink => self.deliver(snap, v, flow, m),
             _ => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
+        }
+    }
+
+    /// Delivers a frame from a NIC to vNIC `vnic`, through its DoS defence.
+    #[inline]
+    fn deliver(&mut self, snap: &Snapshot, vnic: u32, flow: &Flow, m: Mbuf) {
+        let port = snap.vnics[vnic as usize].port;
+        if !self.dos.enabled() {
+            return self.enqueue(port, m);
+        }
+        match self.dos.inspect(vnic, flow, m) {
+            DosVerdict::Deliver(m) => self.enqueue(port, m),
+            DosVerdict::Dropped => self.stats.ports[port as usize].drop_one(DropReason::DosDrop),
+            DosVerdict::Held => {}
+        }
+    }
+
+    /// Once per iteration while a vNIC is protected: DoS counters out, mitigation
+    /// words in, held frames that are due delivered.
+    fn dos_poll(&mut self, snap: &Snapshot) {
+        let now = ((dpdk_sys::eal::rdtsc() as u128 * self.tsc_mult) >> 32) as Nanos;
+        self.dos.poll(&self.shared.dos, now);
+        while let Some((v, m)) = self.dos.pop_due() {
+            match snap.vnics.get(v as usize) {
+                Some(e) => self.enqueue(e.port, m),
+                None => drop(m),
+            }
         }
     }
 

@@ -213,6 +213,9 @@ pub struct VmShow {
     pub shares: u32,
     /// Its vNICs.
     pub vnics: Vec<VnicShow>,
+    /// What the switch did to it (suspend/resume/migrate/alert) and its DoS state.
+    #[serde(default)]
+    pub actions: Option<crate::vm_ctl::VmActionView>,
 }
 
 /// Traffic shaping of a vNIC (\[0090\]).

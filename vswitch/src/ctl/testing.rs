@@ -339,6 +339,7 @@ impl ControlApi for FakeApi {
                     priority: vm.priority,
                     shares: vm.shares,
                     vnics: vnics.iter().filter(|v| v.vm == vm.name).cloned().collect(),
+                    ..VmShow::default()
                 })
                 .collect(),
             generation: 3,

@@ -1,0 +1,330 @@
+//! Issue 8 end to end, VM actions: a degraded bond starves a lower-priority VM, the
+//! switch suspends it through QEMU's QMP monitor (a real `qemu-system-x86_64 -machine
+//! none`), resumes it after failback, remembers it across a restart, and survives
+//! QMP peers that are gone or answer garbage.
+//!
+//! Topology: a bond of two `net_tap` members (100 Mb/s each, `degraded =
+//! "drop-lower-priority"`), a high-priority VM and two low-priority VMs whose vNICs
+//! are `net_pcap` sources replaying 1000-byte frames as fast as they can (demand far
+//! above the bond's capacity). Links are pulled with `ip link set TAP down`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tests::*;
+
+const HIGH: &str = "02:00:00:00:01:01";
+const LOW: &str = "02:00:00:00:01:02";
+const BROKEN: &str = "02:00:00:00:01:03";
+const EXT: &str = "02:00:00:00:01:99";
+
+/// Asks a QMP monitor for the VM's status (`running`, `paused`), on a fresh connection.
+fn qmp_status(sock: &Path) -> String {
+    let s = UnixStream::connect(sock).unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let mut read_return = |r: &mut BufReader<UnixStream>| -> serde_json::Value {
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "QMP closed");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v.get("return").is_some() || v.get("QMP").is_some() {
+                return v;
+            }
+        }
+    };
+    read_return(&mut r);
+    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n").unwrap();
+    read_return(&mut r);
+    w.write_all(b"{\"execute\":\"query-status\"}\n").unwrap();
+    let v = read_return(&mut r);
+    v["return"]["status"].as_str().unwrap().to_string()
+}
+
+fn wait_status(sock: &Path, want: &str, timeout: Duration) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if qmp_status(sock) == want {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("VM did not become {want} within {timeout:?} (now {})", qmp_status(sock));
+}
+
+/// A QEMU with two QMP monitors: one for the switch, one for the test.
+fn qemu(dir: &Scratch) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
+    let (sw, test) = (dir.path("qmp-switch.sock"), dir.path("qmp-test.sock"));
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "none", "-nodefaults", "-nographic", "-display", "none", "-qmp"])
+        .arg(format!("unix:{},server=on,wait=off", sw.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", test.display()));
+    let p = Proc::spawn("qemu", cmd);
+    assert!(wait_until(Duration::from_secs(10), || sw.exists() && test.exists()), "QEMU did not create its QMP sockets: {}", p.stderr());
+    (p, sw, test)
+}
+
+/// A QMP "peer" that greets with garbage and then ignores everything.
+fn garbage_qmp(path: &Path) -> std::thread::JoinHandle<()> {
+    let l = UnixListener::bind(path).unwrap();
+    l.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(b"this is not QMP\n{\"neither\": is this}\n");
+        }
+    })
+}
+
+fn pcap(dir: &Scratch, name: &str, src: &str) -> String {
+    let out = dir.path(name);
+    let st = Command::new(bin("vsperf"))
+        .args(["gen-pcap", "--out"])
+        .arg(&out)
+        .args(["--src-mac", src, "--dst-mac", EXT, "--size", "1000", "--flows", "16"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out.display().to_string()
+}
+
+fn config(dir: &Scratch, prefix: &str, taps: &[String; 2], qmp_low: &Path, qmp_broken: &Path) -> String {
+    format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_tap0,iface={a}"
+speed_mbps = 100
+[[nic]]
+name = "nic1"
+devargs = "net_tap1,iface={b}"
+speed_mbps = 100
+[[bond]]
+name = "bond0"
+members = ["nic0", "nic1"]
+mode = "balance-slb"
+failback = "immediate"
+degraded = "drop-lower-priority"
+[[vm]]
+name = "high"
+priority = 8
+  [[vm.vnic]]
+  devargs = "net_pcap0,rx_pcap={ph},infinite_rx=1"
+  mac = "{HIGH}"
+  uplink = "bond0"
+[[vm]]
+name = "low"
+priority = 2
+qmp = "{ql}"
+suspend_when_starved = true
+starve_grace_ms = 1500
+  [[vm.vnic]]
+  devargs = "net_pcap1,rx_pcap={pl},infinite_rx=1"
+  mac = "{LOW}"
+  uplink = "bond0"
+[[vm]]
+name = "broken"
+priority = 2
+qmp = "{qb}"
+suspend_when_starved = true
+starve_grace_ms = 1500
+  [[vm.vnic]]
+  devargs = "net_pcap2,rx_pcap={pb},infinite_rx=1"
+  mac = "{BROKEN}"
+  uplink = "bond0"
+"#,
+        a = taps[0],
+        b = taps[1],
+        ph = pcap(dir, "high.pcap", HIGH),
+        pl = pcap(dir, "low.pcap", LOW),
+        pb = pcap(dir, "broken.pcap", BROKEN),
+        ql = qmp_low.display(),
+        qb = qmp_broken.display(),
+    )
+}
+
+fn vm_show(dir: &Path, vm: &str) -> serde_json::Value {
+    let (code, out, err) = vsctl(dir, &["--format", "json", "show"]);
+    assert_eq!(code, 0, "vsctl show failed: {err}");
+    let tree: serde_json::Value = serde_json::from_str(&out).unwrap();
+    tree["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == vm)
+        .cloned()
+        .unwrap_or_else(|| panic!("no vm {vm} in {out}"))
+}
+
+fn tx_of(dir: &Path, port: &str) -> u64 {
+    let (code, out, err) = vsctl(dir, &["--format", "json", "stats", "--port", port]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["ports"][0]["tx_pkts"].as_u64().unwrap()
+}
+
+fn start(dir: &Scratch, cfg: &str, taps: &[String; 2]) -> Proc {
+    let sw = start_vswitchd(&dir.0, cfg, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&taps[0]) && iface_exists(&taps[1])));
+    set_link(&taps[0], true);
+    set_link(&taps[1], true);
+    sw
+}
+
+#[test]
+fn starved_vm_is_suspended_on_degradation_and_resumed_after_failback() {
+    let dir = Scratch::new();
+    let taps = [unique("vma"), unique("vmb")];
+    let (_qemu, qmp_switch, qmp_test) = qemu(&dir);
+    let broken_sock = dir.path("broken-qmp.sock");
+    let _garbage = garbage_qmp(&broken_sock);
+    let cfg = config(&dir, &unique("vsw"), &taps, &qmp_switch, &broken_sock);
+    let mut sw = start(&dir, &cfg, &taps);
+    let d = &dir.0;
+
+    // Both members up: nobody is starved, the VM keeps running.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(qmp_status(&qmp_test), "running");
+    assert_eq!(vm_show(d, "low")["actions"]["state"], "running");
+
+    // Pull a member: the bond is degraded, the low-priority VMs are starved.
+    let pulled = Instant::now();
+    set_link(&taps[1], false);
+    let took = wait_status(&qmp_test, "paused", Duration::from_secs(10));
+    eprintln!("low VM paused {:?} after the link pull (starve grace 1.5 s)", pulled.elapsed().max(took));
+    sw.wait_for("VM action done", Duration::from_secs(5));
+    assert!(wait_until(Duration::from_secs(2), || vm_show(d, "low")["actions"]["state"] == "suspended-by-switch"));
+    let low = vm_show(d, "low");
+    assert_eq!(low["actions"]["suspends"], 1, "{low}");
+    assert!(low["actions"]["reasons"][0].as_str().unwrap().contains("bond0"), "{low}");
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("vswitch.toml.vmstate.json")).unwrap()).unwrap();
+    assert_eq!(state["suspended"][0]["vm"], "low", "state file: {state}");
+
+    // The broken QMP peer: the action fails, is logged, and the switch carries on
+    // (vsctl answers, frames keep flowing, the good VM is still handled).
+    sw.wait_for("VM action failed", Duration::from_secs(10));
+    let err = sw.stderr();
+    let line = err.lines().find(|l| l.contains("VM action failed")).unwrap();
+    assert!(line.contains("broken") && line.contains("QMP"), "{line}");
+    let broken = vm_show(d, "broken");
+    assert!(broken["actions"]["failures"].as_u64().unwrap() >= 1, "{broken}");
+    assert_ne!(broken["actions"]["state"], "suspended-by-switch");
+    let before = tx_of(d, "nic0");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(tx_of(d, "nic0") > before + 1000, "the switch stopped forwarding");
+
+    // Restore the link: failback, the bond is whole again, the VM resumes.
+    let restored = Instant::now();
+    set_link(&taps[1], true);
+    wait_status(&qmp_test, "running", Duration::from_secs(10));
+    eprintln!("low VM running {:?} after the link came back", restored.elapsed());
+    assert!(wait_until(Duration::from_secs(2), || vm_show(d, "low")["actions"]["state"] == "running"));
+    let low = vm_show(d, "low");
+    assert_eq!((low["actions"]["suspends"].as_u64(), low["actions"]["resumes"].as_u64()), (Some(1), Some(1)), "{low}");
+    assert!(err.contains("VM action") && err.contains("suspend"), "actions are logged");
+
+    // Restart while suspended: the new switch remembers and resumes the VM.
+    set_link(&taps[1], false);
+    wait_status(&qmp_test, "paused", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    assert_eq!(qmp_status(&qmp_test), "paused", "stopping the switch must not resume the VM");
+    let state = std::fs::read_to_string(dir.path("vswitch.toml.vmstate.json")).unwrap();
+    assert!(state.contains("\"low\""), "{state}");
+    let t = Instant::now();
+    let mut sw = start(&dir, &cfg, &taps);
+    sw.wait_for("restored VMs suspended by a previous run", Duration::from_secs(5));
+    wait_status(&qmp_test, "running", Duration::from_secs(15));
+    eprintln!("restarted switch resumed the VM {:?} after start (restore settle 5 s)", t.elapsed());
+    assert!(wait_until(Duration::from_secs(3), || {
+        let s = std::fs::read_to_string(dir.path("vswitch.toml.vmstate.json")).unwrap_or_default();
+        !s.contains("\"low\"")
+    }));
+    let (code, _) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+}
+
+/// A DoS attack on a high-priority VM suspends a lower-priority VM that allows it
+/// (`suspend_for_dos`), requests the victim's migration through its hook, and the
+/// suspended VM is resumed when the attack ends.
+#[test]
+fn dos_attack_suspends_lower_priority_vm_and_requests_migration() {
+    const VICTIM: &str = "02:00:00:00:03:01";
+    const BYSTANDER: &str = "02:00:00:00:03:02";
+    let dir = Scratch::new();
+    let tap = unique("vmd");
+    let (_qemu, qmp_switch, qmp_test) = qemu(&dir);
+    let hook_log = dir.path("hook.log");
+    let cfg = format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_tap0,iface={tap}"
+[[vm]]
+name = "victim"
+priority = 8
+hook = "echo \"$VSWITCH_ACTION $VSWITCH_VM\" >> {log} #"
+dos_max_pps = 5000
+dos_clear_after_ms = 500
+dos_responses = ["suspend-lower-priority", "migrate", "alert"]
+  [[vm.vnic]]
+  devargs = "net_null0,no-rx=1"
+  mac = "{VICTIM}"
+  uplink = "nic0"
+[[vm]]
+name = "bystander"
+priority = 2
+qmp = "{qmp}"
+suspend_for_dos = true
+  [[vm.vnic]]
+  devargs = "net_null1,no-rx=1"
+  mac = "{BYSTANDER}"
+  uplink = "nic0"
+"#,
+        prefix = unique("vsw"),
+        log = hook_log.display(),
+        qmp = qmp_switch.display(),
+    );
+    let mut sw = start_vswitchd(&dir.0, &cfg, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
+    set_link(&tap, true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(qmp_status(&qmp_test), "running");
+
+    let attacker = vsperf(
+        "attacker",
+        &args!["--port", format!("net_af_packet0,iface={tap}"), "--mode", "txonly", "--src-mac", EXT, "--dst-mac", VICTIM, "--rate", "20kpps", "--duration", 3],
+    );
+    sw.wait_for("DoS attack started", Duration::from_secs(10));
+    let t = Instant::now();
+    wait_status(&qmp_test, "paused", Duration::from_secs(5));
+    eprintln!("bystander paused {:?} after the attack was detected", t.elapsed());
+    let by = vm_show(&dir.0, "bystander");
+    assert!(by["actions"]["reasons"][0].as_str().unwrap_or("").contains("DoS attack on victim"), "{by}");
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&hook_log).unwrap_or_default().contains("migrate victim")), "no migration request reached the hook");
+    let (code, _) = attacker.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    sw.wait_for("DoS attack ended", Duration::from_secs(5));
+    wait_status(&qmp_test, "running", Duration::from_secs(5));
+    let hooks = std::fs::read_to_string(&hook_log).unwrap();
+    assert!(hooks.contains("alert victim"), "alerts go to the hook: {hooks}");
+    let victim = vm_show(&dir.0, "victim");
+    assert_eq!(victim["actions"]["migrations"], 1, "{victim}");
+    let (code, _) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+}
