@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 # DPDK processes pin cores and busy-poll: end-to-end tests run one at a time.
-cargo test --release --workspace -- --test-threads=1
+cargo test --release --workspace --no-fail-fast -- --test-threads=1

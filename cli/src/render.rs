@@ -191,7 +191,11 @@ pub fn show(t: &Value) -> String {
                 let _ = writeln!(
                     o,
                     "      dos: {}, {} attacks so far",
-                    if dos.is_empty() { "no attack".to_string() } else { format!("under attack: {dos}") },
+                    if dos.is_empty() {
+                        "no attack".to_string()
+                    } else {
+                        format!("under attack: {dos}")
+                    },
                     u(a, "attacks")
                 );
             }

@@ -522,7 +522,10 @@ unsafe impl Send for SharedTxQueue {}
 impl SharedTxQueue {
     /// Wraps a claimed tx queue for sharing.
     pub fn new(queue: TxQueue) -> SharedTxQueue {
-        SharedTxQueue { lock: std::sync::atomic::AtomicBool::new(false), queue: std::cell::UnsafeCell::new(queue) }
+        SharedTxQueue {
+            lock: std::sync::atomic::AtomicBool::new(false),
+            queue: std::cell::UnsafeCell::new(queue),
+        }
     }
 
     /// The port.

@@ -214,7 +214,12 @@ pub fn start_vswitchd(dir: &Path, config: &str, extra: &[&str]) -> Proc {
     let path = dir.join("vswitch.toml");
     std::fs::write(&path, config).unwrap();
     let mut cmd = Command::new(bin("vswitchd"));
-    cmd.arg("--config").arg(&path).arg("--json").arg("--socket").arg(dir.join("vswitchd.ctl")).args(extra);
+    cmd.arg("--config")
+        .arg(&path)
+        .arg("--json")
+        .arg("--socket")
+        .arg(dir.join("vswitchd.ctl"))
+        .args(extra);
     let mut p = Proc::spawn("vswitchd", cmd);
     p.wait_for("switch started", Duration::from_secs(30));
     p
@@ -293,7 +298,9 @@ pub fn vsperf_run(name: &str, args: &[String], timeout: Duration) -> serde_json:
 
 /// Frames a vsperf port received from `mac`.
 pub fn rx_from(report: &serde_json::Value, port: usize, mac: &str) -> u64 {
-    report["ports"][port]["rx_by_src_mac"][mac].as_u64().unwrap_or(0)
+    report["ports"][port]["rx_by_src_mac"][mac]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// Builds a Vec<String> from string-likes.
@@ -508,7 +515,13 @@ pub fn ports_rx_tx(dir: &Path, names: &[&str]) -> Vec<(u64, u64)> {
 /// Every thread's backtrace of a live process (gdb, when installed), for hang reports.
 pub fn thread_stacks(pid: u32) -> String {
     Command::new("gdb")
-        .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 12"])
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 12",
+        ])
         .stdin(Stdio::null())
         .output()
         .map(|o| {
@@ -535,7 +548,10 @@ pub fn vnic_sent_frames(dir: &Path, names: &[&str]) -> Vec<u64> {
                 .as_array()
                 .and_then(|a| a.iter().find(|p| p["name"] == *n))
                 .unwrap_or_else(|| panic!("no port {n} in {out}"));
-            let dropped: u64 = p["drops"].as_object().map(|d| d.values().filter_map(|x| x.as_u64()).sum()).unwrap_or(0);
+            let dropped: u64 = p["drops"]
+                .as_object()
+                .map(|d| d.values().filter_map(|x| x.as_u64()).sum())
+                .unwrap_or(0);
             p["rx_pkts"].as_u64().unwrap_or(0).saturating_sub(dropped)
         })
         .collect()
@@ -554,5 +570,8 @@ pub fn vnic_sent_bps(dir: &Path, names: &[&str], frame_bytes: u64, window: Durat
     let b = vnic_sent_frames(dir, names);
     let tb = t1.duration_since(t0) + t1.elapsed() / 2;
     let secs = (tb - ta).as_secs_f64();
-    a.iter().zip(&b).map(|(x, y)| y.saturating_sub(*x) as f64 * frame_bytes as f64 * 8.0 / secs).collect()
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| y.saturating_sub(*x) as f64 * frame_bytes as f64 * 8.0 / secs)
+        .collect()
 }

@@ -66,12 +66,26 @@ fn counters(dir: &std::path::Path, port: &str) -> (u64, u64) {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let p = &v["ports"][0];
-    (p["tx_pkts"].as_u64().unwrap(), p["drops"]["dos"].as_u64().unwrap_or(0))
+    (
+        p["tx_pkts"].as_u64().unwrap(),
+        p["drops"]["dos"].as_u64().unwrap_or(0),
+    )
 }
 
 /// Runs one attack from the tap's kernel side; returns the frames it sent.
 fn attack(tap: &str, opts: &[String]) -> u64 {
-    let mut a = args!["--port", format!("net_af_packet0,iface={tap}"), "--mode", "txonly", "--src-mac", ATTACKER, "--dst-mac", VM1, "--drain-ms", 50];
+    let mut a = args![
+        "--port",
+        format!("net_af_packet0,iface={tap}"),
+        "--mode",
+        "txonly",
+        "--src-mac",
+        ATTACKER,
+        "--dst-mac",
+        VM1,
+        "--drain-ms",
+        50
+    ];
     a.extend(opts.iter().cloned());
     let r = vsperf_run("attacker", &a, Duration::from_secs(30));
     r["ports"][0]["tx_pkts"].as_u64().unwrap()
@@ -82,7 +96,12 @@ fn nth_line(sw: &Proc, needle: &str, n: usize, timeout: Duration) -> String {
     let mut line = None;
     assert!(
         wait_until(timeout, || {
-            line = sw.stderr().lines().filter(|l| l.contains(needle)).nth(n - 1).map(plain);
+            line = sw
+                .stderr()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
+                .map(plain);
             line.is_some()
         }),
         "no {n}th {needle:?} in the log:\n{}",
@@ -111,7 +130,11 @@ fn plain(line: &str) -> String {
 
 fn detect_ms(line: &str) -> f64 {
     let line = &plain(line);
-    let v = line.split("detect_ms=").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no detect_ms in {line}"));
+    let v = line
+        .split("detect_ms=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no detect_ms in {line}"));
     v.parse().unwrap()
 }
 
@@ -130,12 +153,36 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let vms = vsperf(
         "vms",
         &args![
-            "--wait-link", 10, "--duration", 28, "--drain-ms", 300,
-            "--port", format!("net_virtio_user0,path={s1},queues=1"), "--mode", "rxonly",
-            "--port", format!("net_virtio_user1,path={s2},queues=1"), "--mode", "rxonly",
-            "--port", format!("net_af_packet0,iface={tap}"), "--mode", "txonly",
-            "--src-mac", EXT, "--dst-mac", VM2, "--rate", "5kpps", "--dport", 80,
-            "--port", format!("net_virtio_user2,path={s3},queues=1"), "--mode", "echo",
+            "--wait-link",
+            10,
+            "--duration",
+            28,
+            "--drain-ms",
+            300,
+            "--port",
+            format!("net_virtio_user0,path={s1},queues=1"),
+            "--mode",
+            "rxonly",
+            "--port",
+            format!("net_virtio_user1,path={s2},queues=1"),
+            "--mode",
+            "rxonly",
+            "--port",
+            format!("net_af_packet0,iface={tap}"),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            VM2,
+            "--rate",
+            "5kpps",
+            "--dport",
+            80,
+            "--port",
+            format!("net_virtio_user2,path={s3},queues=1"),
+            "--mode",
+            "echo",
         ],
     );
     sw.wait_for("vNIC link changed", Duration::from_secs(15));
@@ -145,75 +192,187 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
 
     // 1. UDP flood: a rate flood, policed to 1000 pps.
     let (tx0, _) = counters(d, "vm1.0");
-    let sent = attack(&tap, &args!["--proto", "udp", "--flows", 64, "--duration", 2]);
+    let sent = attack(
+        &tap,
+        &args!["--proto", "udp", "--flows", 64, "--duration", 2],
+    );
     let line = nth_line(&sw, "DoS attack started", 1, Duration::from_secs(2));
-    assert!(line.contains("vm1") && line.contains("rate flood"), "{line}");
+    assert!(
+        line.contains("vm1") && line.contains("rate flood"),
+        "{line}"
+    );
     let udp_ms = detect_ms(&line);
     let (tx1, drops1) = counters(d, "vm1.0");
     let delivered = tx1 - tx0;
     eprintln!("UDP flood: {sent} frames sent ({} pps), detected in {udp_ms} ms, {drops1} dropped, {delivered} delivered", sent / 2);
-    assert!(sent > 20_000, "the flood was too weak to exceed 8 kpps: {sent} frames in 2 s");
+    assert!(
+        sent > 20_000,
+        "the flood was too weak to exceed 8 kpps: {sent} frames in 2 s"
+    );
     assert!(udp_ms <= 100.0, "UDP flood detected after {udp_ms} ms");
-    assert!(drops1 > sent / 2, "rate limit did not drop: {drops1} of {sent}");
-    assert!(delivered < 2 * 1000 + sent / 10, "rate limit let {delivered} of {sent} through");
+    assert!(
+        drops1 > sent / 2,
+        "rate limit did not drop: {drops1} of {sent}"
+    );
+    assert!(
+        delivered < 2 * 1000 + sent / 10,
+        "rate limit let {delivered} of {sent} through"
+    );
     let ended = nth_line(&sw, "DoS attack ended", 1, Duration::from_secs(3));
     assert!(ended.contains("rate flood"), "{ended}");
 
     // 2. SYN flood below the packet-rate threshold: SYNs without ACKs, dropped.
     let (_, drops_before) = counters(d, "vm1.0");
-    let syns = attack(&tap, &args!["--proto", "tcp", "--tcp-flags", "syn", "--flows", 1000, "--rate", "4kpps", "--duration", 2]);
+    let syns = attack(
+        &tap,
+        &args![
+            "--proto",
+            "tcp",
+            "--tcp-flags",
+            "syn",
+            "--flows",
+            1000,
+            "--rate",
+            "4kpps",
+            "--duration",
+            2
+        ],
+    );
     let line = nth_line(&sw, "DoS attack started", 2, Duration::from_secs(2));
     assert!(line.contains("SYN flood"), "{line}");
     let syn_ms = detect_ms(&line);
     let (_, drops2) = counters(d, "vm1.0");
-    eprintln!("SYN flood: {syns} SYNs, detected in {syn_ms} ms, {} dropped", drops2 - drops_before);
+    eprintln!(
+        "SYN flood: {syns} SYNs, detected in {syn_ms} ms, {} dropped",
+        drops2 - drops_before
+    );
     assert!(syn_ms <= 100.0, "SYN flood detected after {syn_ms} ms");
-    assert!(drops2 - drops_before >= syns * 9 / 10, "SYN flood: only {} of {syns} dropped", drops2 - drops_before);
+    assert!(
+        drops2 - drops_before >= syns * 9 / 10,
+        "SYN flood: only {} of {syns} dropped",
+        drops2 - drops_before
+    );
     nth_line(&sw, "DoS attack ended", 2, Duration::from_secs(3));
 
     // 3. A signature match at a low rate: dropped and counted.
     let (_, drops_before) = counters(d, "vm1.0");
-    let evil = attack(&tap, &args!["--proto", "udp", "--dport", 6666, "--signature", "deadbeef", "--count", 500, "--rate", "2kpps"]);
+    let evil = attack(
+        &tap,
+        &args![
+            "--proto",
+            "udp",
+            "--dport",
+            6666,
+            "--signature",
+            "deadbeef",
+            "--count",
+            500,
+            "--rate",
+            "2kpps"
+        ],
+    );
     let line = nth_line(&sw, "DoS attack started", 3, Duration::from_secs(2));
     assert!(line.contains("signature"), "{line}");
     std::thread::sleep(Duration::from_millis(100));
     let (_, drops3) = counters(d, "vm1.0");
-    eprintln!("signature: {evil} frames, {} dropped", drops3 - drops_before);
-    assert!(drops3 - drops_before + 20 >= evil, "signature frames: only {} of {evil} dropped", drops3 - drops_before);
+    eprintln!(
+        "signature: {evil} frames, {} dropped",
+        drops3 - drops_before
+    );
+    assert!(
+        drops3 - drops_before + 20 >= evil,
+        "signature frames: only {} of {evil} dropped",
+        drops3 - drops_before
+    );
     nth_line(&sw, "DoS attack ended", 3, Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(100));
-    let show: serde_json::Value = serde_json::from_str(&vsctl(d, &["--format", "json", "show"]).1).unwrap();
-    let vm1 = show["vms"].as_array().unwrap().iter().find(|v| v["name"] == "vm1").unwrap();
+    let show: serde_json::Value =
+        serde_json::from_str(&vsctl(d, &["--format", "json", "show"]).1).unwrap();
+    let vm1 = show["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "vm1")
+        .unwrap();
     assert_eq!(vm1["actions"]["attacks"], 3, "{vm1}");
-    assert_eq!(vm1["actions"]["dos"], "", "no attack active any more: {vm1}");
-    assert!(vm1["actions"]["alerts"].as_u64().unwrap() >= 6, "alerts on start and end: {vm1}");
+    assert_eq!(
+        vm1["actions"]["dos"], "",
+        "no attack active any more: {vm1}"
+    );
+    assert!(
+        vm1["actions"]["alerts"].as_u64().unwrap() >= 6,
+        "alerts on start and end: {vm1}"
+    );
 
     // 4. Back to normal: ordinary traffic to VM1 is delivered, nothing dropped.
     let (tx_before, drops_before) = counters(d, "vm1.0");
-    let normal = attack(&tap, &args!["--proto", "udp", "--dport", 80, "--count", 2000, "--rate", "2kpps"]);
+    let normal = attack(
+        &tap,
+        &args!["--proto", "udp", "--dport", 80, "--count", 2000, "--rate", "2kpps"],
+    );
     std::thread::sleep(Duration::from_millis(200));
     let (tx_after, drops_after) = counters(d, "vm1.0");
-    assert_eq!(drops_after, drops_before, "DoS drops after the attacks ended");
-    assert_eq!(tx_after - tx_before, normal, "normal traffic to VM1 lost frames");
-    assert_eq!(sw.stderr().matches("DoS attack started").count(), 3, "a false alarm:\n{}", sw.stderr());
+    assert_eq!(
+        drops_after, drops_before,
+        "DoS drops after the attacks ended"
+    );
+    assert_eq!(
+        tx_after - tx_before,
+        normal,
+        "normal traffic to VM1 lost frames"
+    );
+    assert_eq!(
+        sw.stderr().matches("DoS attack started").count(),
+        3,
+        "a false alarm:\n{}",
+        sw.stderr()
+    );
 
     // 5. A flood on VM3, whose response is to delay suspicious frames by 20 ms: the
     //    attacker's own stamped frames (echoed back by VM3) come back late, none lost.
     let (_, drops_before) = counters(d, "vm3.0");
     let r = vsperf_run(
         "attacker-latency",
-        &args!["--port", format!("net_af_packet0,iface={tap}"), "--mode", "latency", "--src-mac", ATTACKER, "--dst-mac", VM3, "--rate", "20kpps", "--duration", 2, "--drain-ms", 300],
+        &args![
+            "--port",
+            format!("net_af_packet0,iface={tap}"),
+            "--mode",
+            "latency",
+            "--src-mac",
+            ATTACKER,
+            "--dst-mac",
+            VM3,
+            "--rate",
+            "20kpps",
+            "--duration",
+            2,
+            "--drain-ms",
+            300
+        ],
         Duration::from_secs(30),
     );
     let line = nth_line(&sw, "DoS attack started", 4, Duration::from_secs(2));
-    assert!(line.contains("vm3") && line.contains("rate flood"), "{line}");
+    assert!(
+        line.contains("vm3") && line.contains("rate flood"),
+        "{line}"
+    );
     let p = &r["ports"][0];
-    let (sent3, lost3) = (p["tx_pkts"].as_u64().unwrap(), p["lost"].as_u64().unwrap_or(u64::MAX));
-    let (p50, min) = (p["p50_us"].as_f64().unwrap_or(0.0), p["min_us"].as_f64().unwrap_or(0.0));
+    let (sent3, lost3) = (
+        p["tx_pkts"].as_u64().unwrap(),
+        p["lost"].as_u64().unwrap_or(u64::MAX),
+    );
+    let (p50, min) = (
+        p["p50_us"].as_f64().unwrap_or(0.0),
+        p["min_us"].as_f64().unwrap_or(0.0),
+    );
     eprintln!("delay response: {sent3} frames at 20 kpps, detected in {} ms, {lost3} lost, RTT min {min} us, p50 {p50} us", detect_ms(&line));
     assert!(p50 >= 20_000.0, "frames were not held 20 ms: {p}");
     assert!(lost3 <= sent3 / 1000, "the delay queue lost frames: {p}");
-    assert_eq!(counters(d, "vm3.0").1, drops_before, "delay must not drop below its bound");
+    assert_eq!(
+        counters(d, "vm3.0").1,
+        drops_before,
+        "delay must not drop below its bound"
+    );
     nth_line(&sw, "DoS attack ended", 4, Duration::from_secs(3));
 
     // VM2's stream was untouched by all of it.
@@ -232,8 +391,15 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
         t.elapsed()
     );
     assert!(sent2 > 100_000, "{r}");
-    assert!(loss <= sent2 / 1000, "VM2 lost {loss} of {sent2} frames: {r}");
-    assert_eq!(rx_from(&r, 1, ATTACKER), 0, "attack traffic reached VM2: {r}");
+    assert!(
+        loss <= sent2 / 1000,
+        "VM2 lost {loss} of {sent2} frames: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 1, ATTACKER),
+        0,
+        "attack traffic reached VM2: {r}"
+    );
     let (code, _) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
 }

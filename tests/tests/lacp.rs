@@ -688,27 +688,58 @@ fn lacp_does_not_flap_with_the_worker_saturated_for_60s() {
     let pcap = dir.path("src.pcap");
     write_pcap(&pcap, [2, 0, 0, 0, 0x0a, 1], [2, 0, 0, 0, 0x0b, 1], 64);
     let mut pmd = TestPmd::start(&unique("lwtp"), [&t0, &t1]);
-    let vs = start_vswitchd(&dir.0, &switch_config(&unique("lwvs"), [&s0, &s1], &pcap, "", ""), &[]);
+    let vs = start_vswitchd(
+        &dir.0,
+        &switch_config(&unique("lwvs"), [&s0, &s1], &pcap, "", ""),
+        &[],
+    );
     wire(&s0, &t0);
     wire(&s1, &t1);
     pmd.cmd("start");
     let both_up = |from: usize| {
-        wait_log(&vs, from, &["collecting and distributing", "member=n0"], 1, Duration::from_secs(15))
-            && wait_log(&vs, from, &["collecting and distributing", "member=n1"], 1, Duration::from_secs(15))
+        wait_log(
+            &vs,
+            from,
+            &["collecting and distributing", "member=n0"],
+            1,
+            Duration::from_secs(15),
+        ) && wait_log(
+            &vs,
+            from,
+            &["collecting and distributing", "member=n1"],
+            1,
+            Duration::from_secs(15),
+        )
     };
     assert!(both_up(0), "no bring-up:\n{}", plain(&vs.stderr()));
-    assert!(wait_until(Duration::from_secs(15), || pmd.both_distributing()), "testpmd side did not come up");
+    assert!(
+        wait_until(Duration::from_secs(15), || pmd.both_distributing()),
+        "testpmd side did not come up"
+    );
     let mark = vs.stderr().len();
     let started = Instant::now();
     let mut checks = 0;
     while started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_secs(5));
-        assert!(pmd.both_distributing(), "testpmd's LACP left collecting+distributing after {:?}", started.elapsed());
+        assert!(
+            pmd.both_distributing(),
+            "testpmd's LACP left collecting+distributing after {:?}",
+            started.elapsed()
+        );
         checks += 1;
     }
     let log = plain(&vs.stderr()[mark..]);
-    for flap in ["stopped collecting", "partner expired", "partner defaulted", "partner changed", "member down"] {
-        assert!(!log.contains(flap), "LACP flapped under load ({flap}):\n{log}");
+    for flap in [
+        "stopped collecting",
+        "partner expired",
+        "partner defaulted",
+        "partner changed",
+        "member down",
+    ] {
+        assert!(
+            !log.contains(flap),
+            "LACP flapped under load ({flap}):\n{log}"
+        );
     }
     // Counters through the control socket, then SIGKILL: in this topology (testpmd
     // partner, tc-wired taps) vswitchd has been seen not to act on SIGTERM after a

@@ -82,14 +82,30 @@ name = "vm2"
 /// the host on tap A sends.
 fn phase(t: &Topo, vm1_opts: &[String], host_opts: &[String]) -> serde_json::Value {
     let mut a = args![
-        "--wait-link", 10, "--duration", 4, "--drain-ms", 300,
-        "--port", t.vm_port(&t.vm1_sock, 0),
+        "--wait-link",
+        10,
+        "--duration",
+        4,
+        "--drain-ms",
+        300,
+        "--port",
+        t.vm_port(&t.vm1_sock, 0),
     ];
     a.extend(vm1_opts.iter().cloned());
-    a.extend(args!["--port", t.vm_port(&t.vm2_sock, 1), "--mode", "rxonly"]);
+    a.extend(args![
+        "--port",
+        t.vm_port(&t.vm2_sock, 1),
+        "--mode",
+        "rxonly"
+    ]);
     a.extend(args!["--port", format!("net_af_packet0,iface={}", t.tap_a)]);
     a.extend(host_opts.iter().cloned());
-    a.extend(args!["--port", format!("net_af_packet1,iface={}", t.tap_b), "--mode", "rxonly"]);
+    a.extend(args![
+        "--port",
+        format!("net_af_packet1,iface={}", t.tap_b),
+        "--mode",
+        "rxonly"
+    ]);
     vsperf_run("vsperf", &a, Duration::from_secs(40))
 }
 
@@ -109,45 +125,148 @@ fn rxonly() -> Vec<String> {
 fn l2_switching_between_vms_and_nics() {
     let t = Topo::new();
     let sw = start_vswitchd(&t.dir.0, &t.config("server"), &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(&t.tap_a) && iface_exists(&t.tap_b)));
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(
+        &t.tap_a
+    ) && iface_exists(
+        &t.tap_b
+    )));
     set_link(&t.tap_a, true);
     set_link(&t.tap_b, true);
     let n = 2000u64;
 
     // VM1 -> VM2 unicast: delivered locally, never sent out.
-    let r = phase(&t, &args!["--mode", "txonly", "--src-mac", VM1, "--dst-mac", VM2, "--count", n, "--rate", "20kpps"], &rxonly());
-    assert_eq!(rx_from(&r, 1, VM1), sent(&r, 0), "VM2 must get every frame VM1 sent: {r}");
-    assert_eq!(rx_from(&r, 2, VM1) + rx_from(&r, 3, VM1), 0, "VM-to-VM traffic leaked to a NIC: {r}");
+    let r = phase(
+        &t,
+        &args![
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            VM2,
+            "--count",
+            n,
+            "--rate",
+            "20kpps"
+        ],
+        &rxonly(),
+    );
+    assert_eq!(
+        rx_from(&r, 1, VM1),
+        sent(&r, 0),
+        "VM2 must get every frame VM1 sent: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 2, VM1) + rx_from(&r, 3, VM1),
+        0,
+        "VM-to-VM traffic leaked to a NIC: {r}"
+    );
 
     // VM1 -> external MAC: leaves on the bond's active member with VM1's source MAC.
-    let r = phase(&t, &args!["--mode", "txonly", "--src-mac", VM1, "--dst-mac", EXT, "--count", n, "--rate", "20kpps"], &rxonly());
-    assert_eq!(rx_from(&r, 2, VM1), sent(&r, 0), "the host behind nic0 must see VM1's frames: {r}");
-    assert_eq!(rx_from(&r, 3, VM1), 0, "the standby member must carry nothing: {r}");
-    assert_eq!(rx_from(&r, 1, VM1), 0, "unicast to an external MAC must not reach VM2: {r}");
+    let r = phase(
+        &t,
+        &args![
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            EXT,
+            "--count",
+            n,
+            "--rate",
+            "20kpps"
+        ],
+        &rxonly(),
+    );
+    assert_eq!(
+        rx_from(&r, 2, VM1),
+        sent(&r, 0),
+        "the host behind nic0 must see VM1's frames: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 3, VM1),
+        0,
+        "the standby member must carry nothing: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 1, VM1),
+        0,
+        "unicast to an external MAC must not reach VM2: {r}"
+    );
 
     // Host -> VM2 by destination MAC; VM1 gets nothing.
     let r = phase(
         &t,
         &rxonly(),
-        &args!["--mode", "txonly", "--src-mac", EXT, "--dst-mac", VM2, "--count", n, "--rate", "20kpps"],
+        &args![
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            VM2,
+            "--count",
+            n,
+            "--rate",
+            "20kpps"
+        ],
     );
-    assert_eq!(rx_from(&r, 1, EXT), sent(&r, 2), "VM2 must get the host's frames: {r}");
-    assert_eq!(rx_from(&r, 0, EXT), 0, "VM1 must not get frames for VM2: {r}");
+    assert_eq!(
+        rx_from(&r, 1, EXT),
+        sent(&r, 2),
+        "VM2 must get the host's frames: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 0, EXT),
+        0,
+        "VM1 must not get frames for VM2: {r}"
+    );
 
     // Broadcast from VM1: VM2 and the uplink get it.
     let r = phase(
         &t,
-        &args!["--mode", "txonly", "--src-mac", VM1, "--dst-mac", "ff:ff:ff:ff:ff:ff", "--count", n, "--rate", "20kpps"],
+        &args![
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            "ff:ff:ff:ff:ff:ff",
+            "--count",
+            n,
+            "--rate",
+            "20kpps"
+        ],
         &rxonly(),
     );
-    assert_eq!(rx_from(&r, 1, VM1), sent(&r, 0), "broadcast must reach VM2: {r}");
-    assert_eq!(rx_from(&r, 2, VM1), sent(&r, 0), "broadcast must leave on the uplink: {r}");
+    assert_eq!(
+        rx_from(&r, 1, VM1),
+        sent(&r, 0),
+        "broadcast must reach VM2: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 2, VM1),
+        sent(&r, 0),
+        "broadcast must leave on the uplink: {r}"
+    );
 
     // Broadcast from the host reaches both VMs.
     let r = phase(
         &t,
         &rxonly(),
-        &args!["--mode", "txonly", "--src-mac", EXT, "--dst-mac", "ff:ff:ff:ff:ff:ff", "--count", n, "--rate", "20kpps"],
+        &args![
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            "ff:ff:ff:ff:ff:ff",
+            "--count",
+            n,
+            "--rate",
+            "20kpps"
+        ],
     );
     assert_eq!(rx_from(&r, 0, EXT), sent(&r, 2), "{r}");
     assert_eq!(rx_from(&r, 1, EXT), sent(&r, 2), "{r}");
@@ -155,48 +274,119 @@ fn l2_switching_between_vms_and_nics() {
     // Spoofed source MAC from VM1: dropped and counted; unknown unicast from the host: dropped.
     let r = phase(
         &t,
-        &args!["--mode", "txonly", "--src-mac", "02:00:00:00:00:66", "--dst-mac", VM2, "--count", n, "--rate", "20kpps"],
-        &args!["--mode", "txonly", "--src-mac", EXT, "--dst-mac", "02:00:00:00:00:77", "--count", 500, "--rate", "20kpps"],
+        &args![
+            "--mode",
+            "txonly",
+            "--src-mac",
+            "02:00:00:00:00:66",
+            "--dst-mac",
+            VM2,
+            "--count",
+            n,
+            "--rate",
+            "20kpps"
+        ],
+        &args![
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            "02:00:00:00:00:77",
+            "--count",
+            500,
+            "--rate",
+            "20kpps"
+        ],
     );
     let spoofed_sent = sent(&r, 0);
     assert!(spoofed_sent >= n * 9 / 10, "{r}");
-    assert_eq!(rx_from(&r, 1, "02:00:00:00:00:66"), 0, "a spoofed frame was delivered: {r}");
-    assert_eq!(rx_from(&r, 3, "02:00:00:00:00:66") + rx_from(&r, 2, "02:00:00:00:00:66"), 0, "{r}");
+    assert_eq!(
+        rx_from(&r, 1, "02:00:00:00:00:66"),
+        0,
+        "a spoofed frame was delivered: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 3, "02:00:00:00:00:66") + rx_from(&r, 2, "02:00:00:00:00:66"),
+        0,
+        "{r}"
+    );
 
     let (code, out) = sw.stop(Duration::from_secs(20));
     let status = last_json(&out);
-    assert_eq!(code, Some(0), "vswitchd exit code (3 = mbufs leaked): {status}");
+    assert_eq!(
+        code,
+        Some(0),
+        "vswitchd exit code (3 = mbufs leaked): {status}"
+    );
     assert_eq!(status["mbufs_in_use_at_exit"], 0, "{status}");
     let vm1 = port_counters(&status, "vm1.0");
     assert_eq!(drops(vm1, "spoofed"), spoofed_sent, "{status}");
     let nic0 = port_counters(&status, "nic0");
     assert!(drops(nic0, "unknown_unicast") >= 500, "{status}");
     // The vhost sockets the switch served are gone.
-    assert!(!std::path::Path::new(&t.vm1_sock).exists(), "vhost socket left behind");
+    assert!(
+        !std::path::Path::new(&t.vm1_sock).exists(),
+        "vhost socket left behind"
+    );
 }
 
 #[test]
 fn vm_reconnect_keeps_switch_forwarding() {
     let t = Topo::new();
     let sw = start_vswitchd(&t.dir.0, &t.config("server"), &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(&t.tap_a)));
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(
+        &t.tap_a
+    )));
     set_link(&t.tap_a, true);
     set_link(&t.tap_b, true);
     // VM2 and the host run throughout: the host sends to VM2 at 5 kpps for 8 s.
     let other = vsperf(
         "vm2+host",
         &args![
-            "--wait-link", 10, "--duration", 8, "--drain-ms", 300,
-            "--port", t.vm_port(&t.vm2_sock, 1), "--mode", "rxonly",
-            "--port", format!("net_af_packet0,iface={}", t.tap_a),
-            "--mode", "txonly", "--src-mac", EXT, "--dst-mac", VM2, "--rate", "5kpps",
-            "--timeline-ms", 100,
+            "--wait-link",
+            10,
+            "--duration",
+            8,
+            "--drain-ms",
+            300,
+            "--port",
+            t.vm_port(&t.vm2_sock, 1),
+            "--mode",
+            "rxonly",
+            "--port",
+            format!("net_af_packet0,iface={}", t.tap_a),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            VM2,
+            "--rate",
+            "5kpps",
+            "--timeline-ms",
+            100,
         ],
     );
     // VM1 connects, sends to VM2, and is killed without warning.
     let vm1 = vsperf(
         "vm1",
-        &args!["--wait-link", 10, "--duration", 30, "--port", t.vm_port(&t.vm1_sock, 0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", VM2, "--rate", "5kpps"],
+        &args![
+            "--wait-link",
+            10,
+            "--duration",
+            30,
+            "--port",
+            t.vm_port(&t.vm1_sock, 0),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            VM2,
+            "--rate",
+            "5kpps"
+        ],
     );
     std::thread::sleep(Duration::from_secs(2));
     vm1.signal("KILL");
@@ -205,7 +395,22 @@ fn vm_reconnect_keeps_switch_forwarding() {
     // VM1 comes back and sends 1000 frames to VM2.
     let r1 = vsperf_run(
         "vm1-again",
-        &args!["--wait-link", 10, "--port", t.vm_port(&t.vm1_sock, 0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", VM2, "--count", 1000, "--rate", "10kpps"],
+        &args![
+            "--wait-link",
+            10,
+            "--port",
+            t.vm_port(&t.vm1_sock, 0),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            VM2,
+            "--count",
+            1000,
+            "--rate",
+            "10kpps"
+        ],
         Duration::from_secs(30),
     );
     assert_eq!(r1["ports"][0]["tx_pkts"].as_u64(), Some(1000), "{r1}");
@@ -217,8 +422,14 @@ fn vm_reconnect_keeps_switch_forwarding() {
     assert!(sent > 30_000, "{r}");
     // VM1's crash must not interrupt the host -> VM2 traffic: allow a handful of frames
     // in flight at the moments VM1 dropped and reconnected.
-    assert!(from_host + 50 >= sent, "VM2 lost host frames while VM1 reconnected: got {from_host} of {sent}: {r}");
-    assert!(rx_from(&r, 0, VM1) >= 1000, "VM1's frames after its reconnection did not reach VM2: {r}");
+    assert!(
+        from_host + 50 >= sent,
+        "VM2 lost host frames while VM1 reconnected: got {from_host} of {sent}: {r}"
+    );
+    assert!(
+        rx_from(&r, 0, VM1) >= 1000,
+        "VM1's frames after its reconnection did not reach VM2: {r}"
+    );
     let (code, out) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);
@@ -232,16 +443,34 @@ fn client_mode_switch_restart_reconnects_to_running_vms() {
     let vms = vsperf(
         "vms",
         &args![
-            "--duration", 22, "--drain-ms", 200, "--timeline-ms", 10,
-            "--port", format!("net_virtio_user0,path={},server=1,queues=1", t.vm1_sock),
-            "--mode", "txonly", "--src-mac", VM1, "--dst-mac", VM2, "--rate", "10kpps",
-            "--port", format!("net_virtio_user1,path={},server=1,queues=1", t.vm2_sock), "--mode", "rxonly",
+            "--duration",
+            22,
+            "--drain-ms",
+            200,
+            "--timeline-ms",
+            10,
+            "--port",
+            format!("net_virtio_user0,path={},server=1,queues=1", t.vm1_sock),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            VM2,
+            "--rate",
+            "10kpps",
+            "--port",
+            format!("net_virtio_user1,path={},server=1,queues=1", t.vm2_sock),
+            "--mode",
+            "rxonly",
         ],
     );
     // DPDK's virtio-user server blocks in accept() until a client connects, so only
     // VM1's socket exists before the switch starts; the switch's client-mode reconnect
     // finds VM2's socket once VM1 is connected.
-    assert!(wait_until(Duration::from_secs(10), || std::path::Path::new(&t.vm1_sock).exists()));
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::path::Path::new(&t.vm1_sock).exists()
+    }));
     let sw = start_vswitchd(&t.dir.0, &t.config("client"), &[]);
     std::thread::sleep(Duration::from_secs(3));
     let (code, _) = sw.stop(Duration::from_secs(20));
@@ -262,7 +491,10 @@ fn client_mode_switch_restart_reconnects_to_running_vms() {
         .iter()
         .map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap()))
         .collect();
-    let first = tl.iter().position(|&(_, n)| n > 0).expect("VM2 never received anything");
+    let first = tl
+        .iter()
+        .position(|&(_, n)| n > 0)
+        .expect("VM2 never received anything");
     let mut gap = 0u64;
     let mut cur_start = None;
     let mut resumed_after_gap = false;
@@ -274,7 +506,10 @@ fn client_mode_switch_restart_reconnects_to_running_vms() {
             resumed_after_gap = true;
         }
     }
-    assert!(resumed_after_gap, "traffic never resumed after the switch restart: {r}");
+    assert!(
+        resumed_after_gap,
+        "traffic never resumed after the switch restart: {r}"
+    );
     eprintln!(
         "client mode: switch restart took {:?} to start; VM2's longest outage {} ms (includes the 1 s the switch was down)",
         started, gap
@@ -288,13 +523,29 @@ fn client_mode_switch_restart_reconnects_to_running_vms() {
 fn bad_config_is_refused_with_a_clear_message() {
     let t = Topo::new();
     let path = t.dir.path("bad.toml");
-    std::fs::write(&path, t.config("server").replace("uplink = \"bond0\"\n[[vm]]", "uplink = \"nic0\"\n[[vm]]")).unwrap();
-    let out = std::process::Command::new(bin("vswitchd")).arg("--config").arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        t.config("server")
+            .replace("uplink = \"bond0\"\n[[vm]]", "uplink = \"nic0\"\n[[vm]]"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("vswitchd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("vnic 'vm1.0'") && e.contains("member of bond 'bond0'"), "{e}");
+    assert!(
+        e.contains("vnic 'vm1.0'") && e.contains("member of bond 'bond0'"),
+        "{e}"
+    );
     std::fs::write(&path, "[dataplane]\ncores = [1]\nbogus = 1\n").unwrap();
-    let out = std::process::Command::new(bin("vswitchd")).arg("--config").arg(&path).output().unwrap();
+    let out = std::process::Command::new(bin("vswitchd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("bad.toml:3") && e.contains("bogus"), "{e}");
 }
@@ -310,14 +561,49 @@ fn two_workers_deliver_to_guests_with_one_queue_pair() {
     let r = vsperf_run(
         "vms",
         &args![
-            "--wait-link", 10, "--duration", 4, "--drain-ms", 300,
-            "--port", t.vm_port(&t.vm1_sock, 0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", VM2, "--count", 2000, "--rate", "10kpps",
-            "--port", t.vm_port(&t.vm2_sock, 1), "--mode", "txonly", "--src-mac", VM2, "--dst-mac", VM1, "--count", 2000, "--rate", "10kpps",
+            "--wait-link",
+            10,
+            "--duration",
+            4,
+            "--drain-ms",
+            300,
+            "--port",
+            t.vm_port(&t.vm1_sock, 0),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            VM2,
+            "--count",
+            2000,
+            "--rate",
+            "10kpps",
+            "--port",
+            t.vm_port(&t.vm2_sock, 1),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM2,
+            "--dst-mac",
+            VM1,
+            "--count",
+            2000,
+            "--rate",
+            "10kpps",
         ],
         Duration::from_secs(40),
     );
-    assert_eq!(rx_from(&r, 1, VM1), sent(&r, 0), "VM1 -> VM2 across workers: {r}");
-    assert_eq!(rx_from(&r, 0, VM2), sent(&r, 1), "VM2 -> VM1 across workers: {r}");
+    assert_eq!(
+        rx_from(&r, 1, VM1),
+        sent(&r, 0),
+        "VM1 -> VM2 across workers: {r}"
+    );
+    assert_eq!(
+        rx_from(&r, 0, VM2),
+        sent(&r, 1),
+        "VM2 -> VM1 across workers: {r}"
+    );
     let (code, out) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);

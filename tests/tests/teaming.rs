@@ -107,16 +107,24 @@ name = "{name}"
         }
         let sw = start_vswitchd(&dir.0, &cfg, &[]);
         assert!(
-            wait_until(Duration::from_secs(10), || iface_exists(&tap_a) && iface_exists(&tap_b)),
+            wait_until(Duration::from_secs(10), || iface_exists(&tap_a)
+                && iface_exists(&tap_b)),
             "taps did not appear"
         );
         for t in [&tap_a, &tap_b] {
             quiet_iface(t);
             set_link(t, true);
         }
-        let rig = Rig { dir, tap_a, tap_b, socks, sw };
+        let rig = Rig {
+            dir,
+            tap_a,
+            tap_b,
+            socks,
+            sw,
+        };
         assert!(
-            wait_until(Duration::from_secs(5), || rig.usable("nic0") && rig.usable("nic1")),
+            wait_until(Duration::from_secs(5), || rig.usable("nic0")
+                && rig.usable("nic1")),
             "members did not come up: {}",
             rig.bond()
         );
@@ -151,7 +159,11 @@ name = "{name}"
     fn pinned(&self, member: &str) -> Vec<String> {
         Rig::member(&self.bond(), member)["pinned_vnics"]
             .as_array()
-            .map(|a| a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -188,8 +200,14 @@ name = "{name}"
 
     fn observers(&self) -> Vec<String> {
         args![
-            "--port", format!("net_af_packet0,iface={}", self.tap_a), "--mode", "rxonly",
-            "--port", format!("net_af_packet1,iface={}", self.tap_b), "--mode", "rxonly",
+            "--port",
+            format!("net_af_packet0,iface={}", self.tap_a),
+            "--mode",
+            "rxonly",
+            "--port",
+            format!("net_af_packet1,iface={}", self.tap_b),
+            "--mode",
+            "rxonly",
         ]
     }
 
@@ -214,18 +232,29 @@ name = "{name}"
 
     /// Waits until `f` holds, polling the switch; panics with the bond's state if not.
     fn expect(&self, what: &str, timeout: Duration, f: impl FnMut() -> bool) {
-        assert!(wait_until(timeout, f), "{what} within {timeout:?}: {}\n{}", self.bond(), self.sw.stderr());
+        assert!(
+            wait_until(timeout, f),
+            "{what} within {timeout:?}: {}\n{}",
+            self.bond(),
+            self.sw.stderr()
+        );
     }
 
     /// Wall-clock seconds since midnight of the first switch log line containing all `needles`.
     fn log_time(&self, needles: &[&str]) -> Option<f64> {
-        log_lines(&self.sw.stderr(), needles).first().and_then(|l| log_time_of_day(l))
+        log_lines(&self.sw.stderr(), needles)
+            .first()
+            .and_then(|l| log_time_of_day(l))
     }
 
     fn finish(self) {
         let (code, out) = self.sw.stop(Duration::from_secs(20));
         let status = last_json(&out);
-        assert_eq!(code, Some(0), "vswitchd exit code (3 = mbufs leaked): {status}");
+        assert_eq!(
+            code,
+            Some(0),
+            "vswitchd exit code (3 = mbufs leaked): {status}"
+        );
         assert_eq!(status["mbufs_in_use_at_exit"], 0, "{status}");
     }
 }
@@ -263,7 +292,11 @@ impl Cable {
     fn set(tap: &str, up: bool) -> Cable {
         let (at, wall) = (Instant::now(), SystemTime::now());
         set_link(tap, up);
-        Cable { at, wall, took: at.elapsed() }
+        Cable {
+            at,
+            wall,
+            took: at.elapsed(),
+        }
     }
 }
 
@@ -285,7 +318,9 @@ fn last_before_silence(tl: &[(u64, u64)], after_ms: u64, quiet_ms: u64) -> Optio
 
 /// End (ms) of the first interval ending after `after_ms` with at least `min` frames.
 fn first_after(tl: &[(u64, u64)], after_ms: u64, min: u64) -> Option<u64> {
-    tl.iter().find(|&&(t, n)| t > after_ms && n >= min).map(|&(t, _)| t)
+    tl.iter()
+        .find(|&&(t, n)| t > after_ms && n >= min)
+        .map(|&(t, _)| t)
 }
 
 /// End (ms) of the first interval ending after `after_ms` that carries at least 80 % of
@@ -296,7 +331,10 @@ fn full_rate_from(tl: &[(u64, u64)], after_ms: u64, rate: u64) -> Option<u64> {
 
 /// Frames in intervals ending in (from_ms, to_ms].
 fn frames_between(tl: &[(u64, u64)], from_ms: u64, to_ms: u64) -> u64 {
-    tl.iter().filter(|&&(t, _)| t > from_ms && t <= to_ms).map(|&(_, n)| n).sum()
+    tl.iter()
+        .filter(|&&(t, _)| t > from_ms && t <= to_ms)
+        .map(|&(_, n)| n)
+        .sum()
 }
 
 fn ms(d: Duration) -> u64 {
@@ -307,7 +345,9 @@ fn ms(d: Duration) -> u64 {
 fn all_from(r: &Value, port: usize, mac: &str) -> bool {
     let p = &r["ports"][port];
     let by = p["rx_by_src_mac"].as_object().cloned().unwrap_or_default();
-    p["rx_src_mac_other"] == 0 && by.len() == 1 && by.get(mac).and_then(Value::as_u64) == p["rx_pkts"].as_u64()
+    p["rx_src_mac_other"] == 0
+        && by.len() == 1
+        && by.get(mac).and_then(Value::as_u64) == p["rx_pkts"].as_u64()
 }
 
 /// The switch's detection of a pull, from its log: "logged +X ms after `ip` started
@@ -317,15 +357,28 @@ fn detection(rig: &Rig, member: &str, pull: &Cable) -> (f64, String) {
         .log_time(&["link state changed", member, "\"down\""])
         .unwrap_or_else(|| panic!("no link-down log line for {member}:\n{}", rig.sw.stderr()));
     let x = (t - time_of_day(pull.wall)) * 1000.0;
-    (x, format!("switch logged link-down {x:.1} ms after `ip link set down` started (ip took {} ms)", ms(pull.took)))
+    (
+        x,
+        format!(
+            "switch logged link-down {x:.1} ms after `ip link set down` started (ip took {} ms)",
+            ms(pull.took)
+        ),
+    )
 }
 
 /// (frames the VM on vsperf port `vm` sent, frames the ring refused, frames the
 /// observers on `obs` received).
 fn accounting(r: &Value, vm: usize, obs: &[usize]) -> (u64, u64, u64) {
     let p = &r["ports"][vm];
-    let got = obs.iter().map(|&i| r["ports"][i]["rx_pkts"].as_u64().unwrap()).sum();
-    (p["tx_pkts"].as_u64().unwrap(), p["tx_dropped"].as_u64().unwrap(), got)
+    let got = obs
+        .iter()
+        .map(|&i| r["ports"][i]["rx_pkts"].as_u64().unwrap())
+        .sum();
+    (
+        p["tx_pkts"].as_u64().unwrap(),
+        p["tx_dropped"].as_u64().unwrap(),
+        got,
+    )
 }
 
 /// Active-backup with one VM at 20 kpps: pull the active member's cable, check the
@@ -333,14 +386,31 @@ fn accounting(r: &Value, vm: usize, obs: &[usize]) -> (u64, u64, u64) {
 fn active_backup_pull(failback: &str) {
     let delay_ms = 1000u64;
     let rig = Rig::start(
-        &format!("mode = \"active-backup\"\nfailback = \"{failback}\"\nfailback_delay_ms = {delay_ms}"),
+        &format!(
+            "mode = \"active-backup\"\nfailback = \"{failback}\"\nfailback_delay_ms = {delay_ms}"
+        ),
         &[("vm1", VM1, true)],
     );
     assert_eq!(rig.active().as_deref(), Some("nic0"), "{}", rig.bond());
     let mut a = args![
-        "--wait-link", 10, "--duration", 30, "--drain-ms", 100, "--timeline-ms", TL_MS,
-        "--port", rig.vm_port(0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", EXT,
-        "--rate", format!("{RATE}pps"),
+        "--wait-link",
+        10,
+        "--duration",
+        30,
+        "--drain-ms",
+        100,
+        "--timeline-ms",
+        TL_MS,
+        "--port",
+        rig.vm_port(0),
+        "--mode",
+        "txonly",
+        "--src-mac",
+        VM1,
+        "--dst-mac",
+        EXT,
+        "--rate",
+        format!("{RATE}pps"),
     ];
     a.extend(rig.observers());
     let traffic = vsperf("vm1+observer", &a);
@@ -348,19 +418,32 @@ fn active_backup_pull(failback: &str) {
 
     // Before: everything the VM sends leaves on the active member, nothing on the standby.
     let w = rig.window_vnics(300, &["vm1.0"]);
-    assert!(w.vnic_rx[0] >= 300 && same(w.n0, w.vnic_rx[0]) && w.n1 == 0, "before the pull: {w:?}");
+    assert!(
+        w.vnic_rx[0] >= 300 && same(w.n0, w.vnic_rx[0]) && w.n1 == 0,
+        "before the pull: {w:?}"
+    );
 
     // Pull nic0.
     let pull = rig.pull(&rig.tap_a);
     let down = pull.at;
     // Stay off the CPU for a moment: the observer shares core 0 with this process.
     std::thread::sleep(Duration::from_millis(50));
-    rig.expect("nic0 taken out after its link went down", Duration::from_secs(2), || !rig.usable("nic0"));
+    rig.expect(
+        "nic0 taken out after its link went down",
+        Duration::from_secs(2),
+        || !rig.usable("nic0"),
+    );
     assert_eq!(rig.active().as_deref(), Some("nic1"));
     std::thread::sleep(Duration::from_millis(50));
     let w = rig.window_vnics(400, &["vm1.0"]);
-    assert_eq!(w.n0, 0, "frames left on the pulled member after detection: {w:?}");
-    assert!(w.vnic_rx[0] >= 400 && same(w.n1, w.vnic_rx[0]), "traffic did not continue on nic1: {w:?}");
+    assert_eq!(
+        w.n0, 0,
+        "frames left on the pulled member after detection: {w:?}"
+    );
+    assert!(
+        w.vnic_rx[0] >= 400 && same(w.n1, w.vnic_rx[0]),
+        "traffic did not continue on nic1: {w:?}"
+    );
 
     // Plug it back in; failback per policy.
     std::thread::sleep(Duration::from_millis(200));
@@ -368,35 +451,65 @@ fn active_backup_pull(failback: &str) {
     let mut cmd_at = None;
     match failback {
         "immediate" => {
-            rig.expect("immediate failback", Duration::from_secs(2), || rig.active().as_deref() == Some("nic0"));
+            rig.expect("immediate failback", Duration::from_secs(2), || {
+                rig.active().as_deref() == Some("nic0")
+            });
         }
         "delayed" => {
             let before = rig.tx().0;
             let wait = Duration::from_millis(300).saturating_sub(up.elapsed());
             std::thread::sleep(wait);
-            assert_eq!(rig.active().as_deref(), Some("nic1"), "failed back before failback_delay_ms: {}", rig.bond());
-            assert_eq!(rig.tx().0, before, "nic0 carried traffic within 300 ms of link-up under delayed failback");
+            assert_eq!(
+                rig.active().as_deref(),
+                Some("nic1"),
+                "failed back before failback_delay_ms: {}",
+                rig.bond()
+            );
+            assert_eq!(
+                rig.tx().0,
+                before,
+                "nic0 carried traffic within 300 ms of link-up under delayed failback"
+            );
             let wait = Duration::from_secs(2).saturating_sub(up.elapsed());
             std::thread::sleep(wait);
-            assert_eq!(rig.active().as_deref(), Some("nic0"), "no failback 2 s after link-up: {}", rig.bond());
+            assert_eq!(
+                rig.active().as_deref(),
+                Some("nic0"),
+                "no failback 2 s after link-up: {}",
+                rig.bond()
+            );
         }
         "manual" => {
-            rig.expect("nic0 link seen up again", Duration::from_secs(2), || Rig::member(&rig.bond(), "nic0")["link_up"] == true);
+            rig.expect("nic0 link seen up again", Duration::from_secs(2), || {
+                Rig::member(&rig.bond(), "nic0")["link_up"] == true
+            });
             let before = rig.tx().0;
             std::thread::sleep(Duration::from_millis(1500));
             let b = rig.bond();
-            assert_eq!(b["active_member"], "nic1", "failed back without the operator: {b}");
-            assert_eq!(rig.tx().0, before, "nic0 carried traffic before bond/failback");
+            assert_eq!(
+                b["active_member"], "nic1",
+                "failed back without the operator: {b}"
+            );
+            assert_eq!(
+                rig.tx().0,
+                before,
+                "nic0 carried traffic before bond/failback"
+            );
             cmd_at = Some(Instant::now());
             let (code, _, err) = vsctl(rig.dir(), &["bond/failback", "bond0"]);
             assert_eq!(code, 0, "{err}");
-            rig.expect("failback on bond/failback", Duration::from_secs(2), || rig.active().as_deref() == Some("nic0"));
+            rig.expect("failback on bond/failback", Duration::from_secs(2), || {
+                rig.active().as_deref() == Some("nic0")
+            });
         }
         _ => unreachable!(),
     }
     std::thread::sleep(Duration::from_millis(50));
     let w = rig.window_vnics(300, &["vm1.0"]);
-    assert!(w.vnic_rx[0] >= 300 && same(w.n0, w.vnic_rx[0]) && w.n1 == 0, "after failback: {w:?}");
+    assert!(
+        w.vnic_rx[0] >= 300 && same(w.n0, w.vnic_rx[0]) && w.n1 == 0,
+        "after failback: {w:?}"
+    );
 
     let (code, out) = traffic.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "vsperf failed");
@@ -404,8 +517,10 @@ fn active_backup_pull(failback: &str) {
     let (tl_a, tl_b) = (timeline(&r, 1), timeline(&r, 2));
 
     // The observer's view. The pull is where frames stop on tap A.
-    let last_a = last_before_silence(&tl_a, 0, 50).unwrap_or_else(|| panic!("traffic on tap A never stopped: {r}"));
-    let first_b = first_after(&tl_b, last_a.saturating_sub(TL_MS), 1).unwrap_or_else(|| panic!("nothing on tap B after the pull: {r}"));
+    let last_a = last_before_silence(&tl_a, 0, 50)
+        .unwrap_or_else(|| panic!("traffic on tap A never stopped: {r}"));
+    let first_b = first_after(&tl_b, last_a.saturating_sub(TL_MS), 1)
+        .unwrap_or_else(|| panic!("nothing on tap B after the pull: {r}"));
     let gap = first_b.saturating_sub(last_a);
     let (sent, refused, got) = accounting(&r, 0, &[1, 2]);
     let lost = sent.saturating_sub(got);
@@ -413,10 +528,14 @@ fn active_backup_pull(failback: &str) {
     // Map test instants to observer time through the pull.
     let obs = |i: Instant| last_a + ms(i - down);
     let up_obs = obs(up);
-    let back = first_after(&tl_a, up_obs, 1).unwrap_or_else(|| panic!("nothing on tap A after link-up: {r}"));
+    let back = first_after(&tl_a, up_obs, 1)
+        .unwrap_or_else(|| panic!("nothing on tap A after link-up: {r}"));
     let sw_up = rig.log_time(&["link state changed", "nic0", "\"up\""]);
     // The member's readmission (after a delayed failback also logged as "failback").
-    let sw_fb = log_lines(&rig.sw.stderr(), &["member up", "nic0"]).iter().filter_map(|l| log_time_of_day(l)).last();
+    let sw_fb = log_lines(&rig.sw.stderr(), &["member up", "nic0"])
+        .iter()
+        .filter_map(|l| log_time_of_day(l))
+        .last();
     eprintln!(
         "active-backup/{failback}: {det_text}; frames lost {lost} of {sent} (= {:.1} ms at {RATE} pps; \
          the VM's ring refused {refused}); observer: last frame on A at {last_a} ms, first on B at {first_b} ms \
@@ -431,7 +550,10 @@ fn active_backup_pull(failback: &str) {
                 back as i64 - c_obs as i64,
                 frames_between(&tl_a, up_obs + 20, c_obs.saturating_sub(20))
             );
-            assert!(back + TL_MS + 5 >= c_obs, "A carried traffic before bond/failback (at {back} ms, command at {c_obs} ms)");
+            assert!(
+                back + TL_MS + 5 >= c_obs,
+                "A carried traffic before bond/failback (at {back} ms, command at {c_obs} ms)"
+            );
         }
         _ => {
             let after = back as i64 - up_obs as i64;
@@ -441,9 +563,16 @@ fn active_backup_pull(failback: &str) {
             };
             eprintln!("active-backup/{failback}: link up -> first frame back on A {after} ms (observer); switch log link-up -> failback {sw}");
             if failback == "delayed" {
-                assert!(after >= delay_ms as i64 - 50, "delayed failback after only {after} ms");
+                assert!(
+                    after >= delay_ms as i64 - 50,
+                    "delayed failback after only {after} ms"
+                );
                 let (u, f) = (sw_up.expect("link-up log"), sw_fb.expect("failback log"));
-                assert!((f - u) * 1000.0 >= delay_ms as f64 - 15.0, "failback logged {:.1} ms after link-up", (f - u) * 1000.0);
+                assert!(
+                    (f - u) * 1000.0 >= delay_ms as f64 - 15.0,
+                    "failback logged {:.1} ms after link-up",
+                    (f - u) * 1000.0
+                );
             }
         }
     }
@@ -452,10 +581,22 @@ fn active_backup_pull(failback: &str) {
     assert!(lost <= 2 * RATE, "lost {lost} frames (2 s worth)");
 
     // Gratuitous RARPs: on B at failover, on A at failback, from VM1 only.
-    assert!(rx_ethertype(&r, 2, RARP) >= 1, "no gratuitous RARP on nic1 after failover: {r}");
-    assert!(rx_ethertype(&r, 1, RARP) >= 1, "no gratuitous RARP on nic0 after failback: {r}");
-    assert!(rx_ethertype(&r, 1, RARP) + rx_ethertype(&r, 2, RARP) <= 8, "RARP storm: {r}");
-    assert!(all_from(&r, 1, VM1) && all_from(&r, 2, VM1), "frames (RARPs included) with a source other than VM1: {r}");
+    assert!(
+        rx_ethertype(&r, 2, RARP) >= 1,
+        "no gratuitous RARP on nic1 after failover: {r}"
+    );
+    assert!(
+        rx_ethertype(&r, 1, RARP) >= 1,
+        "no gratuitous RARP on nic0 after failback: {r}"
+    );
+    assert!(
+        rx_ethertype(&r, 1, RARP) + rx_ethertype(&r, 2, RARP) <= 8,
+        "RARP storm: {r}"
+    );
+    assert!(
+        all_from(&r, 1, VM1) && all_from(&r, 2, VM1),
+        "frames (RARPs included) with a source other than VM1: {r}"
+    );
     // Nothing duplicated (the RARPs make `got` a few above `sent` at most).
     assert!(got <= sent + 8, "sent {sent}, observed {got}: {r}");
     rig.finish();
@@ -480,11 +621,31 @@ fn active_backup_link_pull_manual_failback() {
 /// to the other; it gets them back at once on link-up. No RARPs (no MAC is pinned).
 #[test]
 fn hash_l3l4_link_pull_moves_flows_and_fails_back() {
-    let rig = Rig::start("mode = \"hash-l3l4\"\nfailback = \"immediate\"", &[("vm1", VM1, true)]);
+    let rig = Rig::start(
+        "mode = \"hash-l3l4\"\nfailback = \"immediate\"",
+        &[("vm1", VM1, true)],
+    );
     let mut a = args![
-        "--wait-link", 10, "--duration", 30, "--drain-ms", 100, "--timeline-ms", TL_MS,
-        "--port", rig.vm_port(0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", EXT,
-        "--rate", format!("{RATE}pps"), "--flows", 64,
+        "--wait-link",
+        10,
+        "--duration",
+        30,
+        "--drain-ms",
+        100,
+        "--timeline-ms",
+        TL_MS,
+        "--port",
+        rig.vm_port(0),
+        "--mode",
+        "txonly",
+        "--src-mac",
+        VM1,
+        "--dst-mac",
+        EXT,
+        "--rate",
+        format!("{RATE}pps"),
+        "--flows",
+        64,
     ];
     a.extend(rig.observers());
     let traffic = vsperf("vm1+observer", &a);
@@ -492,38 +653,56 @@ fn hash_l3l4_link_pull_moves_flows_and_fails_back() {
     let w = rig.window_vnics(400, &["vm1.0"]);
     let total = w.n0 + w.n1;
     assert!(w.vnic_rx[0] >= 400 && same(total, w.vnic_rx[0]), "{w:?}");
-    assert!(w.n0 * 5 > total && w.n1 * 5 > total, "64 flows not spread: {w:?}");
+    assert!(
+        w.n0 * 5 > total && w.n1 * 5 > total,
+        "64 flows not spread: {w:?}"
+    );
 
     let pull = rig.pull(&rig.tap_a);
     let down = pull.at;
     // Stay off the CPU for a moment: the observer shares core 0 with this process.
     std::thread::sleep(Duration::from_millis(50));
-    rig.expect("nic0 out after link down", Duration::from_secs(2), || !rig.usable("nic0"));
+    rig.expect("nic0 out after link down", Duration::from_secs(2), || {
+        !rig.usable("nic0")
+    });
     std::thread::sleep(Duration::from_millis(50));
     let w = rig.window_vnics(400, &["vm1.0"]);
-    assert_eq!(w.n0, 0, "frames left on the pulled member after detection: {w:?}");
-    assert!(w.vnic_rx[0] >= 400 && same(w.n1, w.vnic_rx[0]), "not every flow moved to nic1: {w:?}");
+    assert_eq!(
+        w.n0, 0,
+        "frames left on the pulled member after detection: {w:?}"
+    );
+    assert!(
+        w.vnic_rx[0] >= 400 && same(w.n1, w.vnic_rx[0]),
+        "not every flow moved to nic1: {w:?}"
+    );
 
     std::thread::sleep(Duration::from_millis(200));
     let up = rig.plug(&rig.tap_a).at;
-    rig.expect("nic0 back after link up", Duration::from_secs(2), || rig.usable("nic0"));
+    rig.expect("nic0 back after link up", Duration::from_secs(2), || {
+        rig.usable("nic0")
+    });
     std::thread::sleep(Duration::from_millis(50));
     let w = rig.window_vnics(400, &["vm1.0"]);
     let total = w.n0 + w.n1;
-    assert!(same(total, w.vnic_rx[0]) && w.n0 * 5 > total && w.n1 * 5 > total, "flows did not come back: {w:?}");
+    assert!(
+        same(total, w.vnic_rx[0]) && w.n0 * 5 > total && w.n1 * 5 > total,
+        "flows did not come back: {w:?}"
+    );
 
     let (code, out) = traffic.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
     let r = last_json(&out);
     let (tl_a, tl_b) = (timeline(&r, 1), timeline(&r, 2));
-    let last_a = last_before_silence(&tl_a, 0, 50).unwrap_or_else(|| panic!("tap A never went quiet: {r}"));
+    let last_a =
+        last_before_silence(&tl_a, 0, 50).unwrap_or_else(|| panic!("tap A never went quiet: {r}"));
     let recovered = full_rate_from(&tl_b, last_a, RATE)
         .unwrap_or_else(|| panic!("tap B never reached the full rate after the pull: {r}"));
     let (sent, refused, got) = accounting(&r, 0, &[1, 2]);
     let lost = sent.saturating_sub(got);
     let (_, det_text) = detection(&rig, "nic0", &pull);
     let up_obs = last_a + ms(up - down);
-    let back = first_after(&tl_a, up_obs, 1).unwrap_or_else(|| panic!("nothing on A after link-up: {r}"));
+    let back =
+        first_after(&tl_a, up_obs, 1).unwrap_or_else(|| panic!("nothing on A after link-up: {r}"));
     eprintln!(
         "hash-l3l4: {det_text}; frames lost {lost} of {sent} (= {:.1} ms of nic0's half; the VM's ring \
          refused {refused}); observer: last frame on A {last_a} ms, B at full rate from {recovered} ms => {} ms \
@@ -533,16 +712,30 @@ fn hash_l3l4_link_pull_moves_flows_and_fails_back() {
         back as i64 - up_obs as i64
     );
     assert!(recovered - last_a < 2000);
-    assert!(lost <= RATE, "lost {lost} frames (more than 1 s worth): {r}");
-    assert_eq!(rx_ethertype(&r, 1, RARP) + rx_ethertype(&r, 2, RARP), 0, "RARP in a hash mode: {r}");
-    assert!(log_lines(&rig.sw.stderr(), &["MAC moved"]).is_empty(), "{}", rig.sw.stderr());
+    assert!(
+        lost <= RATE,
+        "lost {lost} frames (more than 1 s worth): {r}"
+    );
+    assert_eq!(
+        rx_ethertype(&r, 1, RARP) + rx_ethertype(&r, 2, RARP),
+        0,
+        "RARP in a hash mode: {r}"
+    );
+    assert!(
+        log_lines(&rig.sw.stderr(), &["MAC moved"]).is_empty(),
+        "{}",
+        rig.sw.stderr()
+    );
     rig.finish();
 }
 
 /// Splits (nic0, nic1) deltas into nic0's share, asserting a minimum total.
 fn share(what: &str, (n0, n1): (u64, u64), min_total: u64) -> f64 {
     let total = n0 + n1;
-    assert!(total >= min_total, "{what}: only {total} frames (nic0 {n0}, nic1 {n1})");
+    assert!(
+        total >= min_total,
+        "{what}: only {total} frames (nic0 {n0}, nic1 {n1})"
+    );
     n0 as f64 / total as f64
 }
 
@@ -560,25 +753,58 @@ fn hash_policies_spread_1024_flows_evenly() {
     let traffic = vsperf(
         "vm1",
         &args![
-            "--wait-link", 10, "--duration", 30,
-            "--port", rig.vm_port(0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", EXT,
-            "--rate", "20kpps", "--flows", 1024,
+            "--wait-link",
+            10,
+            "--duration",
+            30,
+            "--port",
+            rig.vm_port(0),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            EXT,
+            "--rate",
+            "20kpps",
+            "--flows",
+            1024,
         ],
     );
     rig.wait_traffic("vm1.0", 1000);
-    for m in ["hash-l3-dst", "hash-l3-src", "hash-l3-src-dst", "hash-l3l4", "balance-tcp", "ip-hash-else-round-robin"] {
+    for m in [
+        "hash-l3-dst",
+        "hash-l3-src",
+        "hash-l3-src-dst",
+        "hash-l3l4",
+        "balance-tcp",
+        "ip-hash-else-round-robin",
+    ] {
         set_mode(m);
         std::thread::sleep(Duration::from_millis(50));
         let s = share(m, rig.window(600), 2000);
         report.push(format!("{m} {:.1}%", s * 100.0));
-        assert!((0.4..=0.6).contains(&s), "{m}: nic0 carries {:.1}% of 1024 flows", s * 100.0);
+        assert!(
+            (0.4..=0.6).contains(&s),
+            "{m}: nic0 carries {:.1}% of 1024 flows",
+            s * 100.0
+        );
     }
     // Negative control: with one MAC pair every L2 hash keeps everything on one member.
-    for m in ["hash-l2-dst", "hash-l2-src", "hash-l2-src-dst", "balance-slb"] {
+    for m in [
+        "hash-l2-dst",
+        "hash-l2-src",
+        "hash-l2-src-dst",
+        "balance-slb",
+    ] {
         set_mode(m);
         std::thread::sleep(Duration::from_millis(50));
         let s = share(m, rig.window(300), 1000);
-        assert!(s == 0.0 || s == 1.0, "{m} spread one MAC pair over both members ({:.1}% on nic0)", s * 100.0);
+        assert!(
+            s == 0.0 || s == 1.0,
+            "{m} spread one MAC pair over both members ({:.1}% on nic0)",
+            s * 100.0
+        );
     }
     let (code, _) = traffic.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
@@ -591,7 +817,14 @@ fn hash_policies_spread_1024_flows_evenly() {
             let j = (i * 389 + 17) % 1024; // destinations in another order than sources
             let src = [0x02, 0x10, 0, 0, (i >> 8) as u8, i as u8];
             let dst = [0x02, 0x20, 0, 0, (j >> 8) as u8, j as u8];
-            frames.push(udp_frame(src, dst, [10, 0, 0, 1], [10, 1, 0, 1], 1024, 1024));
+            frames.push(udp_frame(
+                src,
+                dst,
+                [10, 0, 0, 1],
+                [10, 1, 0, 1],
+                1024,
+                1024,
+            ));
         }
     }
     let pcap = rig.dir.path("macs.pcap");
@@ -603,26 +836,55 @@ fn hash_policies_spread_1024_flows_evenly() {
         let r = vsperf_run(
             "mac-replay",
             &args![
-                "--wait-link", 10, "--duration", 1, "--drain-ms", 100,
-                "--port", format!("net_pcap0,rx_pcap={}", pcap.display()), "--mode", "io", "--peer", 1,
-                "--port", format!("{},queue_size=1024", rig.vm_port(0)), "--mode", "rxonly",
+                "--wait-link",
+                10,
+                "--duration",
+                1,
+                "--drain-ms",
+                100,
+                "--port",
+                format!("net_pcap0,rx_pcap={}", pcap.display()),
+                "--mode",
+                "io",
+                "--peer",
+                1,
+                "--port",
+                format!("{},queue_size=1024", rig.vm_port(0)),
+                "--mode",
+                "rxonly",
             ],
             Duration::from_secs(30),
         );
         std::thread::sleep(Duration::from_millis(100));
         let after = rig.tx();
         let forwarded = r["ports"][1]["tx_pkts"].as_u64().unwrap_or(0);
-        (share(m, (after.0 - before.0, after.1 - before.1), 1000), forwarded)
+        (
+            share(m, (after.0 - before.0, after.1 - before.1), 1000),
+            forwarded,
+        )
     };
-    for m in ["hash-l2-dst", "hash-l2-src", "hash-l2-src-dst", "balance-slb"] {
+    for m in [
+        "hash-l2-dst",
+        "hash-l2-src",
+        "hash-l2-src-dst",
+        "balance-slb",
+    ] {
         let (s, fwd) = replay(m);
         report.push(format!("{m} {:.1}% (of {fwd})", s * 100.0));
-        assert!((0.4..=0.6).contains(&s), "{m}: nic0 carries {:.1}% of 1024 MAC pairs", s * 100.0);
+        assert!(
+            (0.4..=0.6).contains(&s),
+            "{m}: nic0 carries {:.1}% of 1024 MAC pairs",
+            s * 100.0
+        );
     }
     // Negative control: one IP pair keeps every L3 hash on one member.
     for m in ["hash-l3-dst", "hash-l3-src-dst"] {
         let (s, _) = replay(m);
-        assert!(s == 0.0 || s == 1.0, "{m} spread one IP pair over both members ({:.1}% on nic0)", s * 100.0);
+        assert!(
+            s == 0.0 || s == 1.0,
+            "{m} spread one IP pair over both members ({:.1}% on nic0)",
+            s * 100.0
+        );
     }
     eprintln!("distribution (share on nic0): {}", report.join(", "));
     rig.finish();
@@ -632,16 +894,50 @@ fn hash_policies_spread_1024_flows_evenly() {
 /// the survivor (crosswise failover, claim 8); after failback each is home again.
 #[test]
 fn vm_pinned_crosswise_failover_and_failback() {
-    let rig = Rig::start("mode = \"vm-pinned\"\nfailback = \"immediate\"", &[("vm1", VM1, true), ("vm2", VM2, true)]);
+    let rig = Rig::start(
+        "mode = \"vm-pinned\"\nfailback = \"immediate\"",
+        &[("vm1", VM1, true), ("vm2", VM2, true)],
+    );
     let (r1, r2) = (10_000u64, 4_000u64);
     let mut a = args![
-        "--wait-link", 10, "--duration", 30, "--drain-ms", 100, "--timeline-ms", TL_MS,
-        "--port", rig.vm_port(0), "--mode", "txonly", "--src-mac", VM1, "--dst-mac", EXT, "--rate", format!("{r1}pps"),
-        "--port", rig.vm_port(1), "--mode", "txonly", "--src-mac", VM2, "--dst-mac", EXT, "--rate", format!("{r2}pps"),
+        "--wait-link",
+        10,
+        "--duration",
+        30,
+        "--drain-ms",
+        100,
+        "--timeline-ms",
+        TL_MS,
+        "--port",
+        rig.vm_port(0),
+        "--mode",
+        "txonly",
+        "--src-mac",
+        VM1,
+        "--dst-mac",
+        EXT,
+        "--rate",
+        format!("{r1}pps"),
+        "--port",
+        rig.vm_port(1),
+        "--mode",
+        "txonly",
+        "--src-mac",
+        VM2,
+        "--dst-mac",
+        EXT,
+        "--rate",
+        format!("{r2}pps"),
     ];
     a.extend(args![
-        "--port", format!("net_af_packet0,iface={}", rig.tap_a), "--mode", "rxonly",
-        "--port", format!("net_af_packet1,iface={}", rig.tap_b), "--mode", "rxonly",
+        "--port",
+        format!("net_af_packet0,iface={}", rig.tap_a),
+        "--mode",
+        "rxonly",
+        "--port",
+        format!("net_af_packet1,iface={}", rig.tap_b),
+        "--mode",
+        "rxonly",
     ]);
     let traffic = vsperf("vms+observer", &a);
     rig.wait_traffic("vm1.0", 1000);
@@ -651,11 +947,16 @@ fn vm_pinned_crosswise_failover_and_failback() {
     let vnics = ["vm1.0", "vm2.0"];
     let w = rig.window_vnics(500, &vnics);
     assert!(w.vnic_rx[0] >= 500 && w.vnic_rx[1] >= 200, "{w:?}");
-    assert!(same(w.n0, w.vnic_rx[0]) && same(w.n1, w.vnic_rx[1]), "both up: nic0 must carry VM1 alone, nic1 VM2 alone: {w:?}");
+    assert!(
+        same(w.n0, w.vnic_rx[0]) && same(w.n1, w.vnic_rx[1]),
+        "both up: nic0 must carry VM1 alone, nic1 VM2 alone: {w:?}"
+    );
 
     let down = rig.pull(&rig.tap_a).at;
     std::thread::sleep(Duration::from_millis(50));
-    rig.expect("nic0 out after link down", Duration::from_secs(2), || !rig.usable("nic0"));
+    rig.expect("nic0 out after link down", Duration::from_secs(2), || {
+        !rig.usable("nic0")
+    });
     let out_at = Instant::now();
     let mut p1 = rig.pinned("nic1");
     p1.sort();
@@ -663,39 +964,72 @@ fn vm_pinned_crosswise_failover_and_failback() {
     std::thread::sleep(Duration::from_millis(50));
     let w = rig.window_vnics(500, &vnics);
     assert_eq!(w.n0, 0, "frames left on the pulled member: {w:?}");
-    assert!(w.vnic_rx[0] >= 500 && same(w.n1, w.vnic_rx[0] + w.vnic_rx[1]), "after the pull nic1 must carry both VMs: {w:?}");
+    assert!(
+        w.vnic_rx[0] >= 500 && same(w.n1, w.vnic_rx[0] + w.vnic_rx[1]),
+        "after the pull nic1 must carry both VMs: {w:?}"
+    );
 
     std::thread::sleep(Duration::from_millis(200));
     let up = rig.plug(&rig.tap_a).at;
-    rig.expect("vm1.0 home again", Duration::from_secs(2), || rig.pinned("nic0") == vec!["vm1.0"]);
+    rig.expect("vm1.0 home again", Duration::from_secs(2), || {
+        rig.pinned("nic0") == vec!["vm1.0"]
+    });
     let back_at = Instant::now();
     std::thread::sleep(Duration::from_millis(50));
     let w = rig.window_vnics(500, &vnics);
-    assert!(w.vnic_rx[0] >= 500 && same(w.n0, w.vnic_rx[0]) && same(w.n1, w.vnic_rx[1]), "after failback: {w:?}");
+    assert!(
+        w.vnic_rx[0] >= 500 && same(w.n0, w.vnic_rx[0]) && same(w.n1, w.vnic_rx[1]),
+        "after failback: {w:?}"
+    );
 
     let (code, out) = traffic.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
     let r = last_json(&out);
     // VM2 never left on nic0; VM1 left on nic1 only while nic0 was out.
     assert_eq!(rx_from(&r, 2, VM2), 0, "VM2 left on VM1's member: {r}");
-    assert!(all_from(&r, 2, VM1), "tap A saw a source other than VM1: {r}");
+    assert!(
+        all_from(&r, 2, VM1),
+        "tap A saw a source other than VM1: {r}"
+    );
     let vm1_on_b = rx_from(&r, 3, VM1);
     let vm1_on_a = rx_from(&r, 2, VM1);
     let away_ms = ms(back_at - out_at);
-    let (vm1_sent, vm2_sent) = (r["ports"][0]["tx_pkts"].as_u64().unwrap(), r["ports"][1]["tx_pkts"].as_u64().unwrap());
+    let (vm1_sent, vm2_sent) = (
+        r["ports"][0]["tx_pkts"].as_u64().unwrap(),
+        r["ports"][1]["tx_pkts"].as_u64().unwrap(),
+    );
     assert!(vm1_on_b > 0 && vm1_on_a > 0, "{r}");
     // Each of VM1's frames left on exactly one member (RARPs: a few extra).
-    assert!(vm1_on_a + vm1_on_b <= vm1_sent + 4, "VM1 frames duplicated: {r}");
-    assert!(vm1_on_a + vm1_on_b + RATE / 10 >= vm1_sent, "VM1 lost more than 100 ms of frames: {r}");
+    assert!(
+        vm1_on_a + vm1_on_b <= vm1_sent + 4,
+        "VM1 frames duplicated: {r}"
+    );
+    assert!(
+        vm1_on_a + vm1_on_b + RATE / 10 >= vm1_sent,
+        "VM1 lost more than 100 ms of frames: {r}"
+    );
     // VM2's member never failed: every frame of VM2 left on it.
-    assert!(rx_from(&r, 3, VM2) + IN_FLIGHT >= vm2_sent, "VM2 lost frames although its member stayed up: {r}");
+    assert!(
+        rx_from(&r, 3, VM2) + IN_FLIGHT >= vm2_sent,
+        "VM2 lost frames although its member stayed up: {r}"
+    );
     assert!(rx_from(&r, 3, VM2) > 0, "{r}");
     // RARPs for VM1's MAC: on nic1 when it moved there, on nic0 when it came home.
-    assert!(rx_ethertype(&r, 3, RARP) >= 1, "no RARP on nic1 at crosswise failover: {r}");
-    assert!(rx_ethertype(&r, 2, RARP) >= 1, "no RARP on nic0 at failback: {r}");
+    assert!(
+        rx_ethertype(&r, 3, RARP) >= 1,
+        "no RARP on nic1 at crosswise failover: {r}"
+    );
+    assert!(
+        rx_ethertype(&r, 2, RARP) >= 1,
+        "no RARP on nic0 at failback: {r}"
+    );
     let moved = log_lines(&rig.sw.stderr(), &["MAC moved", "vm1.0"]);
     assert!(moved.len() >= 2, "{}", rig.sw.stderr());
-    assert!(log_lines(&rig.sw.stderr(), &["MAC moved", "vm2.0"]).is_empty(), "VM2 never moved:\n{}", rig.sw.stderr());
+    assert!(
+        log_lines(&rig.sw.stderr(), &["MAC moved", "vm2.0"]).is_empty(),
+        "VM2 never moved:\n{}",
+        rig.sw.stderr()
+    );
     let tl_a = timeline(&r, 2);
     let last_a = last_before_silence(&tl_a, 0, 50).expect("tap A never went quiet");
     let tl_b = timeline(&r, 3);

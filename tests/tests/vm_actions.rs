@@ -39,7 +39,8 @@ fn qmp_status(sock: &Path) -> String {
         }
     };
     read_return(&mut r);
-    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n").unwrap();
+    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .unwrap();
     read_return(&mut r);
     w.write_all(b"{\"execute\":\"query-status\"}\n").unwrap();
     let v = read_return(&mut r);
@@ -54,19 +55,34 @@ fn wait_status(sock: &Path, want: &str, timeout: Duration) -> Duration {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("VM did not become {want} within {timeout:?} (now {})", qmp_status(sock));
+    panic!(
+        "VM did not become {want} within {timeout:?} (now {})",
+        qmp_status(sock)
+    );
 }
 
 /// A QEMU with two QMP monitors: one for the switch, one for the test.
 fn qemu(dir: &Scratch) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
     let (sw, test) = (dir.path("qmp-switch.sock"), dir.path("qmp-test.sock"));
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "none", "-nodefaults", "-nographic", "-display", "none", "-qmp"])
-        .arg(format!("unix:{},server=on,wait=off", sw.display()))
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", test.display()));
+    cmd.args([
+        "-machine",
+        "none",
+        "-nodefaults",
+        "-nographic",
+        "-display",
+        "none",
+        "-qmp",
+    ])
+    .arg(format!("unix:{},server=on,wait=off", sw.display()))
+    .arg("-qmp")
+    .arg(format!("unix:{},server=on,wait=off", test.display()));
     let p = Proc::spawn("qemu", cmd);
-    assert!(wait_until(Duration::from_secs(10), || sw.exists() && test.exists()), "QEMU did not create its QMP sockets: {}", p.stderr());
+    assert!(
+        wait_until(Duration::from_secs(10), || sw.exists() && test.exists()),
+        "QEMU did not create its QMP sockets: {}",
+        p.stderr()
+    );
     (p, sw, test)
 }
 
@@ -87,14 +103,29 @@ fn pcap(dir: &Scratch, name: &str, src: &str) -> String {
     let st = Command::new(bin("vsperf"))
         .args(["gen-pcap", "--out"])
         .arg(&out)
-        .args(["--src-mac", src, "--dst-mac", EXT, "--size", "1000", "--flows", "16"])
+        .args([
+            "--src-mac",
+            src,
+            "--dst-mac",
+            EXT,
+            "--size",
+            "1000",
+            "--flows",
+            "16",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
     out.display().to_string()
 }
 
-fn config(dir: &Scratch, prefix: &str, taps: &[String; 2], qmp_low: &Path, qmp_broken: &Path) -> String {
+fn config(
+    dir: &Scratch,
+    prefix: &str,
+    taps: &[String; 2],
+    qmp_low: &Path,
+    qmp_broken: &Path,
+) -> String {
     format!(
         r#"
 [eal]
@@ -175,7 +206,11 @@ fn tx_of(dir: &Path, port: &str) -> u64 {
 
 fn start(dir: &Scratch, cfg: &str, taps: &[String; 2]) -> Proc {
     let sw = start_vswitchd(&dir.0, cfg, &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(&taps[0]) && iface_exists(&taps[1])));
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(
+        &taps[0]
+    ) && iface_exists(
+        &taps[1]
+    )));
     set_link(&taps[0], true);
     set_link(&taps[1], true);
     sw
@@ -201,37 +236,75 @@ fn starved_vm_is_suspended_on_degradation_and_resumed_after_failback() {
     let pulled = Instant::now();
     set_link(&taps[1], false);
     let took = wait_status(&qmp_test, "paused", Duration::from_secs(10));
-    eprintln!("low VM paused {:?} after the link pull (starve grace 1.5 s)", pulled.elapsed().max(took));
+    eprintln!(
+        "low VM paused {:?} after the link pull (starve grace 1.5 s)",
+        pulled.elapsed().max(took)
+    );
     sw.wait_for("VM action done", Duration::from_secs(5));
-    assert!(wait_until(Duration::from_secs(2), || vm_show(d, "low")["actions"]["state"] == "suspended-by-switch"));
+    assert!(wait_until(Duration::from_secs(2), || vm_show(d, "low")
+        ["actions"]["state"]
+        == "suspended-by-switch"));
     let low = vm_show(d, "low");
     assert_eq!(low["actions"]["suspends"], 1, "{low}");
-    assert!(low["actions"]["reasons"][0].as_str().unwrap().contains("bond0"), "{low}");
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("vswitch.toml.vmstate.json")).unwrap()).unwrap();
+    assert!(
+        low["actions"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("bond0"),
+        "{low}"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path("vswitch.toml.vmstate.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["suspended"][0]["vm"], "low", "state file: {state}");
 
     // The broken QMP peer: the action fails, is logged, and the switch carries on
     // (vsctl answers, frames keep flowing, the good VM is still handled).
     sw.wait_for("VM action failed", Duration::from_secs(10));
     let err = sw.stderr();
-    let line = err.lines().find(|l| l.contains("VM action failed")).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.contains("VM action failed"))
+        .unwrap();
     assert!(line.contains("broken") && line.contains("QMP"), "{line}");
     let broken = vm_show(d, "broken");
-    assert!(broken["actions"]["failures"].as_u64().unwrap() >= 1, "{broken}");
+    assert!(
+        broken["actions"]["failures"].as_u64().unwrap() >= 1,
+        "{broken}"
+    );
     assert_ne!(broken["actions"]["state"], "suspended-by-switch");
     let before = tx_of(d, "nic0");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(tx_of(d, "nic0") > before + 1000, "the switch stopped forwarding");
+    assert!(
+        tx_of(d, "nic0") > before + 1000,
+        "the switch stopped forwarding"
+    );
 
     // Restore the link: failback, the bond is whole again, the VM resumes.
     let restored = Instant::now();
     set_link(&taps[1], true);
     wait_status(&qmp_test, "running", Duration::from_secs(10));
-    eprintln!("low VM running {:?} after the link came back", restored.elapsed());
-    assert!(wait_until(Duration::from_secs(2), || vm_show(d, "low")["actions"]["state"] == "running"));
+    eprintln!(
+        "low VM running {:?} after the link came back",
+        restored.elapsed()
+    );
+    assert!(wait_until(Duration::from_secs(2), || vm_show(d, "low")
+        ["actions"]["state"]
+        == "running"));
     let low = vm_show(d, "low");
-    assert_eq!((low["actions"]["suspends"].as_u64(), low["actions"]["resumes"].as_u64()), (Some(1), Some(1)), "{low}");
-    assert!(err.contains("VM action") && err.contains("suspend"), "actions are logged");
+    assert_eq!(
+        (
+            low["actions"]["suspends"].as_u64(),
+            low["actions"]["resumes"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{low}"
+    );
+    assert!(
+        err.contains("VM action") && err.contains("suspend"),
+        "actions are logged"
+    );
 
     // Restart while suspended: the new switch remembers and resumes the VM.
     set_link(&taps[1], false);
@@ -239,14 +312,24 @@ fn starved_vm_is_suspended_on_degradation_and_resumed_after_failback() {
     std::thread::sleep(Duration::from_millis(300));
     let (code, _) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
-    assert_eq!(qmp_status(&qmp_test), "paused", "stopping the switch must not resume the VM");
+    assert_eq!(
+        qmp_status(&qmp_test),
+        "paused",
+        "stopping the switch must not resume the VM"
+    );
     let state = std::fs::read_to_string(dir.path("vswitch.toml.vmstate.json")).unwrap();
     assert!(state.contains("\"low\""), "{state}");
     let t = Instant::now();
     let mut sw = start(&dir, &cfg, &taps);
-    sw.wait_for("restored VMs suspended by a previous run", Duration::from_secs(5));
+    sw.wait_for(
+        "restored VMs suspended by a previous run",
+        Duration::from_secs(5),
+    );
     wait_status(&qmp_test, "running", Duration::from_secs(15));
-    eprintln!("restarted switch resumed the VM {:?} after start (restore settle 5 s)", t.elapsed());
+    eprintln!(
+        "restarted switch resumed the VM {:?} after start (restore settle 5 s)",
+        t.elapsed()
+    );
     assert!(wait_until(Duration::from_secs(3), || {
         let s = std::fs::read_to_string(dir.path("vswitch.toml.vmstate.json")).unwrap_or_default();
         !s.contains("\"low\"")
@@ -308,21 +391,53 @@ suspend_for_dos = true
 
     let attacker = vsperf(
         "attacker",
-        &args!["--port", format!("net_af_packet0,iface={tap}"), "--mode", "txonly", "--src-mac", EXT, "--dst-mac", VICTIM, "--rate", "20kpps", "--duration", 3],
+        &args![
+            "--port",
+            format!("net_af_packet0,iface={tap}"),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            VICTIM,
+            "--rate",
+            "20kpps",
+            "--duration",
+            3
+        ],
     );
     sw.wait_for("DoS attack started", Duration::from_secs(10));
     let t = Instant::now();
     wait_status(&qmp_test, "paused", Duration::from_secs(5));
-    eprintln!("bystander paused {:?} after the attack was detected", t.elapsed());
+    eprintln!(
+        "bystander paused {:?} after the attack was detected",
+        t.elapsed()
+    );
     let by = vm_show(&dir.0, "bystander");
-    assert!(by["actions"]["reasons"][0].as_str().unwrap_or("").contains("DoS attack on victim"), "{by}");
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&hook_log).unwrap_or_default().contains("migrate victim")), "no migration request reached the hook");
+    assert!(
+        by["actions"]["reasons"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("DoS attack on victim"),
+        "{by}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(
+            &hook_log
+        )
+        .unwrap_or_default()
+        .contains("migrate victim")),
+        "no migration request reached the hook"
+    );
     let (code, _) = attacker.wait(Duration::from_secs(30));
     assert_eq!(code, Some(0));
     sw.wait_for("DoS attack ended", Duration::from_secs(5));
     wait_status(&qmp_test, "running", Duration::from_secs(5));
     let hooks = std::fs::read_to_string(&hook_log).unwrap();
-    assert!(hooks.contains("alert victim"), "alerts go to the hook: {hooks}");
+    assert!(
+        hooks.contains("alert victim"),
+        "alerts go to the hook: {hooks}"
+    );
     let victim = vm_show(&dir.0, "victim");
     assert_eq!(victim["actions"]["migrations"], 1, "{victim}");
     let (code, _) = sw.stop(Duration::from_secs(20));

@@ -59,16 +59,35 @@ fn vsctl_drives_a_running_switch() {
     // show: the tree, as text and JSON.
     let (code, out, err) = vsctl(&dir.0, &["show"]);
     assert_eq!(code, 0, "{err}");
-    for needle in ["bond0", "nic0", "nic1", "nic2", "vm1", "vm1.0", "vm2.0", "vm-pinned"] {
+    for needle in [
+        "bond0",
+        "nic0",
+        "nic1",
+        "nic2",
+        "vm1",
+        "vm1.0",
+        "vm2.0",
+        "vm-pinned",
+    ] {
         assert!(out.contains(needle), "show lacks {needle}:\n{out}");
     }
     let (code, out, _) = vsctl(&dir.0, &["--format", "json", "show"]);
     assert_eq!(code, 0);
     let tree = json(&out);
-    let bond = tree["uplinks"].as_array().unwrap().iter().find(|u| u["name"] == "bond0").unwrap();
+    let bond = tree["uplinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "bond0")
+        .unwrap();
     assert_eq!(bond["mode"], "vm-pinned");
     // vm-pinned spreads the two vNICs over the two members.
-    let pinned: Vec<usize> = bond["members"].as_array().unwrap().iter().map(|m| m["pinned_vnics"].as_array().unwrap().len()).collect();
+    let pinned: Vec<usize> = bond["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pinned_vnics"].as_array().unwrap().len())
+        .collect();
     assert_eq!(pinned, vec![1, 1], "{bond}");
 
     // bond/show and stats.
@@ -83,21 +102,35 @@ fn vsctl_drives_a_running_switch() {
     assert!(json(&out)[0]["iterations"].as_u64().unwrap() > 0, "{out}");
 
     // A live change: mode and failback, persisted.
-    let (code, _, err) = vsctl(&dir.0, &["set-bond", "bond0", "mode=balance-tcp", "failback=immediate"]);
+    let (code, _, err) = vsctl(
+        &dir.0,
+        &[
+            "set-bond",
+            "bond0",
+            "mode=balance-tcp",
+            "failback=immediate",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = vsctl(&dir.0, &["--format", "json", "bond/show", "bond0"]);
     let b = json(&out);
     assert_eq!(b[0]["mode"], "hash-l3l4", "{b}");
     assert_eq!(b[0]["failback"], "immediate", "{b}");
     let saved = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
-    assert!(saved.contains("balance-tcp") || saved.contains("hash-l3l4"), "{saved}");
+    assert!(
+        saved.contains("balance-tcp") || saved.contains("hash-l3l4"),
+        "{saved}"
+    );
 
     // Manual failback answers; errors are one line with a non-zero exit.
     let (code, _, err) = vsctl(&dir.0, &["bond/failback", "bond0"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = vsctl(&dir.0, &["bond/show", "nope"]);
     assert_ne!(code, 0);
-    assert!(err.contains("no bond named 'nope'") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("no bond named 'nope'") && err.lines().count() == 1,
+        "{err}"
+    );
     let (code, _, err) = vsctl(&dir.0, &["set-bond", "bond0", "mode=fastest"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown bond mode"), "{err}");
@@ -107,7 +140,11 @@ fn vsctl_drives_a_running_switch() {
     let (code, _, err) = vsctl(&dir.0, &["add-bond-member", "bond0", "nic2"]);
     assert_ne!(code, 0);
     assert!(err.contains("restart vswitchd"), "{err}");
-    assert_eq!(before, std::fs::read_to_string(dir.path("vswitch.toml")).unwrap(), "a refused change was written");
+    assert_eq!(
+        before,
+        std::fs::read_to_string(dir.path("vswitch.toml")).unwrap(),
+        "a refused change was written"
+    );
     let (code, _, err) = vsctl(&dir.0, &["set-vnic", "vm1.0", "mac=zz"]);
     assert_ne!(code, 0, "{err}");
 
@@ -131,12 +168,22 @@ fn vsctl_drives_a_running_switch() {
 fn corrupted_config_is_refused_with_its_line_and_never_overwritten() {
     let dir = Scratch::new();
     let path = dir.path("vswitch.toml");
-    let text = config(&unique("vsc")).replace("mode = \"vm-pinned\"", "mode = \"vm-pinned\"\nfailback_delay_ms = \"soon\"");
+    let text = config(&unique("vsc")).replace(
+        "mode = \"vm-pinned\"",
+        "mode = \"vm-pinned\"\nfailback_delay_ms = \"soon\"",
+    );
     std::fs::write(&path, &text).unwrap();
-    let out = std::process::Command::new(bin("vswitchd")).arg("--config").arg(&path).output().unwrap();
+    let out = std::process::Command::new(bin("vswitchd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
     let line = text.lines().position(|l| l.contains("soon")).unwrap() + 1;
-    assert!(e.contains(&format!("vswitch.toml:{line}")), "expected line {line}: {e}");
+    assert!(
+        e.contains(&format!("vswitch.toml:{line}")),
+        "expected line {line}: {e}"
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
 }

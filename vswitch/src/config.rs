@@ -172,7 +172,11 @@ fn default_socket() -> String {
 
 impl Default for ControlSection {
     fn default() -> Self {
-        ControlSection { socket: default_socket(), group: None, metrics: None }
+        ControlSection {
+            socket: default_socket(),
+            group: None,
+            metrics: None,
+        }
     }
 }
 
@@ -496,7 +500,10 @@ fn error_line(text: &str, span: std::ops::Range<usize>, message: &str) -> usize 
     let _ = span.end;
     let start = span.start.min(text.len());
     let line_of = |pos: usize| text[..pos].matches('\n').count() + 1;
-    if let Some(key) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+    if let Some(key) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
         if text[start..].starts_with(key) {
             return line_of(start);
         }
@@ -657,7 +664,10 @@ impl Config {
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| error_line(text, s, e.message())).unwrap_or(0);
+            let line = e
+                .span()
+                .map(|s| error_line(text, s, e.message()))
+                .unwrap_or(0);
             ConfigError::Parse {
                 path: origin.to_string(),
                 line,
@@ -717,7 +727,9 @@ impl Config {
         }
         if let Some(m) = &self.control.metrics {
             if m.parse::<std::net::SocketAddr>().is_err() {
-                return bad(format!("[control] metrics = '{m}' is not an address like 127.0.0.1:9469"));
+                return bad(format!(
+                    "[control] metrics = '{m}' is not an address like 127.0.0.1:9469"
+                ));
             }
         }
         let mut names: HashMap<&str, &str> = HashMap::new();
@@ -808,14 +820,23 @@ impl Config {
                 ));
             }
             if vm.dos_window_ms == Some(0) {
-                return bad(format!("vm '{}': dos_window_ms must be at least 1", vm.name));
+                return bad(format!(
+                    "vm '{}': dos_window_ms must be at least 1",
+                    vm.name
+                ));
             }
-            let dos = vm.dos_config().map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
-            vm.dos_signature_set().map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
+            let dos = vm
+                .dos_config()
+                .map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
+            vm.dos_signature_set()
+                .map_err(|e| ConfigError::Invalid(format!("vm '{}': {e}", vm.name)))?;
             for r in &dos.responses {
                 if let policy::dos::DosResponse::FailoverUplink(b) = r {
                     if self.uplink(b).is_none() {
-                        return bad(format!("vm '{}': dos response failover:{b} names no bond or nic", vm.name));
+                        return bad(format!(
+                            "vm '{}': dos response failover:{b} names no bond or nic",
+                            vm.name
+                        ));
                     }
                 }
             }
@@ -857,8 +878,14 @@ impl Config {
                 if v.priority.is_some_and(|p| p > 10) {
                     return bad(format!("{what}: priority out of range 0-10"));
                 }
-                if v.average_bps.is_none() && (v.peak_bps.is_some() || v.burst_bytes.is_some() || v.peak_period_ms.is_some()) {
-                    return bad(format!("{what}: peak_bps, burst_bytes and peak_period_ms need average_bps"));
+                if v.average_bps.is_none()
+                    && (v.peak_bps.is_some()
+                        || v.burst_bytes.is_some()
+                        || v.peak_period_ms.is_some())
+                {
+                    return bad(format!(
+                        "{what}: peak_bps, burst_bytes and peak_period_ms need average_bps"
+                    ));
                 }
                 if v.average_bps == Some(0) {
                     return bad(format!("{what}: average_bps must be greater than 0"));
@@ -939,7 +966,8 @@ priority = 5
 
     #[test]
     fn vm_action_and_dos_keys_parse_and_validate() {
-        let with = |extra: &str| GOOD.replace("priority = 5\n", &format!("priority = 5\n{extra}\n"));
+        let with =
+            |extra: &str| GOOD.replace("priority = 5\n", &format!("priority = 5\n{extra}\n"));
         let c = Config::parse(
             &with(
                 r#"qmp = "/run/vm1.qmp"

@@ -18,8 +18,8 @@ use dpdk_sys::Port;
 use parking_lot::RwLock;
 
 use dpdk_sys::{Mbuf, Mempool};
-use policy::bond::{Bond, BondConfig, BondEvent, Distribution, MemberState, Mode};
 use policy::bandwidth::{Allocation, AllocatorConfig, DegradedMode, LimitReason, ShareAllocator};
+use policy::bond::{Bond, BondConfig, BondEvent, Distribution, MemberState, Mode};
 use policy::time::{Nanos, SEC};
 use policy::wire::{build_rarp, RARP_FRAME_LEN};
 
@@ -439,7 +439,8 @@ impl Control {
             .enumerate()
             .filter(|(m, _)| bond.member_status(*m).is_some_and(|s| s.usable))
             .map(|(m, &port)| {
-                let mbps = self.topo.member_speeds[u][m].unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
+                let mbps = self.topo.member_speeds[u][m]
+                    .unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
                 mbps as u64 * 1_000_000
             })
             .sum()
@@ -450,7 +451,10 @@ impl Control {
             return self.topo.uplinks.iter().map(|_| None).collect();
         }
         let now = self.now();
-        let cfg = AllocatorConfig { interval: self.topo.allocation_interval.as_nanos() as Nanos, ..AllocatorConfig::default() };
+        let cfg = AllocatorConfig {
+            interval: self.topo.allocation_interval.as_nanos() as Nanos,
+            ..AllocatorConfig::default()
+        };
         let mut out = Vec::new();
         for (u, up) in self.topo.uplinks.iter().enumerate() {
             let capacity = self.capacity(u);
@@ -462,7 +466,11 @@ impl Control {
             }
             let degraded = self.uplinks[u].bond.is_degraded();
             alloc.set_capacity(capacity, degraded, now);
-            out.push(Some(UplinkBw { alloc, capacity, degraded }));
+            out.push(Some(UplinkBw {
+                alloc,
+                capacity,
+                degraded,
+            }));
         }
         out
     }
@@ -474,7 +482,9 @@ impl Control {
         for u in 0..self.bw.len() {
             let capacity = self.capacity(u);
             let degraded = self.uplinks[u].bond.is_degraded();
-            let Some(bw) = self.bw[u].as_mut() else { continue };
+            let Some(bw) = self.bw[u].as_mut() else {
+                continue;
+            };
             if capacity != bw.capacity || degraded != bw.degraded {
                 tracing::info!(uplink = %self.topo.uplinks[u].name, capacity_mbps = capacity / 1_000_000, degraded, "uplink capacity changed");
                 bw.capacity = capacity;
@@ -483,22 +493,29 @@ impl Control {
             }
             demand.clear();
             for &v in &self.topo.uplinks[u].vnics {
-                let offered = self.shared.vnic_bw[v as usize].offered_bytes.load(Ordering::Relaxed);
+                let offered = self.shared.vnic_bw[v as usize]
+                    .offered_bytes
+                    .load(Ordering::Relaxed);
                 demand.push((v, offered.saturating_sub(self.last_offered[v as usize])));
                 self.last_offered[v as usize] = offered;
             }
             self.alloc_out.clear();
             bw.alloc.allocate(now, &demand, &mut self.alloc_out);
             for &(v, a) in &self.alloc_out {
-                self.shared.vnic_bw[v as usize].allocation.store(a.to_bits().max(1), Ordering::Relaxed);
+                self.shared.vnic_bw[v as usize]
+                    .allocation
+                    .store(a.to_bits().max(1), Ordering::Relaxed);
                 let demand_bps = bw.alloc.demand_bps(v).unwrap_or(0);
                 let limit = match a.reason_if_limited {
                     LimitReason::NotLimited => "none",
                     LimitReason::OverShare => "over-share",
                     LimitReason::LowerPriorityDegraded => "lower-priority-degraded",
                 };
-                let starved = a.reason_if_limited == LimitReason::LowerPriorityDegraded && demand_bps > 0;
-                let prev = self.allocations[v as usize].map(|p| p.starved).unwrap_or(false);
+                let starved =
+                    a.reason_if_limited == LimitReason::LowerPriorityDegraded && demand_bps > 0;
+                let prev = self.allocations[v as usize]
+                    .map(|p| p.starved)
+                    .unwrap_or(false);
                 if starved != prev {
                     let ve = &self.topo.vnics[v as usize];
                     if starved {
@@ -507,7 +524,12 @@ impl Control {
                         tracing::info!(vnic = %ve.name, vm = %ve.vm, "vNIC no longer starved");
                     }
                 }
-                self.allocations[v as usize] = Some(AllocationView { rate_bps: a.rate_bps, demand_bps, limit, starved });
+                self.allocations[v as usize] = Some(AllocationView {
+                    rate_bps: a.rate_bps,
+                    demand_bps,
+                    limit,
+                    starved,
+                });
             }
         }
     }
@@ -521,7 +543,13 @@ impl Control {
             now,
             &self.shared.dos,
             |u| uplinks[u].bond.is_degraded(),
-            |v| allocations.get(v as usize).copied().flatten().is_some_and(|a| a.starved),
+            |v| {
+                allocations
+                    .get(v as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|a| a.starved)
+            },
         );
     }
 
@@ -533,13 +561,20 @@ impl Control {
                 let _ = reply.send(());
             }
             ControlCmd::Failback { uplink, reply } => {
-                let n = self.uplinks.get_mut(uplink).map(|u| u.bond.manual_failback(now) as u64).unwrap_or(0);
+                let n = self
+                    .uplinks
+                    .get_mut(uplink)
+                    .map(|u| u.bond.manual_failback(now) as u64)
+                    .unwrap_or(0);
                 tracing::info!(uplink = %self.topo.uplinks.get(uplink).map(|u| u.name.as_str()).unwrap_or("?"), readmitted = n, "manual failback");
                 let _ = reply.send(n);
             }
             ControlCmd::SetBond { uplink, cfg, reply } => {
                 let r = match self.uplinks.get_mut(uplink) {
-                    Some(u) => u.bond.set_config(cfg.clone(), now).map_err(|e| e.to_string()),
+                    Some(u) => u
+                        .bond
+                        .set_config(cfg.clone(), now)
+                        .map_err(|e| e.to_string()),
                     None => Err(format!("no uplink {uplink}")),
                 };
                 if r.is_ok() {
@@ -748,7 +783,8 @@ impl Control {
                     degraded: bond.is_degraded(),
                     failback: bond.config().failback.to_string(),
                     active_member: if bond.config().mode == Mode::ActiveBackup && up.is_bond {
-                        bond.active_member().map(|m| self.topo.member_names[u][m].clone())
+                        bond.active_member()
+                            .map(|m| self.topo.member_names[u][m].clone())
                     } else {
                         None
                     },
@@ -799,7 +835,8 @@ impl Control {
             .map(|(i, ve)| {
                 let b = &self.uplinks[ve.uplink as usize].bond;
                 if b.config().mode.pins_macs() {
-                    b.effective_member_of(i as u32).map(|m| self.topo.member_names[ve.uplink as usize][m].clone())
+                    b.effective_member_of(i as u32)
+                        .map(|m| self.topo.member_names[ve.uplink as usize][m].clone())
                 } else {
                     None
                 }
@@ -807,7 +844,9 @@ impl Control {
             .collect();
         v.vnic_tx_bps = self.vnic_bps.clone();
         v.vnic_allocation = self.allocations.clone();
-        v.uplink_capacity_bps = (0..self.topo.uplinks.len()).map(|u| self.capacity(u)).collect();
+        v.uplink_capacity_bps = (0..self.topo.uplinks.len())
+            .map(|u| self.capacity(u))
+            .collect();
         v.slow_rx = self.slow_rx;
         v.rarps_sent = self.rarps_sent;
         v.lacp = self

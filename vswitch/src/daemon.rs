@@ -24,8 +24,9 @@ use parking_lot::Mutex;
 use crate::config::{Config, UplinkRef};
 use crate::control::ControlCmd;
 use crate::ctl::{
-    apply_to_config, persist, ConfigChange, ControlApi, CtlError, LacpMemberShow, LacpShow, MemberShow, PmdStats,
-    PortStatsShow, ShapingShow, ShowTree, StatsShow, UplinkShow, VmShow, VnicShow,
+    apply_to_config, persist, ConfigChange, ControlApi, CtlError, LacpMemberShow, LacpShow,
+    MemberShow, PmdStats, PortStatsShow, ShapingShow, ShowTree, StatsShow, UplinkShow, VmShow,
+    VnicShow,
 };
 use crate::snapshot::PortRole;
 use crate::switch::Switch;
@@ -46,13 +47,20 @@ impl SwitchApi {
         match crate::vm_ctl::VmCtl::new(&cfg, switch.topology(), Some(state)) {
             Ok(ctl) => {
                 let ctl = Box::new(ctl);
-                if switch.control_request(|reply| ControlCmd::VmActions { ctl, reply }).is_none() {
+                if switch
+                    .control_request(|reply| ControlCmd::VmActions { ctl, reply })
+                    .is_none()
+                {
                     tracing::error!("the control thread did not take the VM actions");
                 }
             }
             Err(e) => tracing::error!("VM actions not started: {e}"),
         }
-        SwitchApi { switch, desired: Mutex::new(cfg), path }
+        SwitchApi {
+            switch,
+            desired: Mutex::new(cfg),
+            path,
+        }
     }
 
     fn uplink_index(&self, cfg: &Config, name: &str) -> Option<usize> {
@@ -76,14 +84,20 @@ impl SwitchApi {
                     is_bond: up.is_bond,
                     mode: up.mode.clone(),
                     failback: up.failback.clone(),
-                    lacp: bond_cfg.map(|b| b.lacp.clone()).unwrap_or_else(|| "off".into()),
+                    lacp: bond_cfg
+                        .map(|b| b.lacp.clone())
+                        .unwrap_or_else(|| "off".into()),
                     degraded: up.degraded,
                     active_member: up.active_member.clone(),
                     members: up
                         .members
                         .iter()
                         .map(|m| {
-                            let c = ports.iter().find(|p| p.id == m.port).map(|p| p.counters).unwrap_or_default();
+                            let c = ports
+                                .iter()
+                                .find(|p| p.id == m.port)
+                                .map(|p| p.counters)
+                                .unwrap_or_default();
                             MemberShow {
                                 name: m.name.clone(),
                                 state: m.state.clone(),
@@ -99,7 +113,11 @@ impl SwitchApi {
                             }
                         })
                         .collect(),
-                    vnics: topo.uplinks[u].vnics.iter().map(|&v| topo.vnics[v as usize].name.clone()).collect(),
+                    vnics: topo.uplinks[u]
+                        .vnics
+                        .iter()
+                        .map(|&v| topo.vnics[v as usize].name.clone())
+                        .collect(),
                 }
             })
             .collect()
@@ -124,7 +142,9 @@ impl SwitchApi {
                         (None, Some(d)) => d.clone(),
                         _ => String::new(),
                     },
-                    link_up: idx.and_then(|i| view.vnic_link.get(i).copied()).unwrap_or(false),
+                    link_up: idx
+                        .and_then(|i| view.vnic_link.get(i).copied())
+                        .unwrap_or(false),
                     uplink: v.uplink.clone(),
                     member: idx.and_then(|i| view.vnic_member.get(i).cloned().flatten()),
                     shares: v.shares.unwrap_or(vm.shares),
@@ -137,7 +157,9 @@ impl SwitchApi {
                         peak_period_ms: v.peak_period_ms.unwrap_or(0),
                     }),
                     entitled_bps: alloc.map(|a| a.rate_bps).unwrap_or(0),
-                    used_bps: idx.and_then(|i| view.vnic_tx_bps.get(i).copied()).unwrap_or(0),
+                    used_bps: idx
+                        .and_then(|i| view.vnic_tx_bps.get(i).copied())
+                        .unwrap_or(0),
                     limit: match alloc {
                         Some(a) if a.starved => "starved (lower priority, degraded uplink)".into(),
                         Some(a) => a.limit.to_string(),
@@ -199,7 +221,11 @@ impl ControlApi for SwitchApi {
                 actions: view.vm_actions.iter().find(|a| a.vm == vm.name).cloned(),
             })
             .collect();
-        Ok(ShowTree { uplinks: self.uplinks(), vms, generation: self.switch.control_view().generation })
+        Ok(ShowTree {
+            uplinks: self.uplinks(),
+            vms,
+            generation: self.switch.control_view().generation,
+        })
     }
 
     fn config(&self) -> Result<Config, CtlError> {
@@ -215,8 +241,14 @@ impl ControlApi for SwitchApi {
             .filter(|p| port.is_none_or(|n| n == p.name))
             .map(|p| {
                 let uplink = match topo.role_of(p.id) {
-                    Some(PortRole::Nic { uplink, .. }) => Some(topo.uplinks[uplink as usize].name.as_str()),
-                    Some(PortRole::Vnic { vnic }) => Some(topo.uplinks[topo.vnics[vnic as usize].uplink as usize].name.as_str()),
+                    Some(PortRole::Nic { uplink, .. }) => {
+                        Some(topo.uplinks[uplink as usize].name.as_str())
+                    }
+                    Some(PortRole::Vnic { vnic }) => Some(
+                        topo.uplinks[topo.vnics[vnic as usize].uplink as usize]
+                            .name
+                            .as_str(),
+                    ),
                     None => None,
                 };
                 PortStatsShow::from_totals(&p.name, p.kind, uplink, p.link_up, &p.counters)
@@ -224,7 +256,10 @@ impl ControlApi for SwitchApi {
             .collect();
         if let Some(n) = port {
             if ports.is_empty() {
-                return Err(CtlError::NotFound { kind: "port", name: n.to_string() });
+                return Err(CtlError::NotFound {
+                    kind: "port",
+                    name: n.to_string(),
+                });
             }
         }
         Ok(StatsShow { ports })
@@ -247,7 +282,10 @@ impl ControlApi for SwitchApi {
             Some(b) => {
                 let v: Vec<UplinkShow> = all.into_iter().filter(|u| u.name == b).collect();
                 if v.is_empty() {
-                    Err(CtlError::NotFound { kind: "bond", name: b.to_string() })
+                    Err(CtlError::NotFound {
+                        kind: "bond",
+                        name: b.to_string(),
+                    })
                 } else {
                     Ok(v)
                 }
@@ -260,7 +298,10 @@ impl ControlApi for SwitchApi {
         let cfg = self.desired.lock().clone();
         if let Some(b) = bond {
             if !cfg.bond.iter().any(|x| x.name == b) {
-                return Err(CtlError::NotFound { kind: "bond", name: b.to_string() });
+                return Err(CtlError::NotFound {
+                    kind: "bond",
+                    name: b.to_string(),
+                });
             }
         }
         Ok(view
@@ -269,7 +310,12 @@ impl ControlApi for SwitchApi {
             .filter(|l| bond.is_none_or(|b| b == l.bond))
             .map(|l| LacpShow {
                 bond: l.bond.clone(),
-                lacp: cfg.bond.iter().find(|b| b.name == l.bond).map(|b| b.lacp.clone()).unwrap_or_default(),
+                lacp: cfg
+                    .bond
+                    .iter()
+                    .find(|b| b.name == l.bond)
+                    .map(|b| b.lacp.clone())
+                    .unwrap_or_default(),
                 negotiated: l.negotiated,
                 fallback_active: l.fallback_active,
                 members: l
@@ -290,9 +336,15 @@ impl ControlApi for SwitchApi {
     fn bond_failback(&self, bond: &str) -> Result<u64, CtlError> {
         let cfg = self.desired.lock().clone();
         if !matches!(cfg.uplink(bond), Some(UplinkRef::Bond(_))) {
-            return Err(CtlError::NotFound { kind: "bond", name: bond.to_string() });
+            return Err(CtlError::NotFound {
+                kind: "bond",
+                name: bond.to_string(),
+            });
         }
-        let u = self.uplink_index(&cfg, bond).ok_or(CtlError::NotFound { kind: "bond", name: bond.to_string() })?;
+        let u = self.uplink_index(&cfg, bond).ok_or(CtlError::NotFound {
+            kind: "bond",
+            name: bond.to_string(),
+        })?;
         self.switch
             .control_request(|reply| ControlCmd::Failback { uplink: u, reply })
             .ok_or_else(|| CtlError::Internal("the control thread did not answer".into()))
@@ -305,7 +357,10 @@ impl ControlApi for SwitchApi {
             Some(n) => {
                 let v: Vec<VnicShow> = all.into_iter().filter(|x| x.name == n).collect();
                 if v.is_empty() {
-                    Err(CtlError::NotFound { kind: "vnic", name: n.to_string() })
+                    Err(CtlError::NotFound {
+                        kind: "vnic",
+                        name: n.to_string(),
+                    })
                 } else {
                     Ok(v)
                 }

@@ -24,7 +24,11 @@ pub struct DelayRing {
 impl DelayRing {
     /// A ring holding at most `cap` frames.
     pub fn new(cap: usize) -> DelayRing {
-        DelayRing { slots: (0..cap.max(1)).map(|_| None).collect(), head: 0, len: 0 }
+        DelayRing {
+            slots: (0..cap.max(1)).map(|_| None).collect(),
+            head: 0,
+            len: 0,
+        }
     }
     /// Frames held.
     #[inline]
@@ -50,7 +54,10 @@ impl DelayRing {
     /// The oldest frame's length and queueing time.
     #[inline]
     pub fn front(&self) -> Option<(u32, Nanos)> {
-        self.slots[self.head].as_ref().filter(|_| self.len > 0).map(|w| (w.mbuf.pkt_len(), w.since))
+        self.slots[self.head]
+            .as_ref()
+            .filter(|_| self.len > 0)
+            .map(|w| (w.mbuf.pkt_len(), w.since))
     }
     /// Removes the oldest frame.
     #[inline]

@@ -14,10 +14,10 @@
 
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod daemon;
 pub mod delay_ring;
 pub mod dos_path;
-pub mod ctl;
 pub mod lacp_ctl;
 pub mod shared;
 pub mod snapshot;

@@ -90,7 +90,9 @@ impl Switch {
             .dataplane
             .control_core
             .or_else(|| {
-                let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                let ncpu = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
                 (0..ncpu).find(|c| !cfg.dataplane.cores.contains(c))
             })
             .unwrap_or(0);
@@ -120,35 +122,46 @@ impl Switch {
         let mut member_speeds = Vec::new();
         let mut nic_port: Vec<Option<u16>> = vec![None; cfg.nic.len()];
 
-        let queue_counts: std::cell::RefCell<std::collections::HashMap<u16, (u16, u16)>> = Default::default();
-        let open = |what: String, devargs: &str, nb_q: u16, vnic: bool| -> Result<Port, SwitchError> {
-            let p = Port::attach(eal, devargs).map_err(port_err(what.clone()))?;
-            if p.id() as usize >= MAX_PORTS {
-                return Err(SwitchError::Other(format!(
-                    "{what}: port id {} exceeds {MAX_PORTS}",
-                    p.id()
-                )));
-            }
-            let info = p.info().map_err(port_err(what.clone()))?;
-            // One rx and one tx queue per worker where the device allows it (rx queues
-            // are spread over the workers); a port with fewer tx queues than workers
-            // (vhost-user, whose guest may enable a single queue pair; pcap) gets one
-            // tx queue that the workers share behind a lock.
-            let vhost = info.driver == "net_vhost";
-            let mut nb_tx = if vhost || info.max_tx_queues < nb_q { 1 } else { nb_q };
-            // A vNIC has a single rx queue, so exactly one worker owns its bandwidth
-            // gate and counters.
-            let nb_rx = if vhost || vnic { 1 } else { nb_q.min(info.max_rx_queues.max(1)) };
-            let mut nb_rx = nb_rx;
-            if info.driver == "net_tap" {
-                // The tap PMD wants as many rx as tx queues.
-                nb_tx = if vnic { 1 } else { nb_tx };
-                nb_rx = nb_tx;
-            }
-            p.configure(nb_rx, nb_tx, desc, &pool).map_err(port_err(what.clone()))?;
-            queue_counts.borrow_mut().insert(p.id(), (nb_rx, nb_tx));
-            Ok(p)
-        };
+        let queue_counts: std::cell::RefCell<std::collections::HashMap<u16, (u16, u16)>> =
+            Default::default();
+        let open =
+            |what: String, devargs: &str, nb_q: u16, vnic: bool| -> Result<Port, SwitchError> {
+                let p = Port::attach(eal, devargs).map_err(port_err(what.clone()))?;
+                if p.id() as usize >= MAX_PORTS {
+                    return Err(SwitchError::Other(format!(
+                        "{what}: port id {} exceeds {MAX_PORTS}",
+                        p.id()
+                    )));
+                }
+                let info = p.info().map_err(port_err(what.clone()))?;
+                // One rx and one tx queue per worker where the device allows it (rx queues
+                // are spread over the workers); a port with fewer tx queues than workers
+                // (vhost-user, whose guest may enable a single queue pair; pcap) gets one
+                // tx queue that the workers share behind a lock.
+                let vhost = info.driver == "net_vhost";
+                let mut nb_tx = if vhost || info.max_tx_queues < nb_q {
+                    1
+                } else {
+                    nb_q
+                };
+                // A vNIC has a single rx queue, so exactly one worker owns its bandwidth
+                // gate and counters.
+                let nb_rx = if vhost || vnic {
+                    1
+                } else {
+                    nb_q.min(info.max_rx_queues.max(1))
+                };
+                let mut nb_rx = nb_rx;
+                if info.driver == "net_tap" {
+                    // The tap PMD wants as many rx as tx queues.
+                    nb_tx = if vnic { 1 } else { nb_tx };
+                    nb_rx = nb_tx;
+                }
+                p.configure(nb_rx, nb_tx, desc, &pool)
+                    .map_err(port_err(what.clone()))?;
+                queue_counts.borrow_mut().insert(p.id(), (nb_rx, nb_tx));
+                Ok(p)
+            };
 
         // Uplinks: bonds, then unbonded NICs.
         let mut add_uplink = |name: &str,
@@ -253,9 +266,7 @@ impl Switch {
                             let _ = std::fs::remove_file(sock);
                             sockets.push(sock.clone());
                         }
-                        let d = format!(
-                            "net_vhost{vhost_index},iface={sock},queues=1{client}"
-                        );
+                        let d = format!("net_vhost{vhost_index},iface={sock},queues=1{client}");
                         vhost_index += 1;
                         d
                     }
@@ -312,9 +323,19 @@ impl Switch {
                 .map(|b| b.lacp_settings().ok().flatten())
                 .collect(),
             degraded: {
-                let mut d: Vec<policy::bandwidth::DegradedMode> =
-                    cfg.bond.iter().map(|b| b.degraded.parse().unwrap_or(policy::bandwidth::DegradedMode::DropLowerPriority)).collect();
-                d.resize(n_uplinks, policy::bandwidth::DegradedMode::DropLowerPriority);
+                let mut d: Vec<policy::bandwidth::DegradedMode> = cfg
+                    .bond
+                    .iter()
+                    .map(|b| {
+                        b.degraded
+                            .parse()
+                            .unwrap_or(policy::bandwidth::DegradedMode::DropLowerPriority)
+                    })
+                    .collect();
+                d.resize(
+                    n_uplinks,
+                    policy::bandwidth::DegradedMode::DropLowerPriority,
+                );
                 d
             },
             allocation_interval: if cfg.dataplane.bandwidth {
@@ -330,7 +351,10 @@ impl Switch {
         let dists: Vec<policy::bond::Distribution> =
             bonds.iter().map(|b| b.distribution()).collect();
         if topo.vnics.len() > crate::shared::MAX_VNICS {
-            return Err(SwitchError::Other(format!("at most {} vNICs", crate::shared::MAX_VNICS)));
+            return Err(SwitchError::Other(format!(
+                "at most {} vNICs",
+                crate::shared::MAX_VNICS
+            )));
         }
         let shared = Arc::new(Shared::new(
             topo.snapshot(&dists),
@@ -351,20 +375,29 @@ impl Switch {
         let mut next_worker = 0;
         for (entry, _) in ports.iter() {
             let p = Port::from_id(entry.id);
-            let (nb_rx, nb_tx) = queue_counts.borrow().get(&entry.id).copied().unwrap_or((1, 1));
+            let (nb_rx, nb_tx) = queue_counts
+                .borrow()
+                .get(&entry.id)
+                .copied()
+                .unwrap_or((1, 1));
             for q in 0..nb_rx {
-                assign[next_worker % n_workers].rx.push(p.rx_queue(q).map_err(port_err(entry.name.clone()))?);
+                assign[next_worker % n_workers]
+                    .rx
+                    .push(p.rx_queue(q).map_err(port_err(entry.name.clone()))?);
                 next_worker += 1;
             }
             if (nb_tx as usize) < n_workers {
-                let shared = Arc::new(SharedTxQueue::new(p.tx_queue(0).map_err(port_err(entry.name.clone()))?));
+                let shared = Arc::new(SharedTxQueue::new(
+                    p.tx_queue(0).map_err(port_err(entry.name.clone()))?,
+                ));
                 for a in assign.iter_mut() {
                     a.tx[entry.id as usize] = Some(TxSlot::Shared(Arc::clone(&shared)));
                 }
             } else {
                 for (w, a) in assign.iter_mut().enumerate() {
-                    a.tx[entry.id as usize] =
-                        Some(TxSlot::Own(p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?));
+                    a.tx[entry.id as usize] = Some(TxSlot::Own(
+                        p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?,
+                    ));
                 }
             }
         }
@@ -478,7 +511,10 @@ impl Switch {
     }
 
     /// Sends a request to the control thread and waits (up to 2 s) for its answer.
-    pub fn control_request<T>(&self, make: impl FnOnce(crossbeam::channel::Sender<T>) -> ControlCmd) -> Option<T> {
+    pub fn control_request<T>(
+        &self,
+        make: impl FnOnce(crossbeam::channel::Sender<T>) -> ControlCmd,
+    ) -> Option<T> {
         let (tx, rx) = crossbeam::channel::bounded(1);
         self.cmds.send(make(tx)).ok()?;
         rx.recv_timeout(Duration::from_secs(2)).ok()

@@ -102,7 +102,10 @@ impl VnicBw {
     fn apply(&mut self) {
         let a = Allocation::from_bits(self.alloc_bits);
         let extra = (a.rate_bps as u128 * self.stall as u128 / 8_000_000_000) as u64;
-        self.gate.set_allocation(Allocation { burst_bytes: a.burst_bytes.saturating_add(extra), ..a });
+        self.gate.set_allocation(Allocation {
+            burst_bytes: a.burst_bytes.saturating_add(extra),
+            ..a
+        });
     }
 }
 
@@ -137,13 +140,24 @@ impl Worker {
         let snap = shared.published.load();
         let mut bw: Vec<Option<VnicBw>> = (0..snap.vnics.len()).map(|_| None).collect();
         let mut owned = Vec::new();
-        let gate_cfg = GateConfig { queue_limit_bytes: 256 * 1024, max_delay: shared.max_queue_delay };
+        let gate_cfg = GateConfig {
+            queue_limit_bytes: 256 * 1024,
+            max_delay: shared.max_queue_delay,
+        };
         for q in &queues.rx {
             if let Some(Some(p)) = snap.ports.get(q.port() as usize) {
                 if let PortRole::Vnic { vnic } = p.role {
                     let v = &snap.vnics[vnic as usize];
                     bw[vnic as usize] = Some(VnicBw {
-                        gate: VnicGate::new(gate_cfg, v.shaping, Allocation { rate_bps: u64::MAX >> 24, burst_bytes: 1 << 20, ..Default::default() }),
+                        gate: VnicGate::new(
+                            gate_cfg,
+                            v.shaping,
+                            Allocation {
+                                rate_bps: u64::MAX >> 24,
+                                burst_bytes: 1 << 20,
+                                ..Default::default()
+                            },
+                        ),
                         ring: DelayRing::new(DELAY_RING),
                         alloc_bits: 0,
                         port: v.port,
@@ -154,7 +168,10 @@ impl Worker {
                 }
             }
         }
-        let hz = dpdk_sys::Eal::get().map(|e| e.tsc_hz()).unwrap_or(1_000_000_000).max(1);
+        let hz = dpdk_sys::Eal::get()
+            .map(|e| e.tsc_hz())
+            .unwrap_or(1_000_000_000)
+            .max(1);
         Worker {
             bw,
             owned,
@@ -329,7 +346,11 @@ impl Worker {
         match bw.gate.admit(len, now) {
             Verdict::Send => self.enqueue(out_port, m),
             Verdict::Queue => {
-                if let Err(w) = bw.ring.push(Waiting { mbuf: m, since: now, port: out_port }) {
+                if let Err(w) = bw.ring.push(Waiting {
+                    mbuf: m,
+                    since: now,
+                    port: out_port,
+                }) {
                     bw.gate.forget_queued(len as u64);
                     drop(w);
                     self.stats.ports[vport as usize].drop_one(DropReason::QueueFull);
@@ -346,7 +367,9 @@ impl Worker {
         let now = self.now;
         for &v in &self.owned {
             let sh = &self.shared.vnic_bw[v as usize];
-            let Some(bw) = self.bw[v as usize].as_mut() else { continue };
+            let Some(bw) = self.bw[v as usize].as_mut() else {
+                continue;
+            };
             let bits = sh.allocation.load(Ordering::Relaxed);
             let mut changed = false;
             if bits != 0 && bits != bw.alloc_bits {
@@ -361,7 +384,8 @@ impl Worker {
                     bw.stall_until = now + gap;
                     changed = true;
                 } else if bw.stall > 0
-                    && (now > bw.stall_until || bw.gate.time_until(normal.min(u32::MAX as u64) as u32, now) != Some(0))
+                    && (now > bw.stall_until
+                        || bw.gate.time_until(normal.min(u32::MAX as u64) as u32, now) != Some(0))
                 {
                     // Credit spent (below the normal depth: restoring loses nothing) or expired.
                     bw.stall = 0;
@@ -384,7 +408,9 @@ impl Worker {
             let v = self.owned[i] as usize;
             loop {
                 let Some(bw) = self.bw[v].as_mut() else { break };
-                let Some((len, since)) = bw.ring.front() else { break };
+                let Some((len, since)) = bw.ring.front() else {
+                    break;
+                };
                 let verdict = bw.gate.poll_queued(len, since, now);
                 let vport = bw.port;
                 match verdict {

@@ -104,7 +104,10 @@ fn main() {
     let args = Args::parse();
     let removed = vswitch::ctl::persist::remove_stale_temps(&args.config);
     if removed > 0 {
-        tracing::warn!(removed, "removed temporary files of an interrupted config write");
+        tracing::warn!(
+            removed,
+            "removed temporary files of an interrupted config write"
+        );
     }
     let cfg = match vswitch::ctl::persist::load(&args.config) {
         Ok(c) => c,
@@ -128,10 +131,23 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let api: Arc<dyn ControlApi> = Arc::new(SwitchApi::new(Arc::clone(&sw), cfg.clone(), args.config.clone()));
+    let api: Arc<dyn ControlApi> = Arc::new(SwitchApi::new(
+        Arc::clone(&sw),
+        cfg.clone(),
+        args.config.clone(),
+    ));
     let ctl_quit = Arc::new(AtomicBool::new(false));
-    let socket = args.socket.clone().unwrap_or_else(|| PathBuf::from(&cfg.control.socket));
-    let server = match vswitch::ctl::server::serve(&socket, 0o660, cfg.control.group.as_deref(), Arc::clone(&api), Arc::clone(&ctl_quit)) {
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&cfg.control.socket));
+    let server = match vswitch::ctl::server::serve(
+        &socket,
+        0o660,
+        cfg.control.group.as_deref(),
+        Arc::clone(&api),
+        Arc::clone(&ctl_quit),
+    ) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("vswitchd: control socket {}: {e}", socket.display());
@@ -140,17 +156,24 @@ fn main() {
         }
     };
     tracing::info!(socket = %socket.display(), "control socket ready");
-    let metrics = match cfg.control.metrics.as_deref().map(|a| a.parse().expect("validated")) {
-        Some(addr) => match vswitch::ctl::prometheus::serve(addr, Arc::clone(&api), Arc::clone(&ctl_quit)) {
-            Ok((bound, h)) => {
-                tracing::info!(%bound, "metrics endpoint ready");
-                Some(h)
+    let metrics = match cfg
+        .control
+        .metrics
+        .as_deref()
+        .map(|a| a.parse().expect("validated"))
+    {
+        Some(addr) => {
+            match vswitch::ctl::prometheus::serve(addr, Arc::clone(&api), Arc::clone(&ctl_quit)) {
+                Ok((bound, h)) => {
+                    tracing::info!(%bound, "metrics endpoint ready");
+                    Some(h)
+                }
+                Err(e) => {
+                    eprintln!("vswitchd: metrics {addr}: {e}");
+                    None
+                }
             }
-            Err(e) => {
-                eprintln!("vswitchd: metrics {addr}: {e}");
-                None
-            }
-        },
+        }
         None => None,
     };
     let start = Instant::now();
