@@ -107,6 +107,7 @@ file_prefix = "$prefix"
 [dataplane]
 cores = [1]
 control_core = 0
+bandwidth = $([ "$c" = 4 ] && echo true || echo false)
 [control]
 socket = "$OUT/vswitchd.ctl"
 EOF

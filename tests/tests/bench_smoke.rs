@@ -41,7 +41,7 @@ fn gen_pcap(dir: &Scratch, src: &str, dst: &str, size: usize) -> String {
 
 fn header() -> String {
     format!(
-        "[eal]\nfile_prefix = \"{}\"\n[dataplane]\ncores = [1]\ncontrol_core = 0\n",
+        "[eal]\nfile_prefix = \"{}\"\n[dataplane]\ncores = [1]\ncontrol_core = 0\nbandwidth = false\n",
         unique("vbs")
     )
 }

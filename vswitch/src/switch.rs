@@ -73,6 +73,8 @@ pub struct Switch {
     control: Mutex<Option<JoinHandle<()>>>,
     cmds: crossbeam::channel::Sender<ControlCmd>,
     stopped: std::sync::atomic::AtomicBool,
+    /// Queue tokens handed back by stopped workers, released at shutdown.
+    parked: Mutex<Vec<WorkerQueues>>,
     ports: Vec<(PortEntry, String)>,
     topo: Topology,
     sockets: Vec<String>,
@@ -457,6 +459,7 @@ impl Switch {
             control: Mutex::new(Some(control)),
             cmds,
             stopped: std::sync::atomic::AtomicBool::new(false),
+            parked: Mutex::new(Vec::new()),
             ports,
             topo,
             sockets,
@@ -505,6 +508,22 @@ impl Switch {
         self.pool.in_use()
     }
 
+    /// Stops the workers and the control thread (idempotent); the counters are final
+    /// afterwards and the ports still open, so a last status can be read before
+    /// [`Switch::shutdown`] closes them.
+    pub fn stop_threads(&self) {
+        self.shared.quit.store(true, Ordering::Relaxed);
+        for h in self.workers.lock().drain(..) {
+            match h.join() {
+                Ok(q) => self.parked.lock().push(q),
+                Err(_) => tracing::error!("a worker panicked"),
+            }
+        }
+        if let Some(c) = self.control.lock().take() {
+            let _ = c.join();
+        }
+    }
+
     /// Worker cores, by worker index.
     pub fn cores(&self) -> &[usize] {
         &self.cores
@@ -527,17 +546,8 @@ impl Switch {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return self.pool.in_use();
         }
-        self.shared.quit.store(true, Ordering::Relaxed);
-        let mut queues = Vec::new();
-        for h in self.workers.lock().drain(..) {
-            match h.join() {
-                Ok(q) => queues.push(q),
-                Err(_) => tracing::error!("a worker panicked"),
-            }
-        }
-        if let Some(c) = self.control.lock().take() {
-            let _ = c.join();
-        }
+        self.stop_threads();
+        let queues = std::mem::take(&mut *self.parked.lock());
         while let Some((_, m)) = self.shared.slow_rx.pop() {
             drop(m);
         }

@@ -191,13 +191,15 @@ fn main() {
             print_table(&sw);
         }
     }
-    if !args.json {
-        print_table(&sw);
-    }
     ctl_quit.store(true, Ordering::SeqCst);
     let _ = server.join();
     if let Some(m) = metrics {
         let _ = m.join();
+    }
+    // Final counters: after the workers stopped, before the ports close.
+    sw.stop_threads();
+    if !args.json {
+        print_table(&sw);
     }
     let ports = sw.ports();
     let view = sw.control_view();
