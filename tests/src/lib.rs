@@ -522,12 +522,29 @@ pub fn thread_stacks(pid: u32) -> String {
             "-ex",
             "thread apply all bt 12",
         ])
+        // Which handlers SIGTERM and SIGINT have now (an open question: a switch that
+        // caught SIGTERM without its ctrlc thread waking).
+        .args([
+            "-ex",
+            "set $b = (char*)malloc(256)",
+            "-ex",
+            "call (int)sigaction(15, 0, $b)",
+        ])
+        .args([
+            "-ex",
+            "info symbol *(void**)$b",
+            "-ex",
+            "call (int)sigaction(2, 0, $b)",
+        ])
+        .args(["-ex", "info symbol *(void**)$b"])
         .stdin(Stdio::null())
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .filter(|l| l.starts_with("Thread") || l.starts_with('#'))
+                .filter(|l| {
+                    l.starts_with("Thread") || l.starts_with('#') || l.contains(" in section ")
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         })
