@@ -10,7 +10,6 @@ scripts/setup.sh
 # retried; nextest reports every retried test as FLAKY in its summary.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --workspace --no-fail-fast --test-threads 1 --retries 2
-  cargo test --release --workspace --doc
 else
   cargo test --release --workspace --no-fail-fast -- --test-threads=1
 fi
