@@ -496,9 +496,8 @@ pub struct Config {
 
 /// The 1-based line of a parse error. For an unknown key, serde's span covers the
 /// whole table, so the key itself is looked up inside that span.
-fn error_line(text: &str, span: std::ops::Range<usize>, message: &str) -> usize {
-    let _ = span.end;
-    let start = span.start.min(text.len());
+fn error_line(text: &str, span_start: usize, message: &str) -> usize {
+    let start = span_start.min(text.len());
     let line_of = |pos: usize| text[..pos].matches('\n').count() + 1;
     if let Some(key) = message
         .strip_prefix("unknown field `")
@@ -666,7 +665,7 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| error_line(text, s, e.message()))
+                .map(|s| error_line(text, s.start, e.message()))
                 .unwrap_or(0);
             ConfigError::Parse {
                 path: origin.to_string(),

@@ -223,6 +223,9 @@ struct UplinkCtl {
     bond: Bond,
     published: u64,
     link: Vec<bool>,
+    /// Each member's speed, Mb/s: the configured `speed_mbps`, else the PMD's as of
+    /// the last link poll.
+    speed_mbps: Vec<u32>,
     tx_full: Vec<u64>,
     tx_bytes: Vec<u64>,
     /// The bond's LACP, when it runs LACP.
@@ -281,6 +284,15 @@ impl Control {
                     .members
                     .iter()
                     .map(|&p| Port::from_id(p).link().up)
+                    .collect(),
+                speed_mbps: up
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(m, &p)| {
+                        topo.member_speeds[u][m]
+                            .unwrap_or_else(|| Port::from_id(p).link().speed_mbps)
+                    })
                     .collect(),
                 tx_full: vec![0; up.members.len()],
                 tx_bytes: vec![0; up.members.len()],
@@ -438,11 +450,7 @@ impl Control {
             .iter()
             .enumerate()
             .filter(|(m, _)| bond.member_status(*m).is_some_and(|s| s.usable))
-            .map(|(m, &port)| {
-                let mbps = self.topo.member_speeds[u][m]
-                    .unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
-                mbps as u64 * 1_000_000
-            })
+            .map(|(m, _)| self.uplinks[u].speed_mbps[m] as u64 * 1_000_000)
             .sum()
     }
 
@@ -594,6 +602,7 @@ impl Control {
                 if let Some(lacp) = ctl.lacp.as_mut() {
                     lacp.set_link(m, l, now);
                 }
+                ctl.speed_mbps[m] = self.topo.member_speeds[u][m].unwrap_or(l.speed_mbps);
                 if l.up != ctl.link[m] {
                     tracing::info!(
                         uplink = %up.name,
@@ -655,9 +664,7 @@ impl Control {
                 let b = port_totals(&self.workers, port).tx_bytes;
                 member_bps.push(b.saturating_sub(ctl.tx_bytes[m]) * 8 * SEC / dt);
                 ctl.tx_bytes[m] = b;
-                let speed = self.topo.member_speeds[u][m]
-                    .unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
-                cap.push(speed as u64 * 1_000_000);
+                cap.push(ctl.speed_mbps[m] as u64 * 1_000_000);
             }
             if ctl.bond.config().mode != Mode::LoadBased {
                 continue;
@@ -809,8 +816,7 @@ impl Control {
                                 usable,
                                 state: st.map(|s| s.state.to_string()).unwrap_or_default(),
                                 reason,
-                                speed_mbps: self.topo.member_speeds[u][m]
-                                    .unwrap_or_else(|| Port::from_id(port).link().speed_mbps),
+                                speed_mbps: self.uplinks[u].speed_mbps[m],
                                 pinned_vnics: if bond.config().mode.pins_macs() {
                                     up.vnics
                                         .iter()

@@ -63,10 +63,12 @@ impl SwitchApi {
         }
     }
 
-    fn uplink_index(&self, cfg: &Config, name: &str) -> Option<usize> {
-        let topo = self.switch.topology();
-        let _ = cfg;
-        topo.uplinks.iter().position(|u| u.name == name)
+    fn uplink_index(&self, name: &str) -> Option<usize> {
+        self.switch
+            .topology()
+            .uplinks
+            .iter()
+            .position(|u| u.name == name)
     }
 
     fn uplinks(&self) -> Vec<UplinkShow> {
@@ -188,7 +190,7 @@ impl SwitchApi {
                     ));
                 }
                 let cfg = n.policy().map_err(CtlError::from)?;
-                let u = self.uplink_index(new, bond).ok_or(CtlError::NotFound { kind: "bond", name: bond.clone() })?;
+                let u = self.uplink_index(bond).ok_or(CtlError::NotFound { kind: "bond", name: bond.clone() })?;
                 match self.switch.control_request(|reply| ControlCmd::SetBond { uplink: u, cfg, reply }) {
                     Some(Ok(())) => Ok(()),
                     Some(Err(e)) => Err(CtlError::Invalid(format!("bond '{bond}': {e}"))),
@@ -341,7 +343,7 @@ impl ControlApi for SwitchApi {
                 name: bond.to_string(),
             });
         }
-        let u = self.uplink_index(&cfg, bond).ok_or(CtlError::NotFound {
+        let u = self.uplink_index(bond).ok_or(CtlError::NotFound {
             kind: "bond",
             name: bond.to_string(),
         })?;
