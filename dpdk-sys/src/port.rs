@@ -275,6 +275,7 @@ impl Port {
 
     /// Closes the port and removes its device (hot-unplug). The port id is invalid afterwards.
     pub fn detach(self) -> Result<(), PortError> {
+        self.check_no_queue_tokens("close")?;
         let mut info = ffi::rte_eth_dev_info::default();
         // SAFETY: valid out-pointer.
         let rc = unsafe { ffi::rte_eth_dev_info_get(self.id, &mut info) };
@@ -298,6 +299,7 @@ impl Port {
 
     /// Closes the port without removing the device.
     pub fn close(&self) -> Result<(), PortError> {
+        self.check_no_queue_tokens("close")?;
         // SAFETY: valid port, stopped by the caller.
         let rc = unsafe { ffi::rte_eth_dev_close(self.id) };
         if rc != 0 {
@@ -388,6 +390,32 @@ impl Port {
             queue: q,
             _not_sync: PhantomData,
         })
+    }
+}
+
+impl Port {
+    /// True while any rx or tx queue token of this port exists (a worker may still
+    /// poll or transmit on it).
+    pub fn queues_in_use(&self) -> bool {
+        let i = self.id as usize;
+        i < MAX_PORTS
+            && (RX_CLAIMS[i].load(Ordering::Acquire) | TX_CLAIMS[i].load(Ordering::Acquire)) != 0
+    }
+
+    /// Closing a port whose queues someone still holds would let them poll a closed
+    /// device: refused.
+    fn check_no_queue_tokens(&self, op: &'static str) -> Result<(), PortError> {
+        if self.queues_in_use() {
+            return Err(PortError::Op {
+                port: self.id,
+                name: self.name(),
+                op,
+                reason:
+                    "queue tokens of this port are still held (release every RxQueue/TxQueue first)"
+                        .into(),
+            });
+        }
+        Ok(())
     }
 }
 

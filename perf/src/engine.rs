@@ -587,12 +587,14 @@ fn run_ports(
             let _ = writeln!(log, "vsperf: warning: {e}");
         }
     }
-    for st in states.iter() {
-        if let Err(e) = st.port.close() {
+    // The queue tokens go first: a port is not closed under its own queues.
+    let ports: Vec<Port> = states.iter().map(|st| st.port).collect();
+    drop(states);
+    for port in &ports {
+        if let Err(e) = port.close() {
             let _ = writeln!(log, "vsperf: warning: {e}");
         }
     }
-    drop(states);
     let in_use = pool.in_use();
     let report = Report {
         tool: "vsperf".into(),

@@ -1,6 +1,7 @@
 //! Issue 7 end to end: `vsctl` against a running `vswitchd` on real DPDK ports —
-//! show commands, a live bond change with persistence across `kill -9`, manual
-//! failback, and error paths.
+//! show commands, live bond changes and port hot-plug with persistence across
+//! `kill -9`, manual failback, and error paths. (`hotplug.rs` checks that hot-plug
+//! leaves other VMs' traffic untouched.)
 
 use std::time::Duration;
 
@@ -134,17 +135,47 @@ fn vsctl_drives_a_running_switch() {
     let (code, _, err) = vsctl(&dir.0, &["set-bond", "bond0", "mode=fastest"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown bond mode"), "{err}");
-    // [0061]: nic2 cannot join the bond while... (it is unbonded and unused: allowed by
-    // the rules, but hot-plug is not live yet, so the daemon refuses and keeps the file).
+    // Hot-plug: a vNIC added live on the unbonded nic2 ...
+    let (code, _, err) = vsctl(
+        &dir.0,
+        &[
+            "add-vnic",
+            "vm2",
+            "--mac",
+            "02:00:00:00:00:12",
+            "--devargs",
+            "net_null5,no-rx=1",
+            "--uplink",
+            "nic2",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = vsctl(&dir.0, &["--format", "json", "stats", "--port", "vm2.1"]);
+    assert_eq!(json(&out)["ports"][0]["name"], "vm2.1", "{out}");
+    // ... so [0061]: nic2 cannot join a bond while it is that vNIC's unbonded uplink;
+    // the refusal leaves the file as it was.
     let before = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
     let (code, _, err) = vsctl(&dir.0, &["add-bond-member", "bond0", "nic2"]);
     assert_ne!(code, 0);
-    assert!(err.contains("restart vswitchd"), "{err}");
+    assert!(err.contains("nic2") && err.lines().count() == 1, "{err}");
     assert_eq!(
         before,
         std::fs::read_to_string(dir.path("vswitch.toml")).unwrap(),
         "a refused change was written"
     );
+    // Once the vNIC is gone, nic2 joins the bond live and the bond shows it.
+    let (code, _, err) = vsctl(&dir.0, &["del-vnic", "vm2.1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = vsctl(&dir.0, &["add-bond-member", "bond0", "nic2"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = vsctl(&dir.0, &["--format", "json", "bond/show", "bond0"]);
+    let members: Vec<String> = json(&out)[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(members, ["nic0", "nic1", "nic2"], "{out}");
     let (code, _, err) = vsctl(&dir.0, &["set-vnic", "vm1.0", "mac=zz"]);
     assert_ne!(code, 0, "{err}");
 
@@ -155,6 +186,11 @@ fn vsctl_drives_a_running_switch() {
     let sw = start_vswitchd(&dir.0, &cfg_text, &[]);
     let (_, out, _) = vsctl(&dir.0, &["--format", "json", "bond/show", "bond0"]);
     assert_eq!(json(&out)[0]["mode"], "hash-l3l4", "{out}");
+    assert_eq!(
+        json(&out)[0]["members"].as_array().unwrap().len(),
+        3,
+        "{out}"
+    );
     let (code, out) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{out}");
 

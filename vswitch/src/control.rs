@@ -46,6 +46,17 @@ pub enum ControlCmd {
         /// Where the answer goes.
         reply: crossbeam::channel::Sender<Result<(), String>>,
     },
+    /// A new topology (ports added or removed, vNICs moved, settings changed): the
+    /// control thread keeps the state of every uplink whose members are unchanged,
+    /// builds the rest, publishes, and replies with the snapshot generation.
+    Reconfigure {
+        /// The topology to run.
+        topo: Box<Topology>,
+        /// VM actions rebuilt for the new configuration, when the VM side changed.
+        vm: Option<Box<crate::vm_ctl::VmCtl>>,
+        /// Where the generation goes.
+        reply: crossbeam::channel::Sender<u64>,
+    },
     /// Hands the control thread its VM actions and DoS detection (once, at start).
     VmActions {
         /// Built from the configuration by the daemon.
@@ -190,23 +201,27 @@ impl Topology {
 
     /// One `Bond` per uplink, with its vNICs added; the first distributions.
     pub fn bonds(&self, now: Nanos) -> Result<Vec<Bond>, String> {
-        let mut out = Vec::new();
-        for (u, up) in self.uplinks.iter().enumerate() {
-            let mut b = Bond::new(self.bond_configs[u].clone(), up.members.len())
-                .map_err(|e| format!("uplink {}: {e}", up.name))?;
-            for &v in &up.vnics {
-                let ve = &self.vnics[v as usize];
-                b.add_vnic(v, ve.mac, ve.priority)
-                    .map_err(|e| format!("vnic {}: {e}", ve.name))?;
-            }
-            for (m, &port) in up.members.iter().enumerate() {
-                let _ = b.link_changed(m, Port::from_id(port).link().up, now);
-            }
-            b.tick(now);
-            b.drain_events().for_each(drop);
-            out.push(b);
+        (0..self.uplinks.len())
+            .map(|u| self.bond_for(u, now))
+            .collect()
+    }
+
+    /// The `Bond` of uplink `u`, with its vNICs added and its links as they are now.
+    pub fn bond_for(&self, u: usize, now: Nanos) -> Result<Bond, String> {
+        let up = &self.uplinks[u];
+        let mut b = Bond::new(self.bond_configs[u].clone(), up.members.len())
+            .map_err(|e| format!("uplink {}: {e}", up.name))?;
+        for &v in &up.vnics {
+            let ve = &self.vnics[v as usize];
+            b.add_vnic(v, ve.mac, ve.priority)
+                .map_err(|e| format!("vnic {}: {e}", ve.name))?;
         }
-        Ok(out)
+        for (m, &port) in up.members.iter().enumerate() {
+            let _ = b.link_changed(m, Port::from_id(port).link().up, now);
+        }
+        b.tick(now);
+        b.drain_events().for_each(drop);
+        Ok(b)
     }
 
     /// The role of a port, for tests and status.
@@ -275,29 +290,8 @@ impl Control {
         let now = start.elapsed().as_nanos() as Nanos;
         let uplinks = bonds
             .into_iter()
-            .zip(&topo.uplinks)
             .enumerate()
-            .map(|(u, (bond, up))| UplinkCtl {
-                lacp: Self::lacp_for(&topo, u, now),
-                published: bond.generation(),
-                link: up
-                    .members
-                    .iter()
-                    .map(|&p| Port::from_id(p).link().up)
-                    .collect(),
-                speed_mbps: up
-                    .members
-                    .iter()
-                    .enumerate()
-                    .map(|(m, &p)| {
-                        topo.member_speeds[u][m]
-                            .unwrap_or_else(|| Port::from_id(p).link().speed_mbps)
-                    })
-                    .collect(),
-                tx_full: vec![0; up.members.len()],
-                tx_bytes: vec![0; up.members.len()],
-                bond,
-            })
+            .map(|(u, bond)| Self::uplink_ctl(&topo, &workers, u, bond, now))
             .collect();
         let vnic_link = vec![false; topo.vnics.len()];
         let vnic_rx_bytes = vec![0; topo.vnics.len()];
@@ -325,6 +319,45 @@ impl Control {
             rarps_sent: 0,
             slow_rx_dropped: 0,
             vm: None,
+        }
+    }
+
+    /// The control state of uplink `u` around its bond; links and speeds as they are now.
+    fn uplink_ctl(
+        topo: &Topology,
+        workers: &[Arc<WorkerStats>],
+        u: usize,
+        bond: Bond,
+        now: Nanos,
+    ) -> UplinkCtl {
+        let up = &topo.uplinks[u];
+        UplinkCtl {
+            lacp: Self::lacp_for(topo, u, now),
+            published: bond.generation(),
+            link: up
+                .members
+                .iter()
+                .map(|&p| Port::from_id(p).link().up)
+                .collect(),
+            speed_mbps: up
+                .members
+                .iter()
+                .enumerate()
+                .map(|(m, &p)| {
+                    topo.member_speeds[u][m].unwrap_or_else(|| Port::from_id(p).link().speed_mbps)
+                })
+                .collect(),
+            tx_full: up
+                .members
+                .iter()
+                .map(|&p| port_totals(workers, p).drops_of(DropReason::TxFull))
+                .collect(),
+            tx_bytes: up
+                .members
+                .iter()
+                .map(|&p| port_totals(workers, p).tx_bytes)
+                .collect(),
+            bond,
         }
     }
 
@@ -455,32 +488,191 @@ impl Control {
     }
 
     fn init_bandwidth(&mut self) -> Vec<Option<UplinkBw>> {
-        if self.topo.allocation_interval.is_zero() {
-            return self.topo.uplinks.iter().map(|_| None).collect();
-        }
         let now = self.now();
+        (0..self.topo.uplinks.len())
+            .map(|u| self.uplink_bw(u, now))
+            .collect()
+    }
+
+    /// A fresh allocator for uplink `u` with its vNICs (None: bandwidth policy off).
+    fn uplink_bw(&self, u: usize, now: Nanos) -> Option<UplinkBw> {
+        if self.topo.allocation_interval.is_zero() {
+            return None;
+        }
         let cfg = AllocatorConfig {
             interval: self.topo.allocation_interval.as_nanos() as Nanos,
             ..AllocatorConfig::default()
         };
-        let mut out = Vec::new();
-        for (u, up) in self.topo.uplinks.iter().enumerate() {
-            let capacity = self.capacity(u);
-            let mut alloc = ShareAllocator::with_config(capacity, self.topo.degraded[u], cfg);
-            for &v in &up.vnics {
-                if let Err(e) = alloc.add_vnic(v, self.topo.vnics[v as usize].bandwidth) {
-                    tracing::error!(vnic = %self.topo.vnics[v as usize].name, "bandwidth settings refused: {e}");
-                }
+        let capacity = self.capacity(u);
+        let mut alloc = ShareAllocator::with_config(capacity, self.topo.degraded[u], cfg);
+        for &v in &self.topo.uplinks[u].vnics {
+            if let Err(e) = alloc.add_vnic(v, self.topo.vnics[v as usize].bandwidth) {
+                tracing::error!(vnic = %self.topo.vnics[v as usize].name, "bandwidth settings refused: {e}");
             }
-            let degraded = self.uplinks[u].bond.is_degraded();
-            alloc.set_capacity(capacity, degraded, now);
-            out.push(Some(UplinkBw {
-                alloc,
-                capacity,
-                degraded,
-            }));
         }
-        out
+        let degraded = self.uplinks[u].bond.is_degraded();
+        alloc.set_capacity(capacity, degraded, now);
+        Some(UplinkBw {
+            alloc,
+            capacity,
+            degraded,
+        })
+    }
+
+    /// Runs `new` from now on (see [`ControlCmd::Reconfigure`]); returns the
+    /// generation of the snapshot that carries it.
+    fn adopt(&mut self, new: Topology, vm: Option<Box<crate::vm_ctl::VmCtl>>, now: Nanos) -> u64 {
+        let old = std::mem::replace(&mut self.topo, new);
+        let mut old_ctl: Vec<Option<UplinkCtl>> = std::mem::take(&mut self.uplinks)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut old_bw: Vec<Option<UplinkBw>> = std::mem::take(&mut self.bw);
+
+        // Per-vNIC state: a slot whose occupant changed starts afresh.
+        let n = self.topo.vnics.len();
+        self.vnic_link.resize(n, false);
+        self.vnic_rx_bytes.resize(n, 0);
+        self.vnic_bps.resize(n, 0);
+        self.last_offered.resize(n, 0);
+        self.allocations.resize(n, None);
+        let same_vnic =
+            |a: &VnicEntry, b: &VnicEntry| a.live == b.live && a.port == b.port && a.mac == b.mac;
+        for (v, ve) in self.topo.vnics.iter().enumerate() {
+            if old.vnics.get(v).is_some_and(|o| same_vnic(o, ve)) {
+                continue;
+            }
+            self.vnic_link[v] = false;
+            self.vnic_rx_bytes[v] = if ve.live {
+                port_totals(&self.workers, ve.port).rx_bytes
+            } else {
+                0
+            };
+            self.vnic_bps[v] = 0;
+            self.last_offered[v] = 0;
+            self.allocations[v] = None;
+            let w = &self.shared.vnic_bw[v];
+            w.offered_bytes.store(0, Ordering::Relaxed);
+            w.sent_bytes.store(0, Ordering::Relaxed);
+            w.allocation.store(0, Ordering::Relaxed);
+        }
+
+        // Uplinks: keep the state (member states, LACP, allocator) of every uplink
+        // whose members are the same ports; build the others.
+        for u in 0..self.topo.uplinks.len() {
+            let up = &self.topo.uplinks[u];
+            let prev = old.uplinks.iter().position(|o| {
+                o.name == up.name && o.members == up.members && o.is_bond == up.is_bond
+            });
+            let kept = prev.and_then(|p| old_ctl[p].take().map(|c| (p, c)));
+            let ctl = match kept {
+                Some((p, mut c)) => {
+                    if old.bond_configs[p] != self.topo.bond_configs[u] {
+                        if let Err(e) = c.bond.set_config(self.topo.bond_configs[u].clone(), now) {
+                            tracing::error!(uplink = %up.name, "bond settings refused: {e}");
+                        }
+                    }
+                    let before = &old.uplinks[p].vnics;
+                    for &v in before {
+                        let stays = up.vnics.contains(&v)
+                            && same_vnic(&old.vnics[v as usize], &self.topo.vnics[v as usize]);
+                        if !stays {
+                            let _ = c.bond.remove_vnic(v);
+                        } else if old.vnics[v as usize].priority
+                            != self.topo.vnics[v as usize].priority
+                        {
+                            let _ = c
+                                .bond
+                                .set_vnic_priority(v, self.topo.vnics[v as usize].priority);
+                        }
+                    }
+                    for &v in &up.vnics {
+                        let ve = &self.topo.vnics[v as usize];
+                        let was = before.contains(&v) && same_vnic(&old.vnics[v as usize], ve);
+                        if !was {
+                            if let Err(e) = c.bond.add_vnic(v, ve.mac, ve.priority) {
+                                tracing::error!(vnic = %ve.name, uplink = %up.name, "vNIC not added to its uplink: {e}");
+                            }
+                        }
+                    }
+                    if old.lacp.get(p) != self.topo.lacp.get(u) {
+                        tracing::info!(uplink = %up.name, "LACP settings changed: LACP restarts on this bond");
+                        c.lacp = Self::lacp_for(&self.topo, u, now);
+                    }
+                    for (m, &port) in up.members.iter().enumerate() {
+                        c.speed_mbps[m] = self.topo.member_speeds[u][m]
+                            .unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
+                    }
+                    c
+                }
+                None => {
+                    let bond = match self.topo.bond_for(u, now) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Validated before; a bond that still fails runs with defaults.
+                            tracing::error!(uplink = %up.name, "{e}; using default teaming");
+                            let mut t = self.topo.clone();
+                            t.bond_configs[u] = BondConfig::default();
+                            t.bond_for(u, now).expect("default bond config is valid")
+                        }
+                    };
+                    tracing::info!(uplink = %up.name, members = ?self.topo.member_names[u], "uplink built");
+                    Self::uplink_ctl(&self.topo, &self.workers, u, bond, now)
+                }
+            };
+            self.uplinks.push(ctl);
+        }
+        let mut bw = Vec::with_capacity(self.topo.uplinks.len());
+        for u in 0..self.topo.uplinks.len() {
+            let up = &self.topo.uplinks[u];
+            let prev = old.uplinks.iter().position(|o| {
+                o.name == up.name && o.members == up.members && o.is_bond == up.is_bond
+            });
+            let kept = prev.and_then(|p| old_bw.get_mut(p).and_then(Option::take).map(|b| (p, b)));
+            bw.push(match kept {
+                Some((p, mut b)) if !self.topo.allocation_interval.is_zero() => {
+                    let before = &old.uplinks[p].vnics;
+                    for &v in before {
+                        if !up.vnics.contains(&v)
+                            || !same_vnic(&old.vnics[v as usize], &self.topo.vnics[v as usize])
+                        {
+                            let _ = b.alloc.remove_vnic(v);
+                        }
+                    }
+                    for &v in &up.vnics {
+                        let ve = &self.topo.vnics[v as usize];
+                        let r = if b.alloc.vnic(v).is_some() {
+                            if b.alloc.vnic(v) != Some(&ve.bandwidth) {
+                                b.alloc.set_vnic(v, ve.bandwidth)
+                            } else {
+                                Ok(())
+                            }
+                        } else {
+                            b.alloc.add_vnic(v, ve.bandwidth)
+                        };
+                        if let Err(e) = r {
+                            tracing::error!(vnic = %ve.name, "bandwidth settings refused: {e}");
+                        }
+                    }
+                    if b.alloc.mode() != self.topo.degraded[u] {
+                        b.alloc.set_mode(self.topo.degraded[u]);
+                    }
+                    Some(b)
+                }
+                _ => self.uplink_bw(u, now),
+            });
+        }
+        self.bw = bw;
+        if let Some(mut vm) = vm {
+            vm.start(now, &self.shared.dos);
+            if let Some(old) = self.vm.replace(vm) {
+                // Its thread may be finishing a QMP call: not on the control thread.
+                let _ = std::thread::Builder::new()
+                    .name("vm-actions-old".into())
+                    .spawn(move || drop(old));
+            }
+        }
+        self.publish()
     }
 
     /// Recomputes every vNIC's allocation from the offered bytes the workers published
@@ -563,6 +755,10 @@ impl Control {
 
     fn handle_cmd(&mut self, cmd: ControlCmd, now: Nanos) {
         match cmd {
+            ControlCmd::Reconfigure { topo, vm, reply } => {
+                let g = self.adopt(*topo, vm, now);
+                let _ = reply.send(g);
+            }
             ControlCmd::VmActions { mut ctl, reply } => {
                 ctl.start(now, &self.shared.dos);
                 self.vm = Some(ctl);
@@ -615,7 +811,7 @@ impl Control {
                 }
             }
         }
-        for (i, v) in self.topo.vnics.iter().enumerate() {
+        for (i, v) in self.topo.vnics.iter().enumerate().filter(|(_, v)| v.live) {
             let up = Port::from_id(v.port).link().up;
             if up != self.vnic_link[i] {
                 tracing::info!(vnic = %v.name, vm = %v.vm, link = if up { "up" } else { "down" }, "vNIC link changed");
@@ -654,7 +850,13 @@ impl Control {
             .topo
             .vnics
             .iter()
-            .map(|v| port_totals(&self.workers, v.port).rx_bytes)
+            .map(|v| {
+                if v.live {
+                    port_totals(&self.workers, v.port).rx_bytes
+                } else {
+                    0
+                }
+            })
             .collect();
         for (u, up) in self.topo.uplinks.iter().enumerate() {
             let ctl = &mut self.uplinks[u];
@@ -761,13 +963,14 @@ impl Control {
         }
     }
 
-    fn publish(&mut self) {
+    fn publish(&mut self) -> u64 {
         let dists: Vec<Distribution> = self.uplinks.iter().map(|u| u.bond.distribution()).collect();
         for u in &mut self.uplinks {
             u.published = u.bond.generation();
         }
         let g = self.shared.published.publish(self.topo.snapshot(&dists));
         tracing::debug!(generation = g, "published snapshot");
+        g
     }
 
     fn update_view(&self) {
@@ -839,6 +1042,9 @@ impl Control {
             .iter()
             .enumerate()
             .map(|(i, ve)| {
+                if !ve.live {
+                    return None;
+                }
                 let b = &self.uplinks[ve.uplink as usize].bond;
                 if b.config().mode.pins_macs() {
                     b.effective_member_of(i as u32)

@@ -7,9 +7,13 @@
 //! reconciled with the running switch, then written to the config file atomically
 //! ([`persist::write_atomic`]), then stored. A change the running switch cannot take
 //! live is refused before anything is written, so the file never holds a change the
-//! switch does not run. Live today: bond teaming settings (mode, failback, delays,
-//! order, notify). Adding and removing ports at run time (hot-plug) is refused with
-//! a message saying so.
+//! switch does not run. Every command of the protocol is live: bond teaming
+//! settings go straight to the bond ([`ControlCmd::SetBond`]); everything else
+//! (NICs, bonds and their members, VMs and vNICs added or removed — DPDK hot-plug —,
+//! vNICs moved to another uplink, bandwidth, priority, LACP and DoS settings) goes
+//! through [`Switch::reconfigure`], which attaches and detaches ports and hands the
+//! control thread the new topology without stopping the workers. Only the
+//! `[eal]`, `[dataplane]` and `[control]` sections need a restart.
 //!
 //! # Threads
 //! Called from control-server client threads; the desired config is behind a mutex
@@ -44,7 +48,7 @@ impl SwitchApi {
         // VM actions and DoS detection run on the control thread; their state file
         // lives beside the configuration.
         let state = crate::vm_ctl::state_path_for(&path);
-        match crate::vm_ctl::VmCtl::new(&cfg, switch.topology(), Some(state)) {
+        match crate::vm_ctl::VmCtl::new(&cfg, &switch.topology(), Some(state)) {
             Ok(ctl) => {
                 let ctl = Box::new(ctl);
                 if switch
@@ -176,35 +180,79 @@ impl SwitchApi {
     /// Reconciles the running switch with `new` (the validated desired config after
     /// `change`), or refuses the change when it cannot be applied live.
     fn reconcile(&self, old: &Config, new: &Config, change: &ConfigChange) -> Result<(), CtlError> {
-        match change {
-            ConfigChange::SetBond { bond, .. } => {
-                let (Some(o), Some(n)) =
-                    (old.bond.iter().find(|b| &b.name == bond), new.bond.iter().find(|b| &b.name == bond))
-                else {
-                    return Err(CtlError::NotFound { kind: "bond", name: bond.clone() });
-                };
-                let lacp_keys = (&o.lacp, &o.lacp_rate, &o.lacp_fallback, &o.degraded);
-                if lacp_keys != (&n.lacp, &n.lacp_rate, &n.lacp_fallback, &n.degraded) {
-                    return Err(CtlError::Unsupported(
-                        "changing lacp, lacp_rate, lacp_fallback or degraded on a running bond; edit the config file and restart vswitchd".into(),
-                    ));
-                }
+        if (&old.eal, &old.dataplane, &old.control) != (&new.eal, &new.dataplane, &new.control) {
+            return Err(CtlError::Unsupported(format!(
+                "changing [eal], [dataplane] or [control] on a running switch; edit {} and restart vswitchd",
+                self.path.display()
+            )));
+        }
+        if let ConfigChange::SetBond { bond, .. } = change {
+            // Teaming settings alone: straight to the bond, no topology change.
+            let (Some(o), Some(n)) = (
+                old.bond.iter().find(|b| &b.name == bond),
+                new.bond.iter().find(|b| &b.name == bond),
+            ) else {
+                return Err(CtlError::NotFound {
+                    kind: "bond",
+                    name: bond.clone(),
+                });
+            };
+            let lacp_keys = (&o.lacp, &o.lacp_rate, &o.lacp_fallback, &o.degraded);
+            if lacp_keys == (&n.lacp, &n.lacp_rate, &n.lacp_fallback, &n.degraded) {
                 let cfg = n.policy().map_err(CtlError::from)?;
-                let u = self.uplink_index(bond).ok_or(CtlError::NotFound { kind: "bond", name: bond.clone() })?;
-                match self.switch.control_request(|reply| ControlCmd::SetBond { uplink: u, cfg, reply }) {
+                let u = self.uplink_index(bond).ok_or(CtlError::NotFound {
+                    kind: "bond",
+                    name: bond.clone(),
+                })?;
+                return match self.switch.control_request(|reply| ControlCmd::SetBond {
+                    uplink: u,
+                    cfg,
+                    reply,
+                }) {
                     Some(Ok(())) => Ok(()),
                     Some(Err(e)) => Err(CtlError::Invalid(format!("bond '{bond}': {e}"))),
-                    None => Err(CtlError::Internal("the control thread did not answer".into())),
-                }
+                    None => Err(CtlError::Internal(
+                        "the control thread did not answer".into(),
+                    )),
+                };
             }
-            other => Err(CtlError::Unsupported(format!(
-                "'{}' on a running switch (adding, removing or re-assigning ports and VMs live needs port hot-plug, \
-                 which this vswitchd does not have yet); edit {} and restart vswitchd",
-                other.name(),
-                self.path.display()
-            ))),
         }
+        // VM actions and DoS detection are rebuilt over the new topology when a VM's
+        // settings or the uplinks (whose indices they use) changed.
+        let rebuild_vm = old.vm != new.vm || uplink_names(old) != uplink_names(new);
+        let state = crate::vm_ctl::state_path_for(&self.path);
+        self.switch
+            .reconfigure(new, |topo| {
+                if !rebuild_vm {
+                    return None;
+                }
+                match crate::vm_ctl::VmCtl::new(new, topo, Some(state)) {
+                    Ok(c) => Some(Box::new(c)),
+                    Err(e) => {
+                        tracing::error!("VM actions not rebuilt: {e}");
+                        None
+                    }
+                }
+            })
+            .map(|r| {
+                tracing::info!(change = %change.name(), added = ?r.added, removed = ?r.removed, generation = r.generation, "live reconfiguration");
+            })
+            .map_err(|e| CtlError::Invalid(format!("the running switch refused the change: {e}")))
     }
+}
+
+/// Uplink names in the switch's uplink order: bonds, then unbonded NICs.
+fn uplink_names(cfg: &Config) -> Vec<&str> {
+    cfg.bond
+        .iter()
+        .map(|b| b.name.as_str())
+        .chain(
+            cfg.nic
+                .iter()
+                .filter(|n| cfg.bond_of_nic(&n.name).is_none())
+                .map(|n| n.name.as_str()),
+        )
+        .collect()
 }
 
 impl ControlApi for SwitchApi {

@@ -1,6 +1,6 @@
 //! State shared between the control thread and the workers, all lock-free.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam::queue::ArrayQueue;
 use dpdk_sys::Mbuf;
@@ -9,6 +9,10 @@ use crate::snapshot::{Published, Snapshot};
 
 /// The most vNICs a switch carries (per-vNIC shared words are preallocated).
 pub const MAX_VNICS: usize = 1024;
+
+/// Room in each worker's mailbox: a port's worth of hand-over messages per worker
+/// (one reconfiguration sends at most one message per port per worker).
+pub const MAILBOX: usize = 2 * crate::stats::MAX_PORTS;
 
 /// Numbers about one vNIC's bandwidth that cross threads. Each word has one writer.
 #[derive(Default)]
@@ -44,11 +48,22 @@ pub struct Shared {
     /// DoS defence words (counters per worker and vNIC, mitigation per vNIC, the
     /// per-vNIC settings workers reload); see [`crate::dos_path`].
     pub dos: crate::dos_path::DosShared,
+    /// One mailbox per worker for queue hand-over at run time (port hot-plug): the
+    /// switch pushes, the worker pops at the top of an iteration.
+    pub mailbox: Vec<ArrayQueue<crate::worker::WorkerMsg>>,
+    /// Messages each worker has carried out (written by the worker only).
+    pub done: Vec<AtomicU64>,
 }
 
 impl Shared {
     /// New shared state around the first snapshot.
-    pub fn new(first: Snapshot, queue_len: usize, bandwidth: bool, max_queue_delay: u64) -> Shared {
+    pub fn new(
+        first: Snapshot,
+        workers: usize,
+        queue_len: usize,
+        bandwidth: bool,
+        max_queue_delay: u64,
+    ) -> Shared {
         Shared {
             published: Published::new(first),
             quit: AtomicBool::new(false),
@@ -58,6 +73,13 @@ impl Shared {
             bandwidth,
             max_queue_delay,
             dos: crate::dos_path::DosShared::new(MAX_VNICS),
+            mailbox: (0..workers).map(|_| ArrayQueue::new(MAILBOX)).collect(),
+            done: (0..workers).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Messages worker `w` has carried out so far.
+    pub fn done(&self, w: usize) -> u64 {
+        self.done[w].load(Ordering::Acquire)
     }
 }

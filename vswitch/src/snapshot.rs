@@ -46,9 +46,17 @@ pub struct PortEntry {
     pub role: PortRole,
 }
 
-/// One vNIC.
+/// The port id of a vNIC slot that holds no vNIC ([`VnicEntry::vacant`]).
+pub const NO_PORT: u16 = u16::MAX;
+
+/// One vNIC slot. Slots are stable for a vNIC's life (workers, bonds, allocators and
+/// the DoS words key their per-vNIC state by slot); a removed vNIC leaves a vacant
+/// slot ([`VnicEntry::vacant`]: not live, in no uplink, not in the MAC table) that a
+/// later reconfiguration may reuse.
 #[derive(Debug, Clone)]
 pub struct VnicEntry {
+    /// False for a vacant slot; everything else is meaningless then.
+    pub live: bool,
     /// vNIC name.
     pub name: String,
     /// Its VM's name.
@@ -67,6 +75,24 @@ pub struct VnicEntry {
     pub shaping: Option<policy::bandwidth::Shaping>,
     /// Shares, reservation, priority and shaping as the allocator sees them.
     pub bandwidth: policy::bandwidth::VnicBandwidth,
+}
+
+impl VnicEntry {
+    /// A vacant slot.
+    pub fn vacant() -> VnicEntry {
+        VnicEntry {
+            live: false,
+            name: String::new(),
+            vm: String::new(),
+            mac: MacAddr([0; 6]),
+            port: NO_PORT,
+            uplink: 0,
+            spoof_check: true,
+            priority: 0,
+            shaping: None,
+            bandwidth: Default::default(),
+        }
+    }
 }
 
 /// One uplink: a bond or an unbonded NIC.
@@ -171,6 +197,7 @@ impl Snapshot {
             &vnics
                 .iter()
                 .enumerate()
+                .filter(|(_, v)| v.live)
                 .map(|(i, v)| (v.mac, i as u32))
                 .collect::<Vec<_>>(),
         );

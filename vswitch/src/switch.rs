@@ -1,4 +1,5 @@
-//! Bringing a switch up from a [`Config`] and taking it down cleanly.
+//! Bringing a switch up from a [`Config`], changing its ports and topology while it
+//! runs, and taking it down cleanly.
 //!
 //! Start-up order: EAL → mbuf pool → NIC ports (promiscuous) → vNIC ports (vhost-user
 //! server or client, or any devargs) → the first snapshot → worker threads (pinned,
@@ -6,7 +7,26 @@
 //! and free their buffered frames, the control thread stops, handoff queues are
 //! emptied, ports are stopped and closed (vhost sockets removed), and the pool's
 //! in-use count is reported — it must be 0.
+//!
+//! # Reconfiguration at run time ([`Switch::reconfigure`])
+//! The new configuration's ports are compared with the open ones by name and
+//! backend. Then, in this order, so that no worker ever touches a closed port and
+//! no other port's traffic stops:
+//! 1. new ports are attached (DPDK hot-plug), configured and started;
+//! 2. their queue tokens are handed to the workers through per-worker mailboxes
+//!    (rx queue to the worker polling the fewest, a tx slot to every worker), and
+//!    the switch waits until each worker has taken them;
+//! 3. the control thread adopts the new [`Topology`] (keeping the state of every
+//!    uplink whose members did not change) and publishes a snapshot; the switch
+//!    waits until every worker runs it;
+//! 4. removed ports: every worker is told to flush and release their queues, and
+//!    once all have, the ports are stopped, closed and detached.
+//!
+//! vNICs keep their slot (index) for life, so per-vNIC state in workers, bonds,
+//! allocators and DoS words survives reconfiguration; a removed vNIC's slot is left
+//! vacant and reused by a later reconfiguration.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,11 +35,12 @@ use std::time::Duration;
 use dpdk_sys::{Eal, Mempool, Port, PortStats, SharedTxQueue};
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{Config, UplinkRef};
+use crate::config::Config;
 use crate::control::{Control, ControlCmd, ControlView, Topology};
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, PortTotals, WorkerStats, MAX_PORTS};
+use crate::worker::WorkerMsg;
 use crate::worker::{TxSlot, Worker, WorkerQueues};
 
 /// Why the switch could not start.
@@ -61,6 +82,442 @@ pub struct PortStatus {
     pub pmd: PortStats,
 }
 
+/// A port the switch has open.
+#[derive(Debug, Clone)]
+struct OpenPort {
+    id: u16,
+    /// What it was attached with (compared on reconfiguration).
+    backend: String,
+    devargs: String,
+    nb_rx: u16,
+    nb_tx: u16,
+    /// A vhost-user socket the switch created (server mode), removed with the port.
+    socket: Option<String>,
+}
+
+/// What a configured port needs: its key (`nic:NAME` / `vnic:NAME`), a description
+/// for errors, how to attach it, and whether it is a NIC.
+struct WantedPort {
+    key: String,
+    what: String,
+    backend: String,
+    nic: bool,
+    server_socket: Option<String>,
+}
+
+/// The ports the configuration asks for, in start-up order: NICs (bond members
+/// first, in bond order, then unbonded NICs), then vNICs.
+fn wanted_ports(cfg: &Config) -> Vec<WantedPort> {
+    let mut out = Vec::new();
+    let mut nics: Vec<usize> = Vec::new();
+    for b in &cfg.bond {
+        for m in &b.members {
+            if let Some(i) = cfg.nic.iter().position(|n| &n.name == m) {
+                nics.push(i);
+            }
+        }
+    }
+    for (i, n) in cfg.nic.iter().enumerate() {
+        if cfg.bond_of_nic(&n.name).is_none() {
+            nics.push(i);
+        }
+    }
+    for i in nics {
+        let n = &cfg.nic[i];
+        out.push(WantedPort {
+            key: format!("nic:{}", n.name),
+            what: format!("nic '{}'", n.name),
+            backend: n.devargs.clone(),
+            nic: true,
+            server_socket: None,
+        });
+    }
+    for vm in &cfg.vm {
+        for (j, v) in vm.vnic.iter().enumerate() {
+            let name = Config::vnic_name(vm, j);
+            let (backend, server_socket) = match (&v.socket, &v.devargs) {
+                (Some(sock), _) => (
+                    format!("vhost-user:{}:{}", v.vhost_mode, sock),
+                    (v.vhost_mode != "client").then(|| sock.clone()),
+                ),
+                (None, Some(d)) => (d.clone(), None),
+                (None, None) => (String::new(), None),
+            };
+            out.push(WantedPort {
+                key: format!("vnic:{name}"),
+                what: format!("vm '{}' vnic '{name}'", vm.name),
+                backend,
+                nic: false,
+                server_socket,
+            });
+        }
+    }
+    out
+}
+
+/// The switch's port bookkeeping, changed only under [`Switch::reconfigure`]'s lock.
+struct PortSet {
+    eal: &'static Eal,
+    pool: Mempool,
+    n_workers: usize,
+    desc: u16,
+    /// Open ports by key (`nic:NAME`, `vnic:NAME`).
+    open: BTreeMap<String, OpenPort>,
+    /// vNIC name by slot; `None`: vacant.
+    slots: Vec<Option<String>>,
+    /// Slots vacated by the reconfiguration in progress: not reusable before it ends.
+    just_vacated: Vec<usize>,
+    /// Next `net_vhostN` device number (device names must be unique for the
+    /// process's life).
+    vhost_index: usize,
+    /// The worker polling each rx queue, by port id (new rx queues go to the least
+    /// loaded worker).
+    rx_owners: BTreeMap<u16, Vec<usize>>,
+}
+
+impl PortSet {
+    /// Attaches, configures and starts the port `w` asks for.
+    fn open(&mut self, w: &WantedPort, cfg: &Config) -> Result<OpenPort, SwitchError> {
+        let what = w.what.clone();
+        let devargs = if let Some(rest) = w.backend.strip_prefix("vhost-user:") {
+            let (mode, sock) = rest.split_once(':').unwrap_or(("server", rest));
+            if mode != "client" {
+                // A stale socket of an earlier run would make the bind fail.
+                let _ = std::fs::remove_file(sock);
+            }
+            let client = if mode == "client" { ",client=1" } else { "" };
+            let d = format!(
+                "net_vhost{},iface={sock},queues=1{client}",
+                self.vhost_index
+            );
+            self.vhost_index += 1;
+            d
+        } else {
+            w.backend.clone()
+        };
+        let p = Port::attach(self.eal, &devargs).map_err(port_err(what.clone()))?;
+        let fail = |e: SwitchError| {
+            let _ = p.detach();
+            e
+        };
+        if p.id() as usize >= MAX_PORTS {
+            return Err(fail(SwitchError::Other(format!(
+                "{what}: port id {} exceeds {MAX_PORTS}",
+                p.id()
+            ))));
+        }
+        let info = p.info().map_err(port_err(what.clone())).map_err(fail)?;
+        // One rx and one tx queue per worker where the device allows it (rx queues are
+        // spread over the workers); a port with fewer tx queues than workers
+        // (vhost-user, whose guest may enable a single queue pair; pcap) gets one tx
+        // queue that the workers share behind a lock.
+        let nb_q = self.n_workers as u16;
+        let vhost = info.driver == "net_vhost";
+        let mut nb_tx = if vhost || info.max_tx_queues < nb_q {
+            1
+        } else {
+            nb_q
+        };
+        // A vNIC has a single rx queue, so exactly one worker owns its bandwidth gate
+        // and counters.
+        let mut nb_rx = if vhost || !w.nic {
+            1
+        } else {
+            nb_q.min(info.max_rx_queues.max(1))
+        };
+        if info.driver == "net_tap" {
+            // The tap PMD wants as many rx as tx queues.
+            nb_tx = if w.nic { nb_tx } else { 1 };
+            nb_rx = nb_tx;
+        }
+        p.configure(nb_rx, nb_tx, self.desc, &self.pool)
+            .map_err(port_err(what.clone()))
+            .map_err(fail)?;
+        if w.nic {
+            p.set_promiscuous(true)
+                .map_err(port_err(what.clone()))
+                .map_err(fail)?;
+        }
+        p.start().map_err(port_err(what.clone())).map_err(fail)?;
+        let _ = cfg;
+        Ok(OpenPort {
+            id: p.id(),
+            backend: w.backend.clone(),
+            devargs,
+            nb_rx,
+            nb_tx,
+            socket: w.server_socket.clone(),
+        })
+    }
+
+    /// The queue tokens of port `o`, as mailbox messages by worker: its rx queues to
+    /// the least loaded workers, a tx slot to every worker.
+    fn hand_out(
+        &mut self,
+        o: &OpenPort,
+        what: &str,
+    ) -> Result<Vec<(usize, WorkerMsg)>, SwitchError> {
+        let p = Port::from_id(o.id);
+        let mut rx: Vec<Option<dpdk_sys::RxQueue>> = (0..self.n_workers).map(|_| None).collect();
+        let mut extra_rx = Vec::new();
+        let mut load = vec![0usize; self.n_workers];
+        for owners in self.rx_owners.values() {
+            for &w in owners {
+                load[w] += 1;
+            }
+        }
+        let mut owners = Vec::new();
+        for q in 0..o.nb_rx {
+            let w = (0..self.n_workers)
+                .min_by_key(|&w| (load[w], w))
+                .unwrap_or(0);
+            let token = p.rx_queue(q).map_err(port_err(what.to_string()))?;
+            load[w] += 1;
+            owners.push(w);
+            if rx[w].is_none() {
+                rx[w] = Some(token);
+            } else {
+                extra_rx.push((w, token));
+            }
+        }
+        let mut out = Vec::new();
+        let shared = if (o.nb_tx as usize) < self.n_workers {
+            Some(Arc::new(SharedTxQueue::new(
+                p.tx_queue(0).map_err(port_err(what.to_string()))?,
+            )))
+        } else {
+            None
+        };
+        for (w, r) in rx.into_iter().enumerate() {
+            let tx = match &shared {
+                Some(s) => TxSlot::Shared(Arc::clone(s)),
+                None => TxSlot::Own(p.tx_queue(w as u16).map_err(port_err(what.to_string()))?),
+            };
+            out.push((
+                w,
+                WorkerMsg::Attach {
+                    port: o.id,
+                    rx: r,
+                    tx,
+                },
+            ));
+        }
+        // A port with more rx queues than workers: the worker's further queues come
+        // with a tx slot it already has (re-sending the same slot is harmless).
+        for (w, token) in extra_rx {
+            let tx = match &shared {
+                Some(s) => TxSlot::Shared(Arc::clone(s)),
+                None => {
+                    return Err(SwitchError::Other(format!(
+                        "{what}: more rx queues than workers on a port with a tx queue per worker"
+                    )))
+                }
+            };
+            out.push((
+                w,
+                WorkerMsg::Attach {
+                    port: o.id,
+                    rx: Some(token),
+                    tx,
+                },
+            ));
+        }
+        self.rx_owners.insert(o.id, owners);
+        Ok(out)
+    }
+
+    /// Gives every vNIC of `cfg` a slot: existing vNICs keep theirs, removed ones are
+    /// vacated, new ones take a vacant slot (not one vacated by this change) or a new one.
+    fn assign_slots(&mut self, cfg: &Config) -> Result<(), SwitchError> {
+        let names: Vec<String> = cfg
+            .vm
+            .iter()
+            .flat_map(|vm| (0..vm.vnic.len()).map(move |j| Config::vnic_name(vm, j)))
+            .collect();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if s.as_ref().is_some_and(|n| !names.contains(n)) {
+                *s = None;
+                self.just_vacated.push(i);
+            }
+        }
+        for n in names {
+            if self.slots.iter().any(|s| s.as_ref() == Some(&n)) {
+                continue;
+            }
+            let free = (0..self.slots.len())
+                .find(|&i| self.slots[i].is_none() && !self.just_vacated.contains(&i));
+            match free {
+                Some(i) => self.slots[i] = Some(n),
+                None if self.slots.len() < crate::shared::MAX_VNICS => self.slots.push(Some(n)),
+                None => {
+                    return Err(SwitchError::Other(format!(
+                        "at most {} vNICs",
+                        crate::shared::MAX_VNICS
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the control-plane topology of `cfg` over the open ports and vNIC slots.
+fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError> {
+    let port_of = |key: &str| -> Result<u16, SwitchError> {
+        ports
+            .open
+            .get(key)
+            .map(|o| o.id)
+            .ok_or_else(|| SwitchError::Other(format!("{key} is not open")))
+    };
+    let mut entries: Vec<PortEntry> = Vec::new();
+    let mut uplinks: Vec<UplinkEntry> = Vec::new();
+    let mut bond_configs = Vec::new();
+    let mut member_names = Vec::new();
+    let mut member_speeds = Vec::new();
+    let mut lacp = Vec::new();
+    let mut degraded = Vec::new();
+    let mut add_uplink = |name: &str,
+                          is_bond: bool,
+                          nics: &[String],
+                          bc: policy::bond::BondConfig,
+                          l: Option<crate::lacp_ctl::LacpSettings>,
+                          d: policy::bandwidth::DegradedMode|
+     -> Result<(), SwitchError> {
+        let u = uplinks.len() as u16;
+        let mut members = Vec::new();
+        let mut speeds = Vec::new();
+        for (mi, nic) in nics.iter().enumerate() {
+            let id = port_of(&format!("nic:{nic}"))?;
+            entries.push(PortEntry {
+                id,
+                name: nic.clone(),
+                role: PortRole::Nic {
+                    uplink: u,
+                    member: mi as u8,
+                },
+            });
+            members.push(id);
+            speeds.push(
+                cfg.nic
+                    .iter()
+                    .find(|n| &n.name == nic)
+                    .and_then(|n| n.speed_mbps),
+            );
+        }
+        uplinks.push(UplinkEntry {
+            name: name.to_string(),
+            is_bond,
+            members,
+            vnics: Vec::new(),
+            // Replaced by the bond's own distribution before every publication.
+            dist: policy::bond::Bond::new(Default::default(), nics.len().max(1))
+                .map_err(|e| SwitchError::Other(e.to_string()))?
+                .distribution(),
+        });
+        bond_configs.push(bc);
+        member_names.push(nics.to_vec());
+        member_speeds.push(speeds);
+        lacp.push(l);
+        degraded.push(d);
+        Ok(())
+    };
+    for b in &cfg.bond {
+        let bc = b.policy().map_err(|e| SwitchError::Other(e.to_string()))?;
+        let l = b
+            .lacp_settings()
+            .map_err(|e| SwitchError::Other(e.to_string()))?;
+        let d = b
+            .degraded
+            .parse()
+            .unwrap_or(policy::bandwidth::DegradedMode::DropLowerPriority);
+        add_uplink(&b.name, true, &b.members, bc, l, d)?;
+    }
+    for n in &cfg.nic {
+        if cfg.bond_of_nic(&n.name).is_none() {
+            // An unbonded NIC is an uplink with no distribution: a one-member
+            // active-backup team that never announces MAC moves.
+            let single = policy::bond::BondConfig {
+                notify_switches: false,
+                ..Default::default()
+            };
+            add_uplink(
+                &n.name,
+                false,
+                std::slice::from_ref(&n.name),
+                single,
+                None,
+                policy::bandwidth::DegradedMode::DropLowerPriority,
+            )?;
+        }
+    }
+    let mut vnics: Vec<VnicEntry> = ports.slots.iter().map(|_| VnicEntry::vacant()).collect();
+    for vm in &cfg.vm {
+        for (j, v) in vm.vnic.iter().enumerate() {
+            let name = Config::vnic_name(vm, j);
+            let slot = ports
+                .slots
+                .iter()
+                .position(|s| s.as_ref() == Some(&name))
+                .ok_or_else(|| SwitchError::Other(format!("vNIC '{name}' has no slot")))?;
+            let id = port_of(&format!("vnic:{name}"))?;
+            let uplink = uplinks
+                .iter()
+                .position(|u| u.name == v.uplink)
+                .ok_or_else(|| {
+                    SwitchError::Other(format!("vNIC '{name}': no uplink '{}'", v.uplink))
+                })?;
+            uplinks[uplink].vnics.push(slot as u32);
+            vnics[slot] = VnicEntry {
+                live: true,
+                name: name.clone(),
+                vm: vm.name.clone(),
+                mac: v
+                    .mac
+                    .parse()
+                    .map_err(|_| SwitchError::Other(format!("vNIC '{name}': bad MAC {}", v.mac)))?,
+                port: id,
+                uplink: uplink as u16,
+                spoof_check: v.spoof_check,
+                priority: v.priority.unwrap_or(vm.priority),
+                shaping: v.bandwidth(vm).shaping,
+                bandwidth: v.bandwidth(vm),
+            };
+            entries.push(PortEntry {
+                id,
+                name,
+                role: PortRole::Vnic { vnic: slot as u32 },
+            });
+        }
+    }
+    Ok(Topology {
+        ports: entries,
+        vnics,
+        uplinks,
+        bond_configs,
+        member_names,
+        member_speeds,
+        lacp,
+        degraded,
+        allocation_interval: if cfg.dataplane.bandwidth {
+            Duration::from_micros(cfg.dataplane.allocation_interval_us.max(100))
+        } else {
+            Duration::ZERO
+        },
+    })
+}
+
+/// What [`Switch::reconfigure`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Ports attached (names).
+    pub added: Vec<String>,
+    /// Ports detached (names).
+    pub removed: Vec<String>,
+    /// The snapshot generation that carries the change.
+    pub generation: u64,
+}
+
 /// A running switch.
 pub struct Switch {
     eal: &'static Eal,
@@ -75,14 +532,20 @@ pub struct Switch {
     stopped: std::sync::atomic::AtomicBool,
     /// Queue tokens handed back by stopped workers, released at shutdown.
     parked: Mutex<Vec<WorkerQueues>>,
-    ports: Vec<(PortEntry, String)>,
-    topo: Topology,
-    sockets: Vec<String>,
+    /// Open ports and vNIC slots; held for the whole of a reconfiguration.
+    portset: Mutex<PortSet>,
+    /// Ports as status output lists them (port entry, devargs).
+    ports: RwLock<Vec<(PortEntry, String)>>,
+    /// The topology the control thread runs (a copy, for status output).
+    topo: RwLock<Topology>,
 }
 
 fn port_err(what: String) -> impl FnOnce(dpdk_sys::PortError) -> SwitchError {
     move |source| SwitchError::Port { what, source }
 }
+
+/// How long reconfiguration waits for the workers to take a hand-over or a snapshot.
+const WORKER_WAIT: Duration = Duration::from_secs(2);
 
 impl Switch {
     /// Starts a switch from a validated configuration.
@@ -115,291 +578,50 @@ impl Switch {
         let eal = Eal::init(&args)?;
         let pool = Mempool::new(eal, "vswitch_pool", cfg.dataplane.mbufs, 256, 2048 + 128)
             .map_err(SwitchError::Other)?;
-        let desc = cfg.dataplane.descriptors;
-
-        let mut ports: Vec<(PortEntry, String)> = Vec::new();
-        let mut uplinks: Vec<UplinkEntry> = Vec::new();
-        let mut bond_configs = Vec::new();
-        let mut member_names = Vec::new();
-        let mut member_speeds = Vec::new();
-        let mut nic_port: Vec<Option<u16>> = vec![None; cfg.nic.len()];
-
-        let queue_counts: std::cell::RefCell<std::collections::HashMap<u16, (u16, u16)>> =
-            Default::default();
-        let open =
-            |what: String, devargs: &str, nb_q: u16, vnic: bool| -> Result<Port, SwitchError> {
-                let p = Port::attach(eal, devargs).map_err(port_err(what.clone()))?;
-                if p.id() as usize >= MAX_PORTS {
-                    return Err(SwitchError::Other(format!(
-                        "{what}: port id {} exceeds {MAX_PORTS}",
-                        p.id()
-                    )));
-                }
-                let info = p.info().map_err(port_err(what.clone()))?;
-                // One rx and one tx queue per worker where the device allows it (rx queues
-                // are spread over the workers); a port with fewer tx queues than workers
-                // (vhost-user, whose guest may enable a single queue pair; pcap) gets one
-                // tx queue that the workers share behind a lock.
-                let vhost = info.driver == "net_vhost";
-                let mut nb_tx = if vhost || info.max_tx_queues < nb_q {
-                    1
-                } else {
-                    nb_q
-                };
-                // A vNIC has a single rx queue, so exactly one worker owns its bandwidth
-                // gate and counters.
-                let nb_rx = if vhost || vnic {
-                    1
-                } else {
-                    nb_q.min(info.max_rx_queues.max(1))
-                };
-                let mut nb_rx = nb_rx;
-                if info.driver == "net_tap" {
-                    // The tap PMD wants as many rx as tx queues.
-                    nb_tx = if vnic { 1 } else { nb_tx };
-                    nb_rx = nb_tx;
-                }
-                p.configure(nb_rx, nb_tx, desc, &pool)
-                    .map_err(port_err(what.clone()))?;
-                queue_counts.borrow_mut().insert(p.id(), (nb_rx, nb_tx));
-                Ok(p)
-            };
-
-        // Uplinks: bonds, then unbonded NICs.
-        let mut add_uplink = |name: &str,
-                              is_bond: bool,
-                              nics: Vec<usize>,
-                              bc: policy::bond::BondConfig|
-         -> Result<(), SwitchError> {
-            let u = uplinks.len() as u16;
-            let mut members = Vec::new();
-            let mut names = Vec::new();
-            let mut speeds = Vec::new();
-            for (mi, &ni) in nics.iter().enumerate() {
-                let nic = &cfg.nic[ni];
-                let p = open(
-                    format!("nic '{}'", nic.name),
-                    &nic.devargs,
-                    n_workers as u16,
-                    false,
-                )?;
-                p.set_promiscuous(true)
-                    .map_err(port_err(format!("nic '{}'", nic.name)))?;
-                nic_port[ni] = Some(p.id());
-                ports.push((
-                    PortEntry {
-                        id: p.id(),
-                        name: nic.name.clone(),
-                        role: PortRole::Nic {
-                            uplink: u,
-                            member: mi as u8,
-                        },
-                    },
-                    nic.devargs.clone(),
-                ));
-                members.push(p.id());
-                names.push(nic.name.clone());
-                speeds.push(nic.speed_mbps);
-            }
-            uplinks.push(UplinkEntry {
-                name: name.to_string(),
-                is_bond,
-                members,
-                vnics: Vec::new(),
-                // Replaced by the bond's own distribution before the first publication.
-                dist: policy::bond::Bond::new(Default::default(), nics.len().max(1))
-                    .map_err(|e| SwitchError::Other(e.to_string()))?
-                    .distribution(),
-            });
-            bond_configs.push(bc);
-            member_names.push(names);
-            member_speeds.push(speeds);
-            Ok(())
+        let mut ps = PortSet {
+            eal,
+            pool,
+            n_workers,
+            desc: cfg.dataplane.descriptors,
+            open: BTreeMap::new(),
+            slots: Vec::new(),
+            just_vacated: Vec::new(),
+            vhost_index: 0,
+            rx_owners: BTreeMap::new(),
         };
-        for b in &cfg.bond {
-            let nics = b
-                .members
-                .iter()
-                .map(|m| cfg.nic.iter().position(|n| &n.name == m).unwrap())
-                .collect();
-            let bc = b.policy().map_err(|e| SwitchError::Other(e.to_string()))?;
-            add_uplink(&b.name, true, nics, bc)?;
+        let wanted = wanted_ports(cfg);
+        for w in &wanted {
+            let o = ps.open(w, cfg)?;
+            ps.open.insert(w.key.clone(), o);
         }
-        for (i, n) in cfg.nic.iter().enumerate() {
-            if cfg.bond_of_nic(&n.name).is_none() {
-                // An unbonded NIC is an uplink with no distribution: a one-member
-                // active-backup team that never announces MAC moves.
-                let single = policy::bond::BondConfig {
-                    notify_switches: false,
-                    ..Default::default()
-                };
-                add_uplink(&n.name, false, vec![i], single)?;
-            }
-        }
-        let uplink_index = |name: &str| -> u16 {
-            match cfg.uplink(name) {
-                Some(UplinkRef::Bond(b)) => b as u16,
-                Some(UplinkRef::Nic(n)) => {
-                    (cfg.bond.len()
-                        + cfg.nic[..n]
-                            .iter()
-                            .filter(|x| cfg.bond_of_nic(&x.name).is_none())
-                            .count()) as u16
-                }
-                None => unreachable!("validated"),
-            }
-        };
+        ps.assign_slots(cfg)?;
+        ps.just_vacated.clear();
+        let topo = build_topology(cfg, &ps)?;
 
-        // vNICs.
-        let mut vnics = Vec::new();
-        let mut sockets = Vec::new();
-        let mut vhost_index = 0;
-        for vm in &cfg.vm {
-            for (j, v) in vm.vnic.iter().enumerate() {
-                let name = Config::vnic_name(vm, j);
-                let devargs = match (&v.socket, &v.devargs) {
-                    (Some(sock), _) => {
-                        let client = if v.vhost_mode == "client" {
-                            ",client=1"
-                        } else {
-                            ""
-                        };
-                        if v.vhost_mode == "server" {
-                            let _ = std::fs::remove_file(sock);
-                            sockets.push(sock.clone());
-                        }
-                        let d = format!("net_vhost{vhost_index},iface={sock},queues=1{client}");
-                        vhost_index += 1;
-                        d
-                    }
-                    (None, Some(d)) => d.clone(),
-                    (None, None) => unreachable!("validated"),
-                };
-                let p = open(
-                    format!("vm '{}' vnic '{name}'", vm.name),
-                    &devargs,
-                    n_workers as u16,
-                    true,
-                )?;
-                let uplink = uplink_index(&v.uplink);
-                let idx = vnics.len() as u32;
-                uplinks[uplink as usize].vnics.push(idx);
-                vnics.push(VnicEntry {
-                    name: name.clone(),
-                    vm: vm.name.clone(),
-                    mac: v.mac.parse().expect("validated"),
-                    port: p.id(),
-                    uplink,
-                    spoof_check: v.spoof_check,
-                    priority: v.priority.unwrap_or(vm.priority),
-                    shaping: v.bandwidth(vm).shaping,
-                    bandwidth: v.bandwidth(vm),
-                });
-                ports.push((
-                    PortEntry {
-                        id: p.id(),
-                        name,
-                        role: PortRole::Vnic { vnic: idx },
-                    },
-                    devargs,
-                ));
-            }
-        }
-        for (entry, _) in &ports {
-            Port::from_id(entry.id)
-                .start()
-                .map_err(port_err(entry.name.clone()))?;
-        }
-
-        let n_uplinks = uplinks.len();
-        let topo = Topology {
-            ports: ports.iter().map(|(p, _)| p.clone()).collect(),
-            vnics,
-            uplinks,
-            bond_configs,
-            member_names,
-            member_speeds,
-            lacp: cfg
-                .bond
-                .iter()
-                .map(|b| b.lacp_settings().ok().flatten())
-                .collect(),
-            degraded: {
-                let mut d: Vec<policy::bandwidth::DegradedMode> = cfg
-                    .bond
-                    .iter()
-                    .map(|b| {
-                        b.degraded
-                            .parse()
-                            .unwrap_or(policy::bandwidth::DegradedMode::DropLowerPriority)
-                    })
-                    .collect();
-                d.resize(
-                    n_uplinks,
-                    policy::bandwidth::DegradedMode::DropLowerPriority,
-                );
-                d
-            },
-            allocation_interval: if cfg.dataplane.bandwidth {
-                Duration::from_micros(cfg.dataplane.allocation_interval_us.max(100))
-            } else {
-                Duration::ZERO
-            },
-        };
         // The first snapshot already reflects the links as they are, so no frame is
         // dropped for want of a member before the control thread's first poll.
         let clock = std::time::Instant::now();
         let bonds = topo.bonds(0).map_err(SwitchError::Other)?;
         let dists: Vec<policy::bond::Distribution> =
             bonds.iter().map(|b| b.distribution()).collect();
-        if topo.vnics.len() > crate::shared::MAX_VNICS {
-            return Err(SwitchError::Other(format!(
-                "at most {} vNICs",
-                crate::shared::MAX_VNICS
-            )));
-        }
         let shared = Arc::new(Shared::new(
             topo.snapshot(&dists),
+            n_workers,
             cfg.dataplane.control_queue,
             cfg.dataplane.bandwidth,
             cfg.dataplane.max_queue_delay_us * policy::time::US,
         ));
         let view = Arc::new(RwLock::new(ControlView::default()));
 
-        // Queues: rx queue 0 of each port goes to worker (k mod n); every worker gets
-        // tx queue w of every port.
-        let mut assign: Vec<WorkerQueues> = (0..n_workers)
-            .map(|_| WorkerQueues {
-                rx: Vec::new(),
-                tx: (0..MAX_PORTS).map(|_| None).collect(),
-            })
-            .collect();
-        let mut next_worker = 0;
-        for (entry, _) in ports.iter() {
-            let p = Port::from_id(entry.id);
-            let (nb_rx, nb_tx) = queue_counts
-                .borrow()
-                .get(&entry.id)
-                .copied()
-                .unwrap_or((1, 1));
-            for q in 0..nb_rx {
-                assign[next_worker % n_workers]
-                    .rx
-                    .push(p.rx_queue(q).map_err(port_err(entry.name.clone()))?);
-                next_worker += 1;
-            }
-            if (nb_tx as usize) < n_workers {
-                let shared = Arc::new(SharedTxQueue::new(
-                    p.tx_queue(0).map_err(port_err(entry.name.clone()))?,
-                ));
-                for a in assign.iter_mut() {
-                    a.tx[entry.id as usize] = Some(TxSlot::Shared(Arc::clone(&shared)));
-                }
-            } else {
-                for (w, a) in assign.iter_mut().enumerate() {
-                    a.tx[entry.id as usize] = Some(TxSlot::Own(
-                        p.tx_queue(w as u16).map_err(port_err(entry.name.clone()))?,
-                    ));
+        // Queues: each port's rx queues to the least loaded workers; every worker gets
+        // a tx slot on every port. The same hand-out a running switch sends through
+        // the mailboxes, applied before the workers start.
+        let mut assign: Vec<WorkerQueues> = (0..n_workers).map(|_| WorkerQueues::empty()).collect();
+        for w in &wanted {
+            let o = ps.open[&w.key].clone();
+            for (wi, msg) in ps.hand_out(&o, &w.what)? {
+                if let WorkerMsg::Attach { port, rx, tx } = msg {
+                    assign[wi].attach(port, rx, tx);
                 }
             }
         }
@@ -447,6 +669,7 @@ impl Switch {
                 control.run()
             })
             .map_err(|e| SwitchError::Other(format!("spawn control: {e}")))?;
+        let ports = status_ports(&topo, &ps);
         tracing::info!(workers = n_workers, ports = ports.len(), "switch started");
         Ok(Switch {
             eal,
@@ -460,15 +683,242 @@ impl Switch {
             cmds,
             stopped: std::sync::atomic::AtomicBool::new(false),
             parked: Mutex::new(Vec::new()),
-            ports,
-            topo,
-            sockets,
+            portset: Mutex::new(ps),
+            ports: RwLock::new(ports),
+            topo: RwLock::new(topo),
         })
     }
 
+    /// Brings the running switch to `cfg` (already validated): attaches new ports,
+    /// detaches removed ones, re-assigns vNICs, and hands the control thread the new
+    /// topology — without stopping the workers or touching the other ports' traffic
+    /// (see the module documentation for the order). `vm` builds the VM-actions state
+    /// for the new topology when the VM side changed (else returns `None`). On error nothing of the running
+    /// switch has changed, except when a removed port fails to close (logged).
+    pub fn reconfigure(
+        &self,
+        cfg: &Config,
+        vm: impl FnOnce(&Topology) -> Option<Box<crate::vm_ctl::VmCtl>>,
+    ) -> Result<Reconfigured, SwitchError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(SwitchError::Other("the switch is stopping".into()));
+        }
+        let mut ps = self.portset.lock();
+        let wanted = wanted_ports(cfg);
+
+        // 1. Which ports go, which come (a changed backend is both).
+        let going: Vec<(String, OpenPort)> = ps
+            .open
+            .iter()
+            .filter(|(k, o)| {
+                !wanted
+                    .iter()
+                    .any(|w| &w.key == *k && w.backend == o.backend)
+            })
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        let coming: Vec<&WantedPort> = wanted
+            .iter()
+            .filter(|w| ps.open.get(&w.key).is_none_or(|o| o.backend != w.backend))
+            .collect();
+
+        // 2. Attach and start the new ports; undo them all if one fails.
+        let mut opened: Vec<(&WantedPort, OpenPort)> = Vec::new();
+        for w in &coming {
+            match ps.open(w, cfg) {
+                Ok(o) => opened.push((w, o)),
+                Err(e) => {
+                    for (_, o) in &opened {
+                        close_port(o);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+
+        // 3. Hand their queues to the workers and wait until each has them.
+        let mut msgs: Vec<(usize, WorkerMsg)> = Vec::new();
+        let mut handed = Vec::new();
+        let mut failed = None;
+        for (w, o) in &opened {
+            match ps.hand_out(o, &w.what) {
+                Ok(m) => {
+                    msgs.extend(m);
+                    handed.push(o.clone());
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let sent = self.send_to_workers(msgs);
+        let new_ports: Vec<OpenPort> = opened.iter().map(|(_, o)| o.clone()).collect();
+        if let Some(e) = failed.or(sent.err()) {
+            self.release_ports(&mut ps, &handed);
+            for o in new_ports
+                .iter()
+                .filter(|o| !handed.iter().any(|h| h.id == o.id))
+            {
+                close_port(o);
+            }
+            return Err(e);
+        }
+
+        // 4. The new topology to the control thread, published to the workers.
+        let before = (ps.open.clone(), ps.slots.clone());
+        for (k, _) in &going {
+            ps.open.remove(k);
+        }
+        for (w, o) in &opened {
+            ps.open.insert(w.key.clone(), o.clone());
+        }
+        let topo = match ps.assign_slots(cfg).and_then(|_| build_topology(cfg, &ps)) {
+            Ok(t) => t,
+            Err(e) => {
+                (ps.open, ps.slots) = before;
+                ps.just_vacated.clear();
+                self.release_ports(&mut ps, &new_ports);
+                return Err(e);
+            }
+        };
+        let vm = vm(&topo);
+        let generation = match self.control_request(|reply| ControlCmd::Reconfigure {
+            topo: Box::new(topo.clone()),
+            vm,
+            reply,
+        }) {
+            Some(g) => g,
+            None => {
+                (ps.open, ps.slots) = before;
+                ps.just_vacated.clear();
+                self.release_ports(&mut ps, &new_ports);
+                return Err(SwitchError::Other(
+                    "the control thread did not take the new topology".into(),
+                ));
+            }
+        };
+        // From here the change is running; waiting only decides when the removed
+        // ports may close.
+        let published = self.wait_workers(|w| {
+            self.worker_stats[w].generation.load(Ordering::Acquire) >= generation
+        });
+        *self.ports.write() = status_ports(&topo, &ps);
+        *self.topo.write() = topo;
+        ps.just_vacated.clear();
+
+        // 5. The removed ports: released by every worker, then closed.
+        let removed: Vec<OpenPort> = going.iter().map(|(_, o)| o.clone()).collect();
+        match published {
+            Ok(()) => self.release_ports(&mut ps, &removed),
+            Err(e) => tracing::error!(ports = removed.len(), "removed ports left open: {e}"),
+        }
+        let report = Reconfigured {
+            added: opened.iter().map(|(w, _)| w.what.clone()).collect(),
+            removed: going.iter().map(|(k, _)| k.clone()).collect(),
+            generation,
+        };
+        tracing::info!(added = ?report.added, removed = ?report.removed, generation, "switch reconfigured");
+        Ok(report)
+    }
+
+    /// Pushes hand-over messages to the workers' mailboxes and waits until every
+    /// worker has carried out its share.
+    fn send_to_workers(&self, msgs: Vec<(usize, WorkerMsg)>) -> Result<(), SwitchError> {
+        let n = self.worker_stats.len();
+        let mut target: Vec<u64> = (0..n).map(|w| self.shared.done(w)).collect();
+        for (w, msg) in msgs {
+            let mut msg = msg;
+            loop {
+                match self.shared.mailbox[w].push(msg) {
+                    Ok(()) => break,
+                    Err(back) => {
+                        msg = back;
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                }
+            }
+            target[w] += 1;
+        }
+        self.wait_workers(|w| self.shared.done(w) >= target[w])
+    }
+
+    /// Waits (up to [`WORKER_WAIT`]) until `ok(w)` holds for every worker.
+    fn wait_workers(&self, ok: impl Fn(usize) -> bool) -> Result<(), SwitchError> {
+        let deadline = std::time::Instant::now() + WORKER_WAIT;
+        loop {
+            if (0..self.worker_stats.len()).all(&ok) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(SwitchError::Other(
+                    "a worker did not take the change within 2 s (is it stuck?)".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Ports no snapshot names (any more, or yet): every worker releases their
+    /// queues, then they are stopped, closed and detached. A port the workers did
+    /// not release in time is left open (logged) rather than closed under them.
+    fn release_ports(&self, ps: &mut PortSet, ports: &[OpenPort]) {
+        if ports.is_empty() {
+            return;
+        }
+        let msgs: Vec<(usize, WorkerMsg)> = ports
+            .iter()
+            .flat_map(|o| {
+                (0..self.worker_stats.len()).map(move |w| (w, WorkerMsg::Detach { port: o.id }))
+            })
+            .collect();
+        if let Err(e) = self.send_to_workers(msgs) {
+            tracing::error!(ports = ports.len(), "ports left open: {e}");
+            return;
+        }
+        for o in ports {
+            ps.rx_owners.remove(&o.id);
+            close_port(o);
+        }
+    }
+}
+
+/// Stops, closes and detaches a port no worker uses, and removes the vhost-user
+/// socket the switch created for it.
+fn close_port(o: &OpenPort) {
+    let p = Port::from_id(o.id);
+    if let Err(e) = p.stop() {
+        tracing::warn!("{e}");
+    }
+    if let Err(e) = p.detach() {
+        tracing::warn!("{e}");
+    }
+    if let Some(s) = &o.socket {
+        let _ = std::fs::remove_file(s);
+    }
+}
+
+/// The ports as status output lists them: the topology's ports with their devargs.
+fn status_ports(topo: &Topology, ps: &PortSet) -> Vec<(PortEntry, String)> {
+    topo.ports
+        .iter()
+        .map(|p| {
+            let devargs = ps
+                .open
+                .values()
+                .find(|o| o.id == p.id)
+                .map(|o| o.devargs.clone())
+                .unwrap_or_default();
+            (p.clone(), devargs)
+        })
+        .collect()
+}
+
+impl Switch {
     /// Status of every port.
     pub fn ports(&self) -> Vec<PortStatus> {
         self.ports
+            .read()
             .iter()
             .map(|(p, devargs)| {
                 let port = Port::from_id(p.id);
@@ -498,9 +948,9 @@ impl Switch {
         &self.worker_stats
     }
 
-    /// The topology.
-    pub fn topology(&self) -> &Topology {
-        &self.topo
+    /// The topology the control thread runs now (a copy).
+    pub fn topology(&self) -> Topology {
+        self.topo.read().clone()
     }
 
     /// Mbufs currently out of the pool.
@@ -547,7 +997,14 @@ impl Switch {
             return self.pool.in_use();
         }
         self.stop_threads();
+        // A reconfiguration in progress gives up once the workers are gone.
+        let mut ps = self.portset.lock();
         let queues = std::mem::take(&mut *self.parked.lock());
+        for mb in &self.shared.mailbox {
+            while let Some(msg) = mb.pop() {
+                drop(msg);
+            }
+        }
         while let Some((_, m)) = self.shared.slow_rx.pop() {
             drop(m);
         }
@@ -555,19 +1012,19 @@ impl Switch {
             drop(m);
         }
         drop(queues);
-        for (p, _) in &self.ports {
-            let port = Port::from_id(p.id);
-            if let Err(e) = port.stop() {
+        let open: Vec<OpenPort> = std::mem::take(&mut ps.open).into_values().collect();
+        for o in &open {
+            if let Err(e) = Port::from_id(o.id).stop() {
                 tracing::warn!("{e}");
             }
         }
-        for (p, _) in &self.ports {
-            if let Err(e) = Port::from_id(p.id).close() {
+        for o in &open {
+            if let Err(e) = Port::from_id(o.id).close() {
                 tracing::warn!("{e}");
             }
-        }
-        for s in &self.sockets {
-            let _ = std::fs::remove_file(s);
+            if let Some(s) = &o.socket {
+                let _ = std::fs::remove_file(s);
+            }
         }
         let in_use = self.pool.in_use();
         tracing::info!(mbufs_in_use = in_use, "switch stopped");

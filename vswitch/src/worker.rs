@@ -48,6 +48,48 @@ pub struct WorkerQueues {
     pub tx: Vec<Option<TxSlot>>,
 }
 
+/// A queue hand-over to a running worker (port hot-plug), carried out at the top of
+/// an iteration, the worker's quiescent point; see [`crate::switch::Switch::reconfigure`].
+pub enum WorkerMsg {
+    /// Start polling `rx` (when given) and transmitting through `tx` on port `port`.
+    /// Sent before the snapshot that names the port is published.
+    Attach {
+        /// DPDK port id.
+        port: u16,
+        /// An rx queue of the port this worker now owns.
+        rx: Option<RxQueue>,
+        /// How this worker transmits on the port.
+        tx: TxSlot,
+    },
+    /// Stop using port `port`: flush what is buffered for it, then release its queue
+    /// tokens and the state of the vNIC it carried. Sent once every worker runs a
+    /// snapshot that no longer names the port, so no new frame is switched to it.
+    Detach {
+        /// DPDK port id.
+        port: u16,
+    },
+}
+
+impl WorkerQueues {
+    /// No queues, room for every port.
+    pub fn empty() -> WorkerQueues {
+        WorkerQueues {
+            rx: Vec::new(),
+            tx: (0..MAX_PORTS).map(|_| None).collect(),
+        }
+    }
+
+    /// Takes the queues of an [`WorkerMsg::Attach`].
+    pub fn attach(&mut self, port: u16, rx: Option<RxQueue>, tx: TxSlot) {
+        if let Some(q) = rx {
+            self.rx.push(q);
+        }
+        if let Some(slot) = self.tx.get_mut(port as usize) {
+            *slot = Some(tx);
+        }
+    }
+}
+
 /// How a worker transmits on a port.
 pub enum TxSlot {
     /// Its own queue (queue index = worker index): no synchronisation.
@@ -79,6 +121,8 @@ pub const MAX_STALL_CREDIT: Nanos = 20 * policy::time::MS;
 /// The bandwidth state of one vNIC this worker polls.
 struct VnicBw {
     gate: VnicGate,
+    /// The shaping the gate was built or last updated with.
+    shaping: Option<policy::bandwidth::Shaping>,
     ring: DelayRing,
     alloc_bits: u64,
     port: u16,
@@ -98,6 +142,17 @@ struct VnicBw {
 }
 
 impl VnicBw {
+    /// Frees the frames still waiting (their vNIC or its worker changed), counted as
+    /// `unknown_port` drops of the vNIC's port.
+    fn free_ring(&mut self, stats: &WorkerStats) {
+        while let Some(w) = self.ring.pop() {
+            drop(w.mbuf);
+            if let Some(c) = stats.ports.get(self.port as usize) {
+                c.drop_one(DropReason::UnknownPort);
+            }
+        }
+    }
+
     /// Sets the gate's rate and depth from the current allocation plus stall credit.
     fn apply(&mut self) {
         let a = Allocation::from_bits(self.alloc_bits);
@@ -137,44 +192,14 @@ impl Worker {
         stats: Arc<WorkerStats>,
         shared: Arc<Shared>,
     ) -> Worker {
-        let snap = shared.published.load();
-        let mut bw: Vec<Option<VnicBw>> = (0..snap.vnics.len()).map(|_| None).collect();
-        let mut owned = Vec::new();
-        let gate_cfg = GateConfig {
-            queue_limit_bytes: 256 * 1024,
-            max_delay: shared.max_queue_delay,
-        };
-        for q in &queues.rx {
-            if let Some(Some(p)) = snap.ports.get(q.port() as usize) {
-                if let PortRole::Vnic { vnic } = p.role {
-                    let v = &snap.vnics[vnic as usize];
-                    bw[vnic as usize] = Some(VnicBw {
-                        gate: VnicGate::new(
-                            gate_cfg,
-                            v.shaping,
-                            Allocation {
-                                rate_bps: u64::MAX >> 24,
-                                burst_bytes: 1 << 20,
-                                ..Default::default()
-                            },
-                        ),
-                        ring: DelayRing::new(DELAY_RING),
-                        alloc_bits: 0,
-                        port: v.port,
-                        stall: 0,
-                        stall_until: 0,
-                    });
-                    owned.push(vnic);
-                }
-            }
-        }
         let hz = dpdk_sys::Eal::get()
             .map(|e| e.tsc_hz())
             .unwrap_or(1_000_000_000)
             .max(1);
-        Worker {
-            bw,
-            owned,
+        let snap = shared.published.load();
+        let mut w = Worker {
+            bw: Vec::new(),
+            owned: Vec::new(),
             tsc_mult: ((1_000_000_000u128) << 32) / hz as u128,
             now: 0,
             dos: DosPath::new(index),
@@ -185,7 +210,95 @@ impl Worker {
             stats,
             shared,
             select: SelectCtx::default(),
+        };
+        w.sync_vnics(&snap);
+        w
+    }
+
+    /// Makes the per-vNIC bandwidth state match the vNICs whose rx queue this worker
+    /// owns in `snap`: creates it for new ones, updates changed shaping, frees the
+    /// delay ring of vNICs it no longer polls. Runs at start, on every snapshot reload
+    /// and after a queue hand-over — never per frame.
+    fn sync_vnics(&mut self, snap: &Snapshot) {
+        if self.bw.len() < snap.vnics.len() {
+            self.bw.resize_with(snap.vnics.len(), || None);
         }
+        let gate_cfg = GateConfig {
+            queue_limit_bytes: 256 * 1024,
+            max_delay: self.shared.max_queue_delay,
+        };
+        let mut owned = Vec::new();
+        for q in &self.queues.rx {
+            let Some(Some(p)) = snap.ports.get(q.port() as usize) else {
+                continue;
+            };
+            let PortRole::Vnic { vnic } = p.role else {
+                continue;
+            };
+            let v = &snap.vnics[vnic as usize];
+            match &mut self.bw[vnic as usize] {
+                Some(b) if b.port == v.port => {
+                    if b.shaping != v.shaping {
+                        b.gate.set_shaping(v.shaping);
+                        b.shaping = v.shaping;
+                    }
+                }
+                slot => {
+                    if let Some(mut old) = slot.take() {
+                        old.free_ring(&self.stats);
+                    }
+                    *slot = Some(VnicBw {
+                        gate: VnicGate::new(
+                            gate_cfg,
+                            v.shaping,
+                            Allocation {
+                                rate_bps: u64::MAX >> 24,
+                                burst_bytes: 1 << 20,
+                                ..Default::default()
+                            },
+                        ),
+                        shaping: v.shaping,
+                        ring: DelayRing::new(DELAY_RING),
+                        alloc_bits: 0,
+                        port: v.port,
+                        stall: 0,
+                        stall_until: 0,
+                    });
+                }
+            }
+            owned.push(vnic);
+        }
+        for (i, b) in self.bw.iter_mut().enumerate() {
+            if b.is_some() && !owned.contains(&(i as u32)) {
+                if let Some(mut old) = b.take() {
+                    old.free_ring(&self.stats);
+                }
+            }
+        }
+        self.owned = owned;
+    }
+
+    /// Carries out the queue hand-overs in this worker's mailbox.
+    fn read_mail(&mut self, snap: &Snapshot) {
+        let mut n = 0;
+        while let Some(msg) = self.shared.mailbox[self.index].pop() {
+            n += 1;
+            match msg {
+                WorkerMsg::Attach { port, rx, tx } => self.queues.attach(port, rx, tx),
+                WorkerMsg::Detach { port } => {
+                    let p = port as usize;
+                    if p < MAX_PORTS {
+                        self.flush(p);
+                        self.txbufs[p].free_all();
+                        self.queues.tx[p] = None;
+                    }
+                    self.queues.rx.retain(|q| q.port() != port);
+                }
+            }
+        }
+        self.sync_vnics(snap);
+        let done = &self.shared.done[self.index];
+        done.store(done.load(Ordering::Relaxed) + n, Ordering::Release);
     }
 
     /// Polls until the switch's quit flag is set, then frees every buffered frame.
@@ -205,9 +318,13 @@ impl Worker {
             iterations += 1;
             if self.shared.published.generation() != snap.generation {
                 snap = self.shared.published.load();
+                self.sync_vnics(&snap);
                 self.stats
                     .generation
-                    .store(snap.generation, Ordering::Relaxed);
+                    .store(snap.generation, Ordering::Release);
+            }
+            if !self.shared.mailbox[self.index].is_empty() {
+                self.read_mail(&snap);
             }
             self.dos.reload(&self.shared.dos, self.now);
             if self.dos.enabled() {
@@ -489,8 +606,8 @@ impl Worker {
         self.dos.poll(&self.shared.dos, now);
         while let Some((v, m)) = self.dos.pop_due() {
             match snap.vnics.get(v as usize) {
-                Some(e) => self.enqueue(e.port, m),
-                None => drop(m),
+                Some(e) if e.live => self.enqueue(e.port, m),
+                _ => drop(m),
             }
         }
     }
