@@ -178,6 +178,25 @@ fn ports_come_and_go_while_other_vms_traffic_flows_without_loss() {
         "the removed tap NIC is still there"
     );
 
+    // A port added now reuses the DPDK port id VM3's vNIC had; its counters start at 0.
+    ok(
+        &dir,
+        &[
+            "add-vnic",
+            "vm2",
+            "--mac",
+            "02:00:00:00:00:22",
+            "--devargs",
+            "net_null7,no-rx=1",
+            "--uplink",
+            "bond0",
+            "--name",
+            "vm2-null",
+        ],
+    );
+    let st = vsctl_json(&dir.0, &["stats", "--port", "vm2-null"]);
+    assert_eq!(st["ports"][0]["rx_pkts"], 0, "{st}");
+
     // VM2 received every frame VM1 sent while all that happened.
     let ((code, err), out) = vms.wait_and_stderr(Duration::from_secs(40));
     assert_eq!(code, Some(0), "{err}");
@@ -190,6 +209,7 @@ fn ports_come_and_go_while_other_vms_traffic_flows_without_loss() {
 
     let saved = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
     assert!(!saved.contains("vm3") && !saved.contains(&tap_c), "{saved}");
+    assert!(saved.contains("vm2-null"), "{saved}");
     let (code, out) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{out}");
     let status = last_json(&out);

@@ -156,6 +156,20 @@ impl PortTotals {
     pub fn drops_of(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
     }
+
+    /// The counts since `base` was read: a port id DPDK reuses after a hot-unplug
+    /// starts from the counts its previous holder left.
+    pub fn since(&self, base: &PortTotals) -> PortTotals {
+        let mut t = *self;
+        t.rx_pkts = t.rx_pkts.saturating_sub(base.rx_pkts);
+        t.rx_bytes = t.rx_bytes.saturating_sub(base.rx_bytes);
+        t.tx_pkts = t.tx_pkts.saturating_sub(base.tx_pkts);
+        t.tx_bytes = t.tx_bytes.saturating_sub(base.tx_bytes);
+        for (d, b) in t.drops.iter_mut().zip(base.drops) {
+            *d = d.saturating_sub(b);
+        }
+        t
+    }
 }
 
 /// All counters of one worker.

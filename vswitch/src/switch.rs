@@ -93,6 +93,9 @@ struct OpenPort {
     nb_tx: u16,
     /// A vhost-user socket the switch created (server mode), removed with the port.
     socket: Option<String>,
+    /// The switch's counters of this port id when the port was opened (a reused id
+    /// carries its previous holder's counts; status output subtracts them).
+    baseline: PortTotals,
 }
 
 /// What a configured port needs: its key (`nic:NAME` / `vnic:NAME`), a description
@@ -176,8 +179,13 @@ struct PortSet {
 }
 
 impl PortSet {
-    /// Attaches, configures and starts the port `w` asks for.
-    fn open(&mut self, w: &WantedPort, cfg: &Config) -> Result<OpenPort, SwitchError> {
+    /// Attaches, configures and starts the port `w` asks for; `stats` gives the
+    /// counters its id starts from.
+    fn open(
+        &mut self,
+        w: &WantedPort,
+        stats: &[Arc<WorkerStats>],
+    ) -> Result<OpenPort, SwitchError> {
         let what = w.what.clone();
         let devargs = if let Some(rest) = w.backend.strip_prefix("vhost-user:") {
             let (mode, sock) = rest.split_once(':').unwrap_or(("server", rest));
@@ -239,8 +247,8 @@ impl PortSet {
                 .map_err(fail)?;
         }
         p.start().map_err(port_err(what.clone())).map_err(fail)?;
-        let _ = cfg;
         Ok(OpenPort {
+            baseline: port_totals(stats, p.id()),
             id: p.id(),
             backend: w.backend.clone(),
             devargs,
@@ -534,8 +542,8 @@ pub struct Switch {
     parked: Mutex<Vec<WorkerQueues>>,
     /// Open ports and vNIC slots; held for the whole of a reconfiguration.
     portset: Mutex<PortSet>,
-    /// Ports as status output lists them (port entry, devargs).
-    ports: RwLock<Vec<(PortEntry, String)>>,
+    /// Ports as status output lists them.
+    ports: RwLock<Vec<StatusPort>>,
     /// The topology the control thread runs (a copy, for status output).
     topo: RwLock<Topology>,
 }
@@ -591,7 +599,7 @@ impl Switch {
         };
         let wanted = wanted_ports(cfg);
         for w in &wanted {
-            let o = ps.open(w, cfg)?;
+            let o = ps.open(w, &[])?;
             ps.open.insert(w.key.clone(), o);
         }
         ps.assign_slots(cfg)?;
@@ -725,7 +733,7 @@ impl Switch {
         // 2. Attach and start the new ports; undo them all if one fails.
         let mut opened: Vec<(&WantedPort, OpenPort)> = Vec::new();
         for w in &coming {
-            match ps.open(w, cfg) {
+            match ps.open(w, &self.worker_stats) {
                 Ok(o) => opened.push((w, o)),
                 Err(e) => {
                     for (_, o) in &opened {
@@ -898,20 +906,27 @@ fn close_port(o: &OpenPort) {
     }
 }
 
-/// The ports as status output lists them: the topology's ports with their devargs.
-fn status_ports(topo: &Topology, ps: &PortSet) -> Vec<(PortEntry, String)> {
+/// The ports as status output lists them: the topology's ports with their devargs
+/// and counter baselines.
+fn status_ports(topo: &Topology, ps: &PortSet) -> Vec<StatusPort> {
     topo.ports
         .iter()
         .map(|p| {
-            let devargs = ps
-                .open
-                .values()
-                .find(|o| o.id == p.id)
-                .map(|o| o.devargs.clone())
-                .unwrap_or_default();
-            (p.clone(), devargs)
+            let o = ps.open.values().find(|o| o.id == p.id);
+            StatusPort {
+                entry: p.clone(),
+                devargs: o.map(|o| o.devargs.clone()).unwrap_or_default(),
+                baseline: o.map(|o| o.baseline).unwrap_or_default(),
+            }
         })
         .collect()
+}
+
+/// A port as status output lists it.
+struct StatusPort {
+    entry: PortEntry,
+    devargs: String,
+    baseline: PortTotals,
 }
 
 impl Switch {
@@ -920,7 +935,8 @@ impl Switch {
         self.ports
             .read()
             .iter()
-            .map(|(p, devargs)| {
+            .map(|sp| {
+                let p = &sp.entry;
                 let port = Port::from_id(p.id);
                 PortStatus {
                     name: p.name.clone(),
@@ -929,9 +945,9 @@ impl Switch {
                         PortRole::Vnic { .. } => "vnic",
                         PortRole::Nic { .. } => "nic",
                     },
-                    devargs: devargs.clone(),
+                    devargs: sp.devargs.clone(),
                     link_up: port.link().up,
-                    counters: port_totals(&self.worker_stats, p.id),
+                    counters: port_totals(&self.worker_stats, p.id).since(&sp.baseline),
                     pmd: port.stats(),
                 }
             })
