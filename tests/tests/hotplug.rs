@@ -223,3 +223,86 @@ fn ports_come_and_go_while_other_vms_traffic_flows_without_loss() {
         );
     }
 }
+
+/// `vsctl set-vnic` bandwidth settings take effect on the running switch: a vNIC
+/// offering far more than its shaping (a `net_pcap` replay in the switch process) is
+/// held at 100 Mb/s, then at 50 Mb/s after a live change, then at its uplink's
+/// 1000 Mb/s once shaping is unset.
+#[test]
+fn bandwidth_settings_change_live() {
+    let dir = Scratch::new();
+    let pcap = dir.path("vm1.pcap");
+    let frames: Vec<Vec<u8>> = (0..64u16)
+        .map(|i| {
+            udp_frame(
+                [2, 0, 0, 0, 0, 1],
+                [2, 0, 0, 0, 0, 0x99],
+                [10, 0, 0, 1],
+                [10, 0, 1, 1],
+                1000 + i,
+                80,
+            )
+        })
+        .collect();
+    write_pcap(&pcap, &frames);
+    let config = format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_null0,no-rx=1"
+speed_mbps = 1000
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  devargs = "net_pcap0,rx_pcap={p},infinite_rx=1"
+  mac = "02:00:00:00:00:01"
+  uplink = "nic0"
+  average_bps = 100000000
+  peak_bps = 200000000
+  burst_bytes = 1000000
+"#,
+        prefix = unique("vhb"),
+        p = pcap.display(),
+    );
+    let sw = start_vswitchd(&dir.0, &config, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let rate = |what: &str| {
+        std::thread::sleep(Duration::from_millis(300));
+        let r = vnic_sent_bps(&dir.0, &["vm1.0"], 64, Duration::from_secs(3))[0] / 1e6;
+        eprintln!("{what}: {r:.1} Mb/s");
+        r
+    };
+    let a = rate("shaped at 100 Mb/s");
+    ok(
+        &dir,
+        &[
+            "set-vnic",
+            "vm1.0",
+            "average_bps=50000000",
+            "peak_bps=100000000",
+        ],
+    );
+    let b = rate("shaped at 50 Mb/s (live change)");
+    ok(
+        &dir,
+        &[
+            "set-vnic",
+            "vm1.0",
+            "average_bps=",
+            "peak_bps=",
+            "burst_bytes=",
+        ],
+    );
+    let c = rate("unshaped, uplink 1000 Mb/s");
+    let (code, out) = sw.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+    assert!((a - 100.0).abs() < 5.0, "first shaping: {a:.1} Mb/s");
+    assert!((b - 50.0).abs() < 4.0, "after the live change: {b:.1} Mb/s");
+    assert!((c - 1000.0).abs() < 50.0, "unshaped: {c:.1} Mb/s");
+    let saved = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
+    assert!(!saved.contains("average_bps"), "{saved}");
+}
