@@ -176,6 +176,44 @@ fn vsctl_drives_a_running_switch() {
         .map(|m| m["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(members, ["nic0", "nic1", "nic2"], "{out}");
+    // LACP switched on live: the bond runs LACP on its three members at once.
+    let (code, _, err) = vsctl(
+        &dir.0,
+        &["set-bond", "bond0", "lacp=active", "lacp_rate=fast"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = vsctl(&dir.0, &["--format", "json", "lacp/show", "bond0"]);
+    assert_eq!(code, 0, "{err}");
+    let l = json(&out);
+    assert_eq!(l[0]["bond"], "bond0", "{l}");
+    assert_eq!(l[0]["lacp"], "active", "{l}");
+    assert_eq!(l[0]["members"].as_array().unwrap().len(), 3, "{l}");
+    // A member leaves, forms a bond of its own, and that bond is deleted again.
+    for cmd in [
+        &["del-bond-member", "bond0", "nic2"][..],
+        &["add-bond", "bond1", "nic2", "mode=active-backup"],
+        &["set-vnic-uplink", "vm2.0", "bond1"],
+    ] {
+        let (code, _, err) = vsctl(&dir.0, cmd);
+        assert_eq!(code, 0, "vsctl {cmd:?}: {err}");
+    }
+    let (_, out, _) = vsctl(&dir.0, &["--format", "json", "bond/show", "bond1"]);
+    assert_eq!(
+        json(&out)[0]["vnics"],
+        serde_json::json!(["vm2.0"]),
+        "{out}"
+    );
+    let (code, _, err) = vsctl(&dir.0, &["del-bond", "bond1"]);
+    assert_ne!(code, 0, "a bond in use was deleted");
+    assert!(err.contains("vm2.0") || err.contains("in use"), "{err}");
+    for cmd in [
+        &["set-vnic-uplink", "vm2.0", "bond0"][..],
+        &["del-bond", "bond1"],
+        &["add-bond-member", "bond0", "nic2"],
+    ] {
+        let (code, _, err) = vsctl(&dir.0, cmd);
+        assert_eq!(code, 0, "vsctl {cmd:?}: {err}");
+    }
     let (code, _, err) = vsctl(&dir.0, &["set-vnic", "vm1.0", "mac=zz"]);
     assert_ne!(code, 0, "{err}");
 
