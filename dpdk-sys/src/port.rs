@@ -214,8 +214,21 @@ impl Port {
         nb_desc: u16,
         pool: &Mempool,
     ) -> Result<(), PortError> {
-        let conf = ffi::rte_eth_conf::default();
-        // SAFETY: valid port id and a zeroed (default) configuration struct.
+        let mut conf = ffi::rte_eth_conf::default();
+        if nb_rx > 1 {
+            // Several rx queues: hash flows over them (RSS) where the device can, on the
+            // fields it supports; without RSS every frame would land on queue 0.
+            let mut info = ffi::rte_eth_dev_info::default();
+            // SAFETY: valid port id, valid out-pointer.
+            if unsafe { ffi::rte_eth_dev_info_get(self.id, &mut info) } == 0 {
+                let hf = RSS_IP_TCP_UDP & info.flow_type_rss_offloads;
+                if hf != 0 {
+                    conf.rxmode.mq_mode = ffi::RTE_ETH_MQ_RX_RSS;
+                    conf.rx_adv_conf.rss_conf.rss_hf = hf;
+                }
+            }
+        }
+        // SAFETY: valid port id and a configuration struct zeroed but for RSS.
         let rc = unsafe { ffi::rte_eth_dev_configure(self.id, nb_rx, nb_tx, &conf) };
         if rc != 0 {
             return Err(op_err(*self, "configure", rc));
@@ -416,6 +429,126 @@ impl Port {
             });
         }
         Ok(())
+    }
+}
+
+/// `RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP` of `rte_ethdev.h` (bindgen
+/// cannot evaluate the `RTE_BIT64` macros): IPv4/IPv6 (also fragments, other and
+/// extension headers), and TCP and UDP over both.
+const RSS_IP_TCP_UDP: u64 = {
+    const fn b(n: u32) -> u64 {
+        1u64 << n
+    }
+    let ip = b(2) | b(3) | b(7) | b(8) | b(9) | b(13) | b(15);
+    let tcp = b(4) | b(10) | b(16);
+    let udp = b(5) | b(11) | b(17);
+    ip | tcp | udp
+};
+
+impl Port {
+    /// Points the RSS redirection table at rx queues `0..n` only, so the queues from
+    /// `n` up receive no hashed traffic (a queue reserved for steered frames). A device
+    /// without a redirection table (or RSS off) needs nothing: `Ok`.
+    pub fn rss_spread_over(&self, n: u16) -> Result<(), PortError> {
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: valid port id, valid out-pointer.
+        let rc = unsafe { ffi::rte_eth_dev_info_get(self.id, &mut info) };
+        if rc != 0 {
+            return Err(op_err(*self, "dev_info_get", rc));
+        }
+        let size = info.reta_size as usize;
+        if size == 0 || n == 0 {
+            return Ok(());
+        }
+        let mut reta = vec![ffi::rte_eth_rss_reta_entry64::default(); size.div_ceil(64)];
+        for i in 0..size {
+            let e = &mut reta[i / 64];
+            e.mask |= 1 << (i % 64);
+            e.reta[i % 64] = (i % n as usize) as u16;
+        }
+        // SAFETY: `reta` holds `reta_size` entries (64 per element), each selected by
+        // its mask bit; valid port id.
+        let rc =
+            unsafe { ffi::rte_eth_dev_rss_reta_update(self.id, reta.as_mut_ptr(), info.reta_size) };
+        if rc != 0 && rc != -libc_enotsup() {
+            return Err(op_err(*self, "rss_reta_update", rc));
+        }
+        Ok(())
+    }
+
+    /// Steers every received frame of `ethertype` to rx queue `queue` with an rte_flow
+    /// rule (ETH type match → QUEUE), as DPDK's mode-4 bonding does for LACP's
+    /// dedicated queue. Call after [`configure`](Self::configure), before
+    /// [`start`](Self::start). The rule lives until the port is closed. Fails with the
+    /// PMD's reason where it has no flow support.
+    pub fn steer_ethertype(&self, ethertype: u16, queue: u16) -> Result<(), PortError> {
+        let mut attr = ffi::rte_flow_attr::default();
+        attr.set_ingress(1);
+        let mut spec = ffi::rte_flow_item_eth::default();
+        let mut mask = ffi::rte_flow_item_eth::default();
+        // Writing a union field is safe; the header view and the named fields alias.
+        spec.__bindgen_anon_1.__bindgen_anon_1.type_ = ethertype.to_be();
+        mask.__bindgen_anon_1.__bindgen_anon_1.type_ = 0xffff;
+        let items = [
+            ffi::rte_flow_item {
+                type_: ffi::RTE_FLOW_ITEM_TYPE_ETH,
+                spec: &spec as *const _ as *const std::os::raw::c_void,
+                last: std::ptr::null(),
+                mask: &mask as *const _ as *const std::os::raw::c_void,
+            },
+            ffi::rte_flow_item {
+                type_: ffi::RTE_FLOW_ITEM_TYPE_END,
+                spec: std::ptr::null(),
+                last: std::ptr::null(),
+                mask: std::ptr::null(),
+            },
+        ];
+        let q = ffi::rte_flow_action_queue { index: queue };
+        let actions = [
+            ffi::rte_flow_action {
+                type_: ffi::RTE_FLOW_ACTION_TYPE_QUEUE,
+                conf: &q as *const _ as *const std::os::raw::c_void,
+            },
+            ffi::rte_flow_action {
+                type_: ffi::RTE_FLOW_ACTION_TYPE_END,
+                conf: std::ptr::null(),
+            },
+        ];
+        let mut err = ffi::rte_flow_error::default();
+        // SAFETY: END-terminated item and action arrays whose spec/mask/conf point at
+        // locals alive for the call; valid out-pointer for the error.
+        let rc = unsafe {
+            ffi::rte_flow_validate(self.id, &attr, items.as_ptr(), actions.as_ptr(), &mut err)
+        };
+        if rc != 0 {
+            return Err(flow_err(*self, "flow_validate", rc, &err));
+        }
+        // SAFETY: as above; the PMD copies what it keeps.
+        let flow = unsafe {
+            ffi::rte_flow_create(self.id, &attr, items.as_ptr(), actions.as_ptr(), &mut err)
+        };
+        if flow.is_null() {
+            return Err(flow_err(*self, "flow_create", -1, &err));
+        }
+        Ok(())
+    }
+}
+
+/// A flow error with the PMD's message when it gave one.
+fn flow_err(port: Port, op: &'static str, rc: i32, err: &ffi::rte_flow_error) -> PortError {
+    let msg = if err.message.is_null() {
+        errno_str(rc)
+    } else {
+        // SAFETY: the PMD sets `message` to a NUL-terminated static string.
+        unsafe { CStr::from_ptr(err.message) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    PortError::Op {
+        port: port.id,
+        name: port.name(),
+        op,
+        reason: msg,
     }
 }
 

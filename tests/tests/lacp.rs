@@ -540,6 +540,14 @@ fn interop_with_dpdk_bonding_mode4() {
         show.contains("---- bond0 ----") && show.contains("member: n1"),
         "{show}"
     );
+    // The tap PMD here has no rte_flow (no multiq qdisc), so LACP is picked out of the
+    // data queues by the workers, and lacp/show says why.
+    assert!(
+        show.contains(
+            "steering n1: workers pick LACP out of the data queues (no rte_flow steering"
+        ),
+        "{show}"
+    );
     let _ = writeln!(pmd.stdin, "quit");
 }
 

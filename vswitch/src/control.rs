@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use dpdk_sys::Port;
 use parking_lot::RwLock;
 
-use dpdk_sys::{Mbuf, Mempool};
+use dpdk_sys::{Burst, Mbuf, Mempool};
 use policy::bandwidth::{Allocation, AllocatorConfig, DegradedMode, LimitReason, ShareAllocator};
 use policy::bond::{Bond, BondConfig, BondEvent, Distribution, MemberState, Mode};
 use policy::time::{Nanos, SEC};
+use policy::wire::ethertype;
 use policy::wire::{build_rarp, RARP_FRAME_LEN};
 
 use crate::lacp_ctl::{LacpCtl, LacpSettings, LacpView};
@@ -54,6 +55,8 @@ pub enum ControlCmd {
         topo: Box<Topology>,
         /// VM actions rebuilt for the new configuration, when the VM side changed.
         vm: Option<Box<crate::vm_ctl::VmCtl>>,
+        /// Dedicated LACP queues of the ports this change added.
+        lacp_queues: Vec<LacpQueue>,
         /// Where the generation goes.
         reply: crossbeam::channel::Sender<u64>,
     },
@@ -64,6 +67,18 @@ pub enum ControlCmd {
         /// Answered when installed.
         reply: crossbeam::channel::Sender<()>,
     },
+}
+
+/// LACP's dedicated queues on one member port (rte_flow steers slow-protocol frames
+/// to the rx queue), owned by the control thread, which polls the rx queue and sends
+/// LACPDUs on the tx queue itself — so worker load never delays LACP.
+pub struct LacpQueue {
+    /// DPDK port id.
+    pub port: u16,
+    /// The steered rx queue.
+    pub rx: dpdk_sys::RxQueue,
+    /// A tx queue no worker uses.
+    pub tx: dpdk_sys::TxQueue,
 }
 
 /// State and reason of one uplink member, for status output.
@@ -187,6 +202,8 @@ pub struct Topology {
     pub degraded: Vec<DegradedMode>,
     /// How often allocations are recomputed (0: bandwidth policy off).
     pub allocation_interval: Duration,
+    /// How LACP frames reach the control thread, by member port id (LACP bonds only).
+    pub steering: Vec<(u16, String)>,
 }
 
 impl Topology {
@@ -272,6 +289,10 @@ pub struct Control {
     slow_rx_dropped: u64,
     /// VM actions and DoS detection ([`crate::vm_ctl`]), once installed.
     vm: Option<Box<crate::vm_ctl::VmCtl>>,
+    /// Dedicated LACP queues (ports where rte_flow steering works).
+    lacp_queues: Vec<LacpQueue>,
+    /// Frames on a dedicated LACP queue that were not slow-protocol frames (dropped).
+    steered_other: u64,
 }
 
 impl Control {
@@ -286,6 +307,7 @@ impl Control {
         poll: Duration,
         start: Instant,
         cmds: crossbeam::channel::Receiver<ControlCmd>,
+        lacp_queues: Vec<LacpQueue>,
     ) -> Control {
         let now = start.elapsed().as_nanos() as Nanos;
         let uplinks = bonds
@@ -319,6 +341,8 @@ impl Control {
             rarps_sent: 0,
             slow_rx_dropped: 0,
             vm: None,
+            lacp_queues,
+            steered_other: 0,
         }
     }
 
@@ -390,40 +414,72 @@ impl Control {
 
     /// LACP: received frames, timers, transmission, verdicts into the bonds, logging.
     fn run_lacp(&mut self, now: Nanos) {
+        // Steered frames first: the dedicated queues, polled here.
+        let mut burst: Burst<32> = Burst::new();
+        for i in 0..self.lacp_queues.len() {
+            let port = self.lacp_queues[i].port;
+            for _ in 0..4 {
+                if self.lacp_queues[i].rx.rx_burst(&mut burst) == 0 {
+                    break;
+                }
+                for m in burst.drain() {
+                    let d = m.data();
+                    if d.len() >= 14 && u16::from_be_bytes([d[12], d[13]]) == ethertype::SLOW {
+                        self.lacp_frame(port, m, now);
+                    } else {
+                        self.steered_other += 1;
+                    }
+                }
+            }
+        }
         // Bounded so a flood of slow frames cannot hold the control loop.
         for _ in 0..self.shared.slow_rx.capacity() {
             let Some((port, m)) = self.shared.slow_rx.pop() else {
                 break;
             };
-            self.slow_rx += 1;
-            let owner = self.uplinks.iter_mut().find_map(|c| {
-                let l = c.lacp.as_mut()?;
-                l.member_of(port).map(|i| (l, i))
-            });
-            match owner {
-                Some((l, i)) => {
-                    let _ = l.on_frame(i, m.data(), now);
-                }
-                None => {
-                    self.slow_rx_dropped += 1;
-                    tracing::debug!(
-                        port,
-                        len = m.data().len(),
-                        "slow-protocol frame on a port without LACP dropped"
-                    );
-                }
-            }
+            self.lacp_frame(port, m, now);
         }
-        let (pool, shared) = (&self.pool, &self.shared);
-        let mut send = |port: u16, frame: &[u8]| match Mbuf::from_bytes(pool, frame) {
-            Some(m) => shared.ctl_tx.push((port, m)).is_ok(),
-            None => false,
+        let (pool, shared, queues) = (&self.pool, &self.shared, &mut self.lacp_queues);
+        let mut send = |port: u16, frame: &[u8]| {
+            let Some(m) = Mbuf::from_bytes(pool, frame) else {
+                return false;
+            };
+            match queues.iter_mut().find(|q| q.port == port) {
+                Some(q) => {
+                    let mut b: Burst<1> = Burst::new();
+                    let _ = b.push(m);
+                    q.tx.tx_burst(&mut b) == 1
+                }
+                None => shared.ctl_tx.push((port, m)).is_ok(),
+            }
         };
         for c in &mut self.uplinks {
             if let Some(l) = c.lacp.as_mut() {
                 l.run(now, &mut send);
                 l.apply(&mut c.bond, now);
                 l.observe();
+            }
+        }
+    }
+
+    /// One received slow-protocol frame to the LACP of the bond its port belongs to.
+    fn lacp_frame(&mut self, port: u16, m: Mbuf, now: Nanos) {
+        self.slow_rx += 1;
+        let owner = self.uplinks.iter_mut().find_map(|c| {
+            let l = c.lacp.as_mut()?;
+            l.member_of(port).map(|i| (l, i))
+        });
+        match owner {
+            Some((l, i)) => {
+                let _ = l.on_frame(i, m.data(), now);
+            }
+            None => {
+                self.slow_rx_dropped += 1;
+                tracing::debug!(
+                    port,
+                    len = m.data().len(),
+                    "slow-protocol frame on a port without LACP dropped"
+                );
             }
         }
     }
@@ -521,8 +577,19 @@ impl Control {
 
     /// Runs `new` from now on (see [`ControlCmd::Reconfigure`]); returns the
     /// generation of the snapshot that carries it.
-    fn adopt(&mut self, new: Topology, vm: Option<Box<crate::vm_ctl::VmCtl>>, now: Nanos) -> u64 {
+    fn adopt(
+        &mut self,
+        new: Topology,
+        vm: Option<Box<crate::vm_ctl::VmCtl>>,
+        lacp_queues: Vec<LacpQueue>,
+        now: Nanos,
+    ) -> u64 {
         let old = std::mem::replace(&mut self.topo, new);
+        // Dedicated LACP queues of ports that are gone are released before the switch
+        // closes those ports (it waits for this command's answer).
+        let ports: Vec<u16> = self.topo.ports.iter().map(|p| p.id).collect();
+        self.lacp_queues.retain(|q| ports.contains(&q.port));
+        self.lacp_queues.extend(lacp_queues);
         let mut old_ctl: Vec<Option<UplinkCtl>> = std::mem::take(&mut self.uplinks)
             .into_iter()
             .map(Some)
@@ -755,8 +822,13 @@ impl Control {
 
     fn handle_cmd(&mut self, cmd: ControlCmd, now: Nanos) {
         match cmd {
-            ControlCmd::Reconfigure { topo, vm, reply } => {
-                let g = self.adopt(*topo, vm, now);
+            ControlCmd::Reconfigure {
+                topo,
+                vm,
+                lacp_queues,
+                reply,
+            } => {
+                let g = self.adopt(*topo, vm, lacp_queues, now);
                 let _ = reply.send(g);
             }
             ControlCmd::VmActions { mut ctl, reply } => {
@@ -1064,7 +1136,19 @@ impl Control {
         v.lacp = self
             .uplinks
             .iter()
-            .filter_map(|c| c.lacp.as_ref().map(LacpCtl::view))
+            .enumerate()
+            .filter_map(|(u, c)| {
+                let mut l = c.lacp.as_ref().map(LacpCtl::view)?;
+                for (m, port) in self.topo.uplinks[u].members.iter().enumerate() {
+                    if let Some((_, how)) = self.topo.steering.iter().find(|(p, _)| p == port) {
+                        l.status.push_str(&format!(
+                            "\n  steering {}: {how}",
+                            self.topo.member_names[u][m]
+                        ));
+                    }
+                }
+                Some(l)
+            })
             .collect();
         v.slow_rx_dropped = self.slow_rx_dropped;
         if let Some(vm) = &self.vm {

@@ -36,7 +36,7 @@ use dpdk_sys::{Eal, Mempool, Port, PortStats, SharedTxQueue};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
-use crate::control::{Control, ControlCmd, ControlView, Topology};
+use crate::control::{Control, ControlCmd, ControlView, LacpQueue, Topology};
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, PortTotals, WorkerStats, MAX_PORTS};
@@ -96,6 +96,11 @@ struct OpenPort {
     /// The switch's counters of this port id when the port was opened (a reused id
     /// carries its previous holder's counts; status output subtracts them).
     baseline: PortTotals,
+    /// LACP's dedicated (rx, tx) queue, beyond the data queues, when the PMD steers
+    /// slow-protocol frames to it with rte_flow; the control thread owns both.
+    lacp_queue: Option<(u16, u16)>,
+    /// How LACP frames reach the control thread on this port (for `lacp/show`).
+    steering: String,
 }
 
 /// What a configured port needs: its key (`nic:NAME` / `vnic:NAME`), a description
@@ -106,6 +111,8 @@ struct WantedPort {
     backend: String,
     nic: bool,
     server_socket: Option<String>,
+    /// A member of a bond that runs LACP.
+    lacp: bool,
 }
 
 /// The ports the configuration asks for, in start-up order: NICs (bond members
@@ -127,12 +134,16 @@ fn wanted_ports(cfg: &Config) -> Vec<WantedPort> {
     }
     for i in nics {
         let n = &cfg.nic[i];
+        let lacp = cfg.bond_of_nic(&n.name).is_some_and(|b| b.lacp != "off");
         out.push(WantedPort {
             key: format!("nic:{}", n.name),
             what: format!("nic '{}'", n.name),
+            // LACP's dedicated queue is laid out when the port opens; switching LACP
+            // on or off later keeps the port (and its layout) as it is.
             backend: n.devargs.clone(),
             nic: true,
             server_socket: None,
+            lacp,
         });
     }
     for vm in &cfg.vm {
@@ -152,6 +163,7 @@ fn wanted_ports(cfg: &Config) -> Vec<WantedPort> {
                 backend,
                 nic: false,
                 server_socket,
+                lacp: false,
             });
         }
     }
@@ -238,9 +250,42 @@ impl PortSet {
             nb_tx = if w.nic { nb_tx } else { 1 };
             nb_rx = nb_tx;
         }
-        p.configure(nb_rx, nb_tx, self.desc, &self.pool)
-            .map_err(port_err(what.clone()))
-            .map_err(fail)?;
+        // LACP on a bond member: where the PMD can steer slow-protocol frames to a
+        // queue of their own (rte_flow) and has a spare rx and tx queue, LACP gets
+        // them, polled and fed by the control thread, so no load on the data queues
+        // can delay a LACPDU (as DPDK's mode-4 dedicated queues, OVS's LACP steering).
+        let mut lacp_queue = None;
+        let mut steering = String::new();
+        if w.lacp {
+            if info.max_rx_queues > nb_rx && info.max_tx_queues > nb_tx {
+                let dedicated = p
+                    .configure(nb_rx + 1, nb_tx + 1, self.desc, &self.pool)
+                    .and_then(|_| p.rss_spread_over(nb_rx))
+                    .and_then(|_| p.steer_ethertype(policy::wire::ethertype::SLOW, nb_rx));
+                match dedicated {
+                    Ok(()) => {
+                        lacp_queue = Some((nb_rx, nb_tx));
+                        steering = format!(
+                            "rte_flow: LACP to rx queue {nb_rx}, sent on tx queue {nb_tx}, both the control thread's"
+                        );
+                    }
+                    Err(e) => {
+                        steering = format!(
+                            "workers pick LACP out of the data queues (no rte_flow steering: {e})"
+                        )
+                    }
+                }
+            } else {
+                steering =
+                    "workers pick LACP out of the data queues (no spare queue for steering)".into();
+            }
+            tracing::info!(port = %what, "LACP steering: {steering}");
+        }
+        if lacp_queue.is_none() {
+            p.configure(nb_rx, nb_tx, self.desc, &self.pool)
+                .map_err(port_err(what.clone()))
+                .map_err(fail)?;
+        }
         if w.nic {
             p.set_promiscuous(true)
                 .map_err(port_err(what.clone()))
@@ -248,6 +293,8 @@ impl PortSet {
         }
         p.start().map_err(port_err(what.clone())).map_err(fail)?;
         Ok(OpenPort {
+            lacp_queue,
+            steering,
             baseline: port_totals(stats, p.id()),
             id: p.id(),
             backend: w.backend.clone(),
@@ -332,6 +379,19 @@ impl PortSet {
         }
         self.rx_owners.insert(o.id, owners);
         Ok(out)
+    }
+
+    /// The control thread's tokens for port `o`'s dedicated LACP queues, if it has them.
+    fn lacp_tokens(&self, o: &OpenPort, what: &str) -> Result<Option<LacpQueue>, SwitchError> {
+        let Some((rx, tx)) = o.lacp_queue else {
+            return Ok(None);
+        };
+        let p = Port::from_id(o.id);
+        Ok(Some(LacpQueue {
+            port: o.id,
+            rx: p.rx_queue(rx).map_err(port_err(what.to_string()))?,
+            tx: p.tx_queue(tx).map_err(port_err(what.to_string()))?,
+        }))
     }
 
     /// Gives every vNIC of `cfg` a slot: existing vNICs keep theirs, removed ones are
@@ -498,7 +558,14 @@ fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError
             });
         }
     }
+    let steering = ports
+        .open
+        .values()
+        .filter(|o| !o.steering.is_empty())
+        .map(|o| (o.id, o.steering.clone()))
+        .collect();
     Ok(Topology {
+        steering,
         ports: entries,
         vnics,
         uplinks,
@@ -625,8 +692,10 @@ impl Switch {
         // a tx slot on every port. The same hand-out a running switch sends through
         // the mailboxes, applied before the workers start.
         let mut assign: Vec<WorkerQueues> = (0..n_workers).map(|_| WorkerQueues::empty()).collect();
+        let mut lacp_queues = Vec::new();
         for w in &wanted {
             let o = ps.open[&w.key].clone();
+            lacp_queues.extend(ps.lacp_tokens(&o, &w.what)?);
             for (wi, msg) in ps.hand_out(&o, &w.what)? {
                 if let WorkerMsg::Attach { port, rx, tx } = msg {
                     assign[wi].attach(port, rx, tx);
@@ -665,6 +734,7 @@ impl Switch {
             Duration::from_millis(cfg.dataplane.link_poll_ms.max(1)),
             clock,
             cmd_rx,
+            lacp_queues,
         );
         let control_core = cfg.dataplane.control_core;
         let control = std::thread::Builder::new()
@@ -730,6 +800,23 @@ impl Switch {
             .filter(|w| ps.open.get(&w.key).is_none_or(|o| o.backend != w.backend))
             .collect();
 
+        // A new backend under a device name that is still attached would find the
+        // old device instead of probing a new one.
+        for w in &coming {
+            if w.backend.starts_with("vhost-user:") {
+                continue;
+            }
+            let dev = w.backend.split(',').next().unwrap_or("").trim();
+            if let Some(p) = Port::by_name(dev) {
+                if ps.open.values().any(|o| o.id == p.id()) {
+                    return Err(SwitchError::Other(format!(
+                        "{}: device {dev} is still attached; give the new backend another device name (e.g. {dev}1)",
+                        w.what
+                    )));
+                }
+            }
+        }
+
         // 2. Attach and start the new ports; undo them all if one fails.
         let mut opened: Vec<(&WantedPort, OpenPort)> = Vec::new();
         for w in &coming {
@@ -748,9 +835,14 @@ impl Switch {
         let mut msgs: Vec<(usize, WorkerMsg)> = Vec::new();
         let mut handed = Vec::new();
         let mut failed = None;
+        let mut lacp_queues = Vec::new();
         for (w, o) in &opened {
-            match ps.hand_out(o, &w.what) {
-                Ok(m) => {
+            match ps
+                .lacp_tokens(o, &w.what)
+                .and_then(|l| Ok((l, ps.hand_out(o, &w.what)?)))
+            {
+                Ok((l, m)) => {
+                    lacp_queues.extend(l);
                     msgs.extend(m);
                     handed.push(o.clone());
                 }
@@ -763,6 +855,7 @@ impl Switch {
         let sent = self.send_to_workers(msgs);
         let new_ports: Vec<OpenPort> = opened.iter().map(|(_, o)| o.clone()).collect();
         if let Some(e) = failed.or(sent.err()) {
+            drop(lacp_queues);
             self.release_ports(&mut ps, &handed);
             for o in new_ports
                 .iter()
@@ -786,6 +879,7 @@ impl Switch {
             Err(e) => {
                 (ps.open, ps.slots) = before;
                 ps.just_vacated.clear();
+                drop(lacp_queues);
                 self.release_ports(&mut ps, &new_ports);
                 return Err(e);
             }
@@ -794,6 +888,7 @@ impl Switch {
         let generation = match self.control_request(|reply| ControlCmd::Reconfigure {
             topo: Box::new(topo.clone()),
             vm,
+            lacp_queues,
             reply,
         }) {
             Some(g) => g,
