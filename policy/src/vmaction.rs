@@ -33,6 +33,18 @@
 //!   to `retry_max`); an alert is raised for the first failure only, not each retry.
 //! - Migration is requested at most once per episode (degradation or attack).
 //! - Priorities: a larger number is more important.
+//!
+//! # Policy precedence (per VM and per bond)
+//!
+//! Each degraded-bond setting — suspend when starved, starvation grace, migration
+//! delay, alert — is resolved per (VM, bond): the VM's own setting
+//! ([`VmActionPolicy`], `Some`) wins; a setting the VM leaves unset (`None`) takes the
+//! bond's ([`BondActionPolicy`], set with [`VmSupervisor::set_bond_policy`]); a bond
+//! without a policy has the defaults (no suspension, 1 s grace, no migration,
+//! alerts on). So `suspend_starved` on a bond suspends every VM starved on it that
+//! does not opt out itself, and `Some(false)` on a VM exempts it. Alerts belong to
+//! the VM rather than to one bond: unset on the VM, they are raised when any of its
+//! bonds wants them.
 
 use crate::dos::{AttackClass, DosEvent, DosResponse};
 use crate::time::{Nanos, SEC};
@@ -91,49 +103,62 @@ impl FromStr for VmAction {
     }
 }
 
-/// How to act on one VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How to act on one VM. `None` leaves a setting to the VM's bonds
+/// ([`BondActionPolicy`]); see [`VmSupervisor`] for the precedence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VmActionPolicy {
     /// Suspend the VM when it is starved by the degraded-bond rule (\[0124\]).
-    pub suspend_when_starved: bool,
+    pub suspend_when_starved: Option<bool>,
     /// How long starvation must last before suspending (avoids acting on blips).
-    pub starve_grace: Nanos,
+    pub starve_grace: Option<Nanos>,
     /// Request migration when the VM is affected by a bond degraded for this long (\[0132\]).
     pub migrate_after: Option<Nanos>,
     /// Raise an alert for every action taken on this VM (\[0133\]).
-    pub alert: bool,
+    pub alert: Option<bool>,
     /// The VM may be suspended to protect a higher-priority VM under DoS attack (\[0126\]).
     pub suspend_for_dos: bool,
 }
 
-impl Default for VmActionPolicy {
+/// A bond's defaults for the VMs that use it, for every setting a VM leaves unset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BondActionPolicy {
+    /// Suspend VMs starved on this bond by the degraded-bond rule (default false).
+    pub suspend_starved: bool,
+    /// How long starvation must last before suspending (default 1 s).
+    pub starve_grace: Nanos,
+    /// Request the migration of VMs affected by this bond's degradation once it has
+    /// lasted this long (default: never).
+    pub migrate_after: Option<Nanos>,
+    /// Raise an alert for every action on VMs using this bond (default true).
+    pub alert: bool,
+}
+
+impl Default for BondActionPolicy {
     /// Disruptive actions are opt-in; alerts are on.
     fn default() -> Self {
-        VmActionPolicy {
-            suspend_when_starved: false,
+        BondActionPolicy {
+            suspend_starved: false,
             starve_grace: SEC,
             migrate_after: None,
             alert: true,
-            suspend_for_dos: false,
         }
     }
 }
 
-/// Per-bond overrides: a VM's policy applies only where its bond allows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BondActionPolicy {
-    /// VMs starved on this bond may be suspended (default true).
-    pub suspend_starved: bool,
-    /// Migration delay for VMs without their own `migrate_after`.
-    pub migrate_after: Option<Nanos>,
-}
+impl VmActionPolicy {
+    /// Whether to suspend the VM when starved on a bond with policy `bond`.
+    pub fn suspends_on(&self, bond: &BondActionPolicy) -> bool {
+        self.suspend_when_starved.unwrap_or(bond.suspend_starved)
+    }
 
-impl Default for BondActionPolicy {
-    fn default() -> Self {
-        BondActionPolicy {
-            suspend_starved: true,
-            migrate_after: None,
-        }
+    /// The starvation grace period on a bond with policy `bond`.
+    pub fn grace_on(&self, bond: &BondActionPolicy) -> Nanos {
+        self.starve_grace.unwrap_or(bond.starve_grace)
+    }
+
+    /// The migration delay on a bond with policy `bond` (`None`: never).
+    pub fn migrate_after_on(&self, bond: &BondActionPolicy) -> Option<Nanos> {
+        self.migrate_after.or(bond.migrate_after)
     }
 }
 
@@ -482,7 +507,7 @@ impl VmSupervisor {
             return;
         }
         e.inflight = None;
-        let alert = e.spec.policy.alert;
+        let alert = alerts_for(&self.bonds, &e.spec);
         let msg = match result {
             Ok(()) => {
                 e.failures = 0;
@@ -674,19 +699,19 @@ impl VmSupervisor {
                     continue;
                 };
                 let cause = SuspendReason::Starved { bond: bond.clone() };
+                let grace = e.spec.policy.grace_on(&b.policy);
                 let starved_long = e
                     .starved_since
-                    .is_some_and(|s| now.saturating_sub(s) >= e.spec.policy.starve_grace);
+                    .is_some_and(|s| now.saturating_sub(s) >= grace);
                 if add_reason.is_none()
                     && starved_long
-                    && e.spec.policy.suspend_when_starved
-                    && b.policy.suspend_starved
+                    && e.spec.policy.suspends_on(&b.policy)
                     && !protected
                 {
                     add_reason = Some(cause.clone());
                 }
                 let affected = e.starved_since.is_some() || e.reasons.contains(&cause);
-                let after = e.spec.policy.migrate_after.or(b.policy.migrate_after);
+                let after = e.spec.policy.migrate_after_on(&b.policy);
                 if want_mig.is_none()
                     && affected
                     && after.is_some_and(|d| now.saturating_sub(since) >= d)
@@ -706,7 +731,7 @@ impl VmSupervisor {
                 if now.saturating_sub(since) >= self.cfg.action_timeout {
                     e.inflight = None;
                     let msg = Self::failed(&self.cfg, e, a, "no result (timed out)", now);
-                    if let (true, Some(m)) = (e.spec.policy.alert, msg) {
+                    if let (true, Some(m)) = (alerts_for(&self.bonds, &e.spec), msg) {
                         self.alert(&name, m);
                     }
                 }
@@ -739,6 +764,18 @@ impl VmSupervisor {
             }
         }
     }
+}
+
+/// Whether actions on `vm` raise alerts: its own `alert` if set, else whether any of
+/// its bonds wants them (a bond without a policy does; so does a VM on no bond).
+fn alerts_for(bonds: &BTreeMap<String, BondEntry>, vm: &VmSpec) -> bool {
+    vm.policy.alert.unwrap_or_else(|| {
+        vm.bonds.is_empty()
+            || vm
+                .bonds
+                .iter()
+                .any(|b| bonds.get(b).is_none_or(|e| e.policy.alert))
+    })
 }
 
 fn describe(reasons: &BTreeSet<SuspendReason>) -> String {

@@ -259,6 +259,25 @@ pub struct BondConfigFile {
     /// load-based: window, seconds.
     #[serde(default)]
     pub rebalance_window_s: Option<u64>,
+    /// VM actions ([0124]): suspend the VMs starved on this bond by the degraded-bond
+    /// rule (they need `qmp` or `hook`), resumed on failback. The default for every VM
+    /// on the bond that sets no `suspend_when_starved` of its own; a VM's own setting
+    /// wins either way.
+    #[serde(default)]
+    pub suspend_starved_vms: bool,
+    /// VM actions: how long starvation must last before a VM on this bond is
+    /// suspended, ms (default 1000), for VMs without their own `starve_grace_ms`.
+    #[serde(default)]
+    pub starve_grace_ms: Option<u64>,
+    /// VM actions ([0132]): request the migration (hook) of VMs starved on this bond
+    /// once it has been degraded this long, s, for VMs without their own
+    /// `migrate_after_s`.
+    #[serde(default)]
+    pub migrate_after_s: Option<u64>,
+    /// VM actions ([0133]): raise an alert for every action on VMs using this bond
+    /// that set no `alert` of their own (default true).
+    #[serde(default = "yes")]
+    pub alert: bool,
 }
 
 fn yes() -> bool {
@@ -305,19 +324,22 @@ pub struct VmConfig {
     #[serde(default)]
     pub hook: Option<String>,
     /// Suspend the VM (QMP `stop`, or the hook) while it is starved by a degraded
-    /// bond, until the bond is restored ([0124]); needs `qmp` or `hook`.
+    /// bond, until the bond is restored ([0124]); needs `qmp` or `hook`. Unset: its
+    /// bond's `suspend_starved_vms` decides (the VM's own setting always wins).
     #[serde(default)]
-    pub suspend_when_starved: bool,
-    /// How long starvation must last before the VM is suspended, ms (default 1000).
+    pub suspend_when_starved: Option<bool>,
+    /// How long starvation must last before the VM is suspended, ms. Unset: its
+    /// bond's `starve_grace_ms` (default 1000).
     #[serde(default)]
     pub starve_grace_ms: Option<u64>,
-    /// Request the VM's migration (hook) once a bond it uses has been degraded this
-    /// long, s ([0132]).
+    /// Request the VM's migration (hook) once a bond it uses and is starved on has
+    /// been degraded this long, s ([0132]). Unset: its bond's `migrate_after_s`.
     #[serde(default)]
     pub migrate_after_s: Option<u64>,
     /// Raise an alert (log, and the hook when configured) for every action ([0133]).
-    #[serde(default = "yes")]
-    pub alert: bool,
+    /// Unset: on, unless every bond the VM uses sets `alert = false`.
+    #[serde(default)]
+    pub alert: Option<bool>,
     /// The VM may be suspended to protect a higher-priority VM under DoS attack
     /// (`dos_responses = ["suspend-lower-priority"]` on the victim, [0126]).
     #[serde(default)]
@@ -796,6 +818,21 @@ impl Config {
             }
             b.policy()?;
             b.lacp_settings()?;
+            let acts_on_starved = if b.suspend_starved_vms {
+                Some("suspend_starved_vms")
+            } else if b.migrate_after_s.is_some() {
+                Some("migrate_after_s")
+            } else {
+                None
+            };
+            if let (Some(key), "proportional") = (acts_on_starved, b.degraded.as_str()) {
+                return bad(format!(
+                    "bond '{}': {key} acts on VMs starved by the degraded-bond rule, which \
+                     degraded = \"proportional\" never starves; use degraded = \"drop-lower-priority\" \
+                     or remove {key}",
+                    b.name
+                ));
+            }
         }
         let mut macs: HashMap<MacAddr, String> = HashMap::new();
         let mut sockets: HashSet<&str> = HashSet::new();
@@ -812,11 +849,26 @@ impl Config {
                     vm.name, vm.priority
                 ));
             }
-            if vm.suspend_when_starved && vm.qmp.is_none() && vm.hook.is_none() {
+            if vm.suspend_when_starved == Some(true) && vm.qmp.is_none() && vm.hook.is_none() {
                 return bad(format!(
                     "vm '{}': suspend_when_starved needs a qmp socket or a hook to suspend with",
                     vm.name
                 ));
+            }
+            if vm.suspend_when_starved.is_none() && vm.qmp.is_none() && vm.hook.is_none() {
+                let inherits = vm.vnic.iter().find_map(|v| {
+                    self.bond
+                        .iter()
+                        .find(|b| b.name == v.uplink && b.suspend_starved_vms)
+                });
+                if let Some(b) = inherits {
+                    return bad(format!(
+                        "vm '{}': bond '{}' has suspend_starved_vms = true, which applies to this VM \
+                         (it sets no suspend_when_starved of its own), but the VM has no qmp socket \
+                         or hook to suspend with; give it one, or set suspend_when_starved = false",
+                        vm.name, b.name
+                    ));
+                }
             }
             if vm.dos_window_ms == Some(0) {
                 return bad(format!(
@@ -984,7 +1036,8 @@ dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
         .unwrap();
         c.validate().unwrap();
         let vm = &c.vm[0];
-        assert!(vm.dos_enabled() && vm.alert && !vm.suspend_for_dos);
+        assert!(vm.dos_enabled() && vm.alert.is_none() && !vm.suspend_for_dos);
+        assert_eq!(vm.suspend_when_starved, Some(true));
         let d = vm.dos_config().unwrap();
         assert_eq!((d.max_pps, d.window), (Some(10000), 20 * policy::time::MS));
         assert_eq!(d.responses.len(), 5);
@@ -1000,6 +1053,60 @@ dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
         assert!(invalid(r#"dos_signatures = ["x payload@0=zz"]"#).contains("invalid signature"));
         assert!(invalid("dos_window_ms = 0").contains("dos_window_ms"));
         assert!(err(&with("dos_max_ppps = 3")).contains("unknown field `dos_max_ppps`"));
+    }
+
+    #[test]
+    fn bond_vm_action_keys_parse_and_validate() {
+        let bond = "members = [\"nic0\", \"nic1\"]";
+        let with_bond = |extra: &str| GOOD.replace(bond, &format!("{bond}\n{extra}"));
+        let with_both = |b: &str, vm: &str| {
+            with_bond(b).replace("priority = 5\n", &format!("priority = 5\n{vm}\n"))
+        };
+        let d = Config::parse(GOOD, "t.toml").unwrap();
+        let b = &d.bond[0];
+        assert!(!b.suspend_starved_vms && b.alert && b.migrate_after_s.is_none());
+        assert_eq!(d.vm[0].suspend_when_starved, None, "unset on the VM");
+
+        let keys = "suspend_starved_vms = true\nstarve_grace_ms = 300\nmigrate_after_s = 60\nalert = false";
+        let c = Config::parse(&with_both(keys, "hook = \"true\""), "t.toml").unwrap();
+        let b = &c.bond[0];
+        assert!(b.suspend_starved_vms && !b.alert);
+        assert_eq!(
+            (b.starve_grace_ms, b.migrate_after_s),
+            (Some(300), Some(60))
+        );
+
+        // vm1 uses bond0 and would inherit suspension without a way to suspend.
+        let e = err(&with_bond("suspend_starved_vms = true"));
+        assert!(
+            e.contains("vm 'vm1'")
+                && e.contains("bond 'bond0' has suspend_starved_vms = true")
+                && e.contains("suspend_when_starved = false"),
+            "{e}"
+        );
+        // Opting out on the VM, or giving it a QMP socket, makes it valid.
+        Config::parse(
+            &with_both("suspend_starved_vms = true", "suspend_when_starved = false"),
+            "t.toml",
+        )
+        .unwrap();
+        Config::parse(
+            &with_both("suspend_starved_vms = true", "qmp = \"/run/vm1.qmp\""),
+            "t.toml",
+        )
+        .unwrap();
+        // Proportional bonds never starve anyone.
+        for key in ["suspend_starved_vms = true", "migrate_after_s = 5"] {
+            let e = err(&with_both(
+                &format!("{key}\ndegraded = \"proportional\""),
+                "hook = \"true\"",
+            ));
+            assert!(
+                e.contains("bond 'bond0'") && e.contains("never starves"),
+                "{e}"
+            );
+        }
+        assert!(err(&with_bond("suspend_starved = true")).contains("unknown field"));
     }
 
     #[test]

@@ -778,8 +778,9 @@ impl Control {
                     LimitReason::OverShare => "over-share",
                     LimitReason::LowerPriorityDegraded => "lower-priority-degraded",
                 };
-                let starved =
-                    a.reason_if_limited == LimitReason::LowerPriorityDegraded && demand_bps > 0;
+                // Held by the allocator until the vNIC has gone unshed for a while,
+                // so this flag and its log line do not flicker.
+                let starved = bw.alloc.is_starved(v);
                 let prev = self.allocations[v as usize]
                     .map(|p| p.starved)
                     .unwrap_or(false);

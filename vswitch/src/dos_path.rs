@@ -16,6 +16,12 @@
 //!   delay-queue bound) behind a mutex that only the control thread writes, once,
 //!   and workers read only when its generation moves (a quiescent point at the top
 //!   of an iteration), like a snapshot reload.
+//! - The mirror table is sized when the settings are installed, for the configured
+//!   number of workers and vNICs ([`DosShared::install`]), and published with the
+//!   settings (an `ArcSwap`): each worker takes its own `Arc` of it at the reload, so
+//!   mirroring is a plain index into memory it holds, and every worker, however
+//!   many, is accounted. Worker `w`'s mirrors are contiguous (no false sharing
+//!   between workers but at the block edges).
 //! - The control thread sums a vNIC's mirrors over workers ([`DosShared::totals`]),
 //!   so several workers may deliver to the same vNIC.
 //!
@@ -24,11 +30,14 @@
 //!   policed or held, so mitigation never hides an attack from the detector.
 //! - Held frames are delivered in arrival order after the hold time, or at once when
 //!   the mitigation no longer asks for a delay; a full delay ring drops (counted).
-//! - Workers with an index ≥ [`DOS_WORKERS`] do no DoS accounting (logged once).
+//! - Every worker is accounted; a worker whose index is beyond the table it was
+//!   given (the table was installed for fewer workers than run) still applies
+//!   mitigation but cannot mirror its counters, which is logged once at the reload.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use dpdk_sys::Mbuf;
 use parking_lot::Mutex;
 use policy::dos::{DosCounters, Mitigation, PacketBudget, SignatureSet};
@@ -36,9 +45,6 @@ use policy::time::{Nanos, US};
 use policy::wire::Flow;
 
 use crate::delay_ring::{DelayRing, Waiting};
-
-/// Workers that can mirror DoS counters (slots preallocated per vNIC).
-pub const DOS_WORKERS: usize = 8;
 
 /// One worker's counters for one vNIC, as the control thread reads them.
 #[derive(Default)]
@@ -52,6 +58,34 @@ struct Mirror {
     last_sig_rule: AtomicU64,
 }
 
+/// The mirrors of every (worker, vNIC), worker-major.
+struct MirrorTable {
+    workers: usize,
+    vnics: usize,
+    slots: Box<[Mirror]>,
+}
+
+impl MirrorTable {
+    fn new(workers: usize, vnics: usize) -> MirrorTable {
+        MirrorTable {
+            workers,
+            vnics,
+            slots: (0..workers.saturating_mul(vnics))
+                .map(|_| Mirror::default())
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, worker: usize, vnic: usize) -> Option<&Mirror> {
+        if worker < self.workers && vnic < self.vnics {
+            self.slots.get(worker * self.vnics + vnic)
+        } else {
+            None
+        }
+    }
+}
+
 /// What a worker applies to one protected vNIC, built from the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct VnicDosSettings {
@@ -63,7 +97,7 @@ pub struct VnicDosSettings {
 
 /// DoS words shared between the workers and the control thread.
 pub struct DosShared {
-    mirrors: Vec<Mirror>,
+    mirrors: ArcSwapOption<MirrorTable>,
     mitigation: Vec<AtomicU64>,
     settings: Mutex<Vec<Option<VnicDosSettings>>>,
     generation: AtomicU64,
@@ -73,9 +107,7 @@ impl DosShared {
     /// Words for `vnics` vNICs, nothing protected.
     pub fn new(vnics: usize) -> DosShared {
         DosShared {
-            mirrors: (0..vnics * DOS_WORKERS)
-                .map(|_| Mirror::default())
-                .collect(),
+            mirrors: ArcSwapOption::empty(),
             mitigation: (0..vnics).map(|_| AtomicU64::new(0)).collect(),
             settings: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
@@ -83,8 +115,13 @@ impl DosShared {
     }
 
     /// Control thread: installs the per-vNIC settings (by vNIC index; `None` =
-    /// unprotected); workers pick them up at their next iteration.
-    pub fn install(&self, settings: Vec<Option<VnicDosSettings>>) {
+    /// unprotected) and a mirror table for `workers` workers (the configured worker
+    /// count); workers pick them up at their next iteration.
+    pub fn install(&self, settings: Vec<Option<VnicDosSettings>>, workers: usize) {
+        self.mirrors.store(Some(Arc::new(MirrorTable::new(
+            workers.max(1),
+            settings.len(),
+        ))));
         *self.settings.lock() = settings;
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -100,13 +137,11 @@ impl DosShared {
     /// SYN table stays empty; `last_sig_rule` is the largest worker's latest).
     pub fn totals(&self, vnic: u32) -> DosCounters {
         let mut c = DosCounters::default();
-        let base = vnic as usize * DOS_WORKERS;
-        for m in self
-            .mirrors
-            .get(base..base + DOS_WORKERS)
-            .into_iter()
-            .flatten()
-        {
+        let table = self.mirrors.load();
+        let Some(t) = table.as_ref() else {
+            return c;
+        };
+        for m in (0..t.workers).filter_map(|w| t.get(w, vnic as usize)) {
             c.pkts += m.pkts.load(Ordering::Relaxed);
             c.bytes += m.bytes.load(Ordering::Relaxed);
             c.syn += m.syn.load(Ordering::Relaxed);
@@ -133,6 +168,14 @@ struct VnicDos {
     touched: bool,
 }
 
+/// What a vNIC's mitigation does with one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Deliver,
+    Drop,
+    Hold,
+}
+
 /// What to do with a frame after [`DosPath::inspect`].
 pub enum DosVerdict {
     /// Deliver it now.
@@ -148,6 +191,7 @@ pub enum DosVerdict {
 pub struct DosPath {
     worker: usize,
     generation: u64,
+    mirrors: Option<Arc<MirrorTable>>,
     vnics: Vec<Option<VnicDos>>,
     protected: Vec<u32>,
     touched: Vec<u32>,
@@ -178,14 +222,15 @@ impl DosPath {
             return;
         }
         self.generation = g;
-        if self.worker >= DOS_WORKERS {
+        let settings = shared.settings.lock().clone();
+        self.mirrors = shared.mirrors.load_full();
+        if let Some(t) = self.mirrors.as_ref().filter(|t| self.worker >= t.workers) {
             tracing::warn!(
                 worker = self.worker,
-                "DoS accounting runs on the first {DOS_WORKERS} workers only"
+                workers = t.workers,
+                "DoS counters installed for fewer workers than run; this worker's are not mirrored"
             );
-            return;
         }
-        let settings = shared.settings.lock().clone();
         for (i, s) in settings.iter().enumerate() {
             if self.vnics.len() <= i {
                 self.vnics.resize_with(i + 1, || None);
@@ -214,12 +259,40 @@ impl DosPath {
     /// no allocation, no locks.
     #[inline]
     pub fn inspect(&mut self, vnic: u32, flow: &Flow, m: Mbuf) -> DosVerdict {
+        match self.account(vnic, flow, m.pkt_len(), m.data()) {
+            Action::Deliver => DosVerdict::Deliver(m),
+            Action::Drop => DosVerdict::Dropped,
+            Action::Hold => {
+                let now = self.now;
+                let Some(v) = self.vnics.get_mut(vnic as usize).and_then(|v| v.as_mut()) else {
+                    return DosVerdict::Deliver(m);
+                };
+                match v.ring.push(Waiting {
+                    mbuf: m,
+                    since: now,
+                    port: 0,
+                }) {
+                    Ok(()) => DosVerdict::Held,
+                    Err(w) => {
+                        drop(w);
+                        DosVerdict::Dropped
+                    }
+                }
+            }
+        }
+    }
+
+    /// The frame-independent part of [`inspect`](Self::inspect): accounts a frame of
+    /// `len` bytes (`data`: its first segment) for `vnic` and decides what its
+    /// mitigation does with it. *Fast path*.
+    #[inline]
+    fn account(&mut self, vnic: u32, flow: &Flow, len: u32, data: &[u8]) -> Action {
         let now = self.now;
         let Some(v) = self.vnics.get_mut(vnic as usize).and_then(|v| v.as_mut()) else {
-            return DosVerdict::Deliver(m);
+            return Action::Deliver;
         };
-        v.counters.account(flow, m.pkt_len());
-        let sig = v.sigs.as_ref().and_then(|s| s.matches(flow, m.data()));
+        v.counters.account(flow, len);
+        let sig = v.sigs.as_ref().and_then(|s| s.matches(flow, data));
         if let Some(rule) = sig {
             v.counters.record_signature(rule);
         }
@@ -229,22 +302,12 @@ impl DosPath {
         }
         let verdict = v.mit.verdict(flow, sig);
         if verdict.drop || (verdict.police && !v.budget.admit(now)) {
-            return DosVerdict::Dropped;
+            Action::Drop
+        } else if verdict.delay {
+            Action::Hold
+        } else {
+            Action::Deliver
         }
-        if verdict.delay {
-            return match v.ring.push(Waiting {
-                mbuf: m,
-                since: now,
-                port: 0,
-            }) {
-                Ok(()) => DosVerdict::Held,
-                Err(w) => {
-                    drop(w);
-                    DosVerdict::Dropped
-                }
-            };
-        }
-        DosVerdict::Deliver(m)
     }
 
     /// Once per iteration: takes the time, mirrors the counters of vNICs that received
@@ -259,7 +322,7 @@ impl DosPath {
                 continue;
             };
             v.touched = false;
-            let Some(m) = shared.mirrors.get(vnic as usize * DOS_WORKERS + w) else {
+            let Some(m) = self.mirrors.as_ref().and_then(|t| t.get(w, vnic as usize)) else {
                 continue;
             };
             let c = &v.counters;
@@ -324,5 +387,90 @@ impl DosPath {
                 drop(w.mbuf);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 60-byte UDP/IPv4 frame to `dst`.
+    fn udp_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&46u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        f[38..40].copy_from_slice(&26u16.to_be_bytes());
+        f
+    }
+
+    /// Every worker's frames reach the control thread's totals, however many workers
+    /// run (the table used to stop at 8): here 12 workers deliver to the same vNIC.
+    #[test]
+    fn every_worker_is_accounted() {
+        const WORKERS: usize = 12;
+        let shared = DosShared::new(4);
+        let protected = VnicDosSettings {
+            signatures: None,
+            delay_frames: 4,
+        };
+        shared.install(vec![None, None, Some(protected), None], WORKERS);
+        let frame = udp_frame();
+        let flow = Flow::parse(&frame).unwrap();
+        let mut paths: Vec<DosPath> = (0..WORKERS).map(DosPath::new).collect();
+        for (w, p) in paths.iter_mut().enumerate() {
+            p.reload(&shared, 0);
+            assert!(p.enabled(), "worker {w} protects nothing");
+            for _ in 0..=w {
+                assert_eq!(p.account(2, &flow, 60, &frame), Action::Deliver);
+            }
+            // Unprotected vNICs are not accounted.
+            assert_eq!(p.account(1, &flow, 60, &frame), Action::Deliver);
+            p.poll(&shared, 1);
+        }
+        let frames: u64 = (1..=WORKERS as u64).sum();
+        let t = shared.totals(2);
+        assert_eq!((t.pkts, t.bytes), (frames, frames * 60));
+        assert_eq!(shared.totals(1).pkts, 0);
+        assert_eq!(shared.totals(99).pkts, 0, "an unknown vNIC has no counters");
+        // Mirrors hold cumulative counts: a second poll without frames changes
+        // nothing, more frames on the last worker add up.
+        paths[WORKERS - 1].poll(&shared, 2);
+        assert_eq!(shared.totals(2).pkts, frames);
+        paths[WORKERS - 1].account(2, &flow, 60, &frame);
+        paths[WORKERS - 1].poll(&shared, 3);
+        assert_eq!(shared.totals(2).pkts, frames + 1);
+    }
+
+    /// A worker beyond the installed table still applies mitigation and does not
+    /// disturb the others' counters.
+    #[test]
+    fn a_worker_beyond_the_table_mirrors_nothing() {
+        let shared = DosShared::new(2);
+        shared.install(vec![Some(VnicDosSettings::default()), None], 1);
+        let frame = udp_frame();
+        let flow = Flow::parse(&frame).unwrap();
+        let mut p = DosPath::new(3);
+        p.reload(&shared, 0);
+        shared.set_mitigation(
+            0,
+            Mitigation {
+                rate_flood: true,
+                delay_hold_us: 1000,
+                ..Mitigation::NONE
+            },
+        );
+        p.poll(&shared, 1);
+        assert_eq!(p.account(0, &flow, 60, &frame), Action::Hold);
+        p.poll(&shared, 2);
+        assert_eq!(shared.totals(0).pkts, 0);
     }
 }

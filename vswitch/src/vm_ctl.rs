@@ -39,7 +39,8 @@ use crossbeam::channel::{Receiver, Sender};
 use policy::dos::{DosCounters, DosDetector, DosEvent, DosResponse, Mitigation};
 use policy::time::{Nanos, MS, SEC};
 use policy::vmaction::{
-    SupervisorConfig, SupervisorSnapshot, VmAction, VmActionPolicy, VmSpec, VmSupervisor,
+    BondActionPolicy, SupervisorConfig, SupervisorSnapshot, VmAction, VmActionPolicy, VmSpec,
+    VmSupervisor,
 };
 
 use crate::config::Config;
@@ -50,8 +51,6 @@ use crate::dos_path::{DosShared, VnicDosSettings};
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a hook command may run before it is killed.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a VM must go without starvation before it counts as no longer starved.
-pub const STARVE_CLEAR: Nanos = 500 * MS;
 /// How often the status view is rebuilt.
 const VIEW_PERIOD: Nanos = 50 * MS;
 
@@ -112,7 +111,6 @@ struct VmRt {
     qmp: Option<PathBuf>,
     hook: Option<String>,
     starved: bool,
-    unstarved_since: Option<Nanos>,
     detector: Option<DosDetector>,
     mitigation: Mitigation,
     failover: Option<String>,
@@ -135,6 +133,9 @@ pub struct VmCtl {
     restore: Option<SupervisorSnapshot>,
     persisted: u64,
     settings: Vec<Option<VnicDosSettings>>,
+    /// Workers running (one per `[dataplane] cores` entry): the DoS mirror table is
+    /// sized for them.
+    workers: usize,
     view: Vec<VmActionView>,
     next_view: Nanos,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -153,6 +154,17 @@ impl VmCtl {
             action_timeout: 30 * SEC,
             ..SupervisorConfig::default()
         });
+        for b in &cfg.bond {
+            sup.set_bond_policy(
+                &b.name,
+                BondActionPolicy {
+                    suspend_starved: b.suspend_starved_vms,
+                    starve_grace: b.starve_grace_ms.map_or(SEC, |ms| ms.saturating_mul(MS)),
+                    migrate_after: b.migrate_after_s.map(|s| s.saturating_mul(SEC)),
+                    alert: b.alert,
+                },
+            );
+        }
         let mut vms = Vec::new();
         let mut settings: Vec<Option<VnicDosSettings>> = vec![None; topo.vnics.len()];
         for vm in &cfg.vm {
@@ -180,10 +192,11 @@ impl VmCtl {
                 name: vm.name.clone(),
                 priority: vm.priority,
                 bonds,
+                // Unset settings fall back to the bond's (set below).
                 policy: VmActionPolicy {
                     suspend_when_starved: vm.suspend_when_starved,
-                    starve_grace: vm.starve_grace_ms.map_or(SEC, |ms| ms * MS),
-                    migrate_after: vm.migrate_after_s.map(|s| s * SEC),
+                    starve_grace: vm.starve_grace_ms.map(|ms| ms.saturating_mul(MS)),
+                    migrate_after: vm.migrate_after_s.map(|s| s.saturating_mul(SEC)),
                     alert: vm.alert,
                     suspend_for_dos: vm.suspend_for_dos,
                 },
@@ -216,7 +229,6 @@ impl VmCtl {
                 qmp: vm.qmp.as_ref().map(PathBuf::from),
                 hook: vm.hook.clone(),
                 starved: false,
-                unstarved_since: None,
                 detector,
                 mitigation: Mitigation::NONE,
                 failover,
@@ -247,6 +259,7 @@ impl VmCtl {
             restore,
             persisted: 0,
             settings,
+            workers: cfg.dataplane.cores.len(),
             view: Vec::new(),
             next_view: 0,
             thread: Some(thread),
@@ -268,7 +281,7 @@ impl VmCtl {
         if protected > 0 {
             tracing::info!(vnics = protected, "DoS defence on");
         }
-        dos.install(std::mem::take(&mut self.settings));
+        dos.install(std::mem::take(&mut self.settings), self.workers);
     }
 
     /// Control thread, every iteration. `degraded(u)` tells whether uplink `u` is
@@ -303,16 +316,9 @@ impl VmCtl {
         }
         for i in 0..self.vms.len() {
             let vm = &mut self.vms[i];
-            let s = vm.vnics.iter().any(|&v| starved(v));
-            // The allocator's verdict flickers while demand estimates settle; a VM
-            // counts as no longer starved only after STARVE_CLEAR without starvation.
-            let report = if s {
-                vm.unstarved_since = None;
-                true
-            } else {
-                let since = *vm.unstarved_since.get_or_insert(now);
-                vm.starved && now.saturating_sub(since) < STARVE_CLEAR
-            };
+            // The allocator holds a vNIC's starved flag until it has gone unshed for
+            // a while (`AllocatorConfig::starve_hold`), so it does not flicker.
+            let report = vm.vnics.iter().any(|&v| starved(v));
             if report != vm.starved {
                 vm.starved = report;
                 tracing::info!(vm = %vm.name, starved = report, "VM actions: starvation");

@@ -468,9 +468,10 @@ impl Worker {
                     since: now,
                     port: out_port,
                 }) {
-                    bw.gate.forget_queued(len as u64);
+                    // The delay ring is full: dropped for the reason it had to wait.
+                    let why = bw.gate.drop_unqueued(len, now);
                     drop(w);
-                    self.stats.ports[vport as usize].drop_one(DropReason::QueueFull);
+                    self.stats.ports[vport as usize].drop_one(bw_reason(why));
                 }
             }
             Verdict::Drop(r) => self.stats.ports[vport as usize].drop_one(bw_reason(r)),

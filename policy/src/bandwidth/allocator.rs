@@ -26,11 +26,17 @@ pub struct AllocatorConfig {
     /// Part of the capacity (‰) kept for the per-interval floors of busy vNICs under
     /// congestion ([0097]); reservations are limited to the rest.
     pub floor_permille: u32,
+    /// How long a vNIC starved by the degraded-bond rule must go unshed (served, or
+    /// idle) before [`ShareAllocator::is_starved`] clears, while the bond stays
+    /// degraded. A shed class can be served for a few intervals whenever the higher
+    /// class's demand estimate dips; this hysteresis keeps the flag (and what acts on
+    /// it: logs, VM suspension) from flipping every few milliseconds.
+    pub starve_hold: Nanos,
 }
 
 impl Default for AllocatorConfig {
     /// 1 ms interval, 2 ms bursts (at least 9216 bytes), 2 intervals of lag, 2 %
-    /// floors.
+    /// floors, starvation held 500 ms.
     fn default() -> Self {
         AllocatorConfig {
             interval: MS,
@@ -38,6 +44,7 @@ impl Default for AllocatorConfig {
             min_burst_bytes: 9216,
             max_lag_intervals: 2,
             floor_permille: 20,
+            starve_hold: 500 * MS,
         }
     }
 }
@@ -57,6 +64,10 @@ struct VnicState {
     share_rate_bps: u64,
     /// Whether the last allocation was below the demand (the vNIC was backlogged).
     was_limited: bool,
+    /// Starved by the degraded-bond rule (with hysteresis, see `starve_hold`).
+    starved: bool,
+    /// Since when a starved vNIC has not been shed.
+    unshed_since: Option<Nanos>,
     // Scratch for one allocation.
     d: u64,
     res: u64,
@@ -177,6 +188,8 @@ impl ShareAllocator {
                         demand_bps: 0,
                         share_rate_bps: 0,
                         was_limited: false,
+                        starved: false,
+                        unshed_since: None,
                         d: 0,
                         res: 0,
                         resid: 0,
@@ -220,6 +233,15 @@ impl ShareAllocator {
         self.find(slot).ok().map(|i| self.vnics[i].demand_bps)
     }
 
+    /// Whether a vNIC is starved by the degraded-bond rule (claim 30): it has demand
+    /// and its priority class was shed. Set at the first allocation that sheds it;
+    /// cleared at once when the uplink is no longer degraded (or degrades
+    /// proportionally), otherwise only after it has gone
+    /// [`starve_hold`](AllocatorConfig::starve_hold) without being shed.
+    pub fn is_starved(&self, slot: u32) -> bool {
+        self.find(slot).is_ok_and(|i| self.vnics[i].starved)
+    }
+
     fn find(&self, slot: u32) -> Result<usize, usize> {
         self.vnics.binary_search_by_key(&slot, |v| v.slot)
     }
@@ -242,7 +264,10 @@ impl ShareAllocator {
         self.account(now);
         self.update_demand(now, demand);
         self.compute();
+        let shedding = self.degraded && self.mode == DegradedMode::DropLowerPriority;
+        let hold = self.cfg.starve_hold;
         for v in &mut self.vnics {
+            update_starved(v, shedding, hold, now);
             let rate = v.res + v.floor + v.grant + v.headroom;
             v.share_rate_bps = v.floor + v.grant;
             v.was_limited = rate < v.d;
@@ -556,6 +581,24 @@ impl ShareAllocator {
     }
 }
 
+/// Starvation with hysteresis: set when the vNIC is shed with demand, cleared when
+/// shedding is off, or after `hold` without being shed.
+fn update_starved(v: &mut VnicState, shedding: bool, hold: Nanos, now: Nanos) {
+    if !shedding {
+        v.starved = false;
+        v.unshed_since = None;
+    } else if v.cut && v.demand_bps > 0 {
+        v.starved = true;
+        v.unshed_since = None;
+    } else if v.starved {
+        let since = *v.unshed_since.get_or_insert(now);
+        if now.saturating_sub(since) >= hold {
+            v.starved = false;
+            v.unshed_since = None;
+        }
+    }
+}
+
 /// Priority classes, highest first.
 const CLASSES: [Option<u8>; MAX_PRIORITY as usize + 1] = {
     let mut c = [None; MAX_PRIORITY as usize + 1];
@@ -842,6 +885,77 @@ mod tests {
         assert!(out
             .iter()
             .all(|(_, a)| a.reason_if_limited == LimitReason::NotLimited));
+    }
+
+    /// The starved flag of a shed vNIC must not follow the higher class's demand
+    /// wobbling around the remaining capacity: it stays set while the bond is
+    /// degraded and the vNIC keeps being shed now and then, clears at once on
+    /// failback, and clears `starve_hold` after the shedding really stopped.
+    #[test]
+    fn starved_flag_has_hysteresis() {
+        let mut a = ShareAllocator::new(2 * G, DegradedMode::DropLowerPriority);
+        a.add_vnic(0, bw(1000, 9, 0)).unwrap();
+        a.add_vnic(1, bw(1000, 1, 0)).unwrap();
+        let mut out = Vec::new();
+        let mut t = 0;
+        let mut step = |a: &mut ShareAllocator, hi: u64, lo: u64, t: &mut Nanos| {
+            *t += MS;
+            a.allocate(*t, &[(0, per_ms(hi)), (1, per_ms(lo))], &mut out);
+            out.iter()
+                .find(|(s, _)| *s == 1)
+                .map(|(_, x)| x.reason_if_limited)
+                .unwrap()
+        };
+        for _ in 0..10 {
+            step(&mut a, 900 * M, 900 * M, &mut t);
+        }
+        assert!(!a.is_starved(1), "not degraded: never starved");
+        a.set_capacity(G, true, t);
+        // The high class asks for the whole remaining capacity, then every fourth
+        // interval for a little less (its estimate dips): the low class is served
+        // in those intervals, shed in the others.
+        let (mut shed, mut served, mut flips, mut last) = (0, 0, 0, None);
+        for i in 0..399 {
+            let hi = if i % 4 == 3 { 600 * M } else { 1100 * M };
+            match step(&mut a, hi, 900 * M, &mut t) {
+                LimitReason::LowerPriorityDegraded => shed += 1,
+                _ => served += 1,
+            }
+            let s = a.is_starved(1);
+            if last.is_some_and(|l| l != s) {
+                flips += 1;
+            }
+            last = Some(s);
+        }
+        assert!(shed > 100 && served > 50, "shed {shed}, served {served}");
+        assert_eq!(flips, 0, "the starved flag flipped");
+        assert_eq!(last, Some(true));
+        // The high class's demand drops for good: starved until `starve_hold` has
+        // passed without shedding.
+        let hold = a.config().starve_hold;
+        // (Its estimate falls by 3/4 per interval: a few more intervals are shed.)
+        let mut n = 0;
+        while step(&mut a, 100 * M, 900 * M, &mut t) == LimitReason::LowerPriorityDegraded {
+            n += 1;
+            assert!(n < 10);
+        }
+        let since = t;
+        while t + MS < since + hold {
+            step(&mut a, 100 * M, 900 * M, &mut t);
+            assert!(
+                a.is_starved(1),
+                "cleared {} ms early",
+                (since + hold - t) / MS
+            );
+        }
+        step(&mut a, 100 * M, 900 * M, &mut t);
+        assert!(!a.is_starved(1));
+        // Shed again, then failback: cleared at once.
+        step(&mut a, 1100 * M, 900 * M, &mut t);
+        assert!(a.is_starved(1));
+        a.set_capacity(2 * G, false, t);
+        step(&mut a, 1100 * M, 900 * M, &mut t);
+        assert!(!a.is_starved(1));
     }
 
     #[test]

@@ -216,16 +216,34 @@ impl VnicGate {
         })
     }
 
-    /// Why a burst would wait now, without charging anything.
+    /// The caller could not keep a burst [`admit`](Self::admit) answered
+    /// [`Verdict::Queue`] for (its own queue of frames is full): releases the gate's
+    /// queue accounting and counts the drop under the reason the burst had to wait
+    /// ([`OverShaping`](DropReason::OverShaping) if the shaper held it, the
+    /// allocation's reason if the share bucket did, [`QueueFull`](DropReason::QueueFull)
+    /// if it waited only behind earlier bursts). Fast path.
+    pub fn drop_unqueued(&mut self, bytes: u32, now: Nanos) -> DropReason {
+        let b = bytes as u64;
+        self.queued_bytes = self.queued_bytes.saturating_sub(b);
+        self.counters.queued_units = self.counters.queued_units.saturating_sub(1);
+        let reason = self.blocking_reason(b, now);
+        self.count_drop(b, reason);
+        reason
+    }
+
+    /// Why a burst would wait now, without charging anything: the shaper, the share
+    /// bucket, or (neither) only the bursts queued ahead of it.
     fn blocking_reason(&mut self, b: u64, now: Nanos) -> DropReason {
         let shape_ok = match &mut self.shaper {
             Some(s) => s.can_send(b, now),
             None => true,
         };
-        if shape_ok {
+        if !shape_ok {
+            DropReason::OverShaping
+        } else if !self.share.can_consume(b, now) {
             self.limit.drop_reason()
         } else {
-            DropReason::OverShaping
+            DropReason::QueueFull
         }
     }
 
@@ -240,7 +258,8 @@ impl VnicGate {
             return self.reject(b, reason);
         }
         if self.queued_bytes.saturating_add(b) > self.config.queue_limit_bytes {
-            return self.reject(b, DropReason::QueueFull);
+            // No room: dropped for the reason it had to wait.
+            return self.reject(b, reason);
         }
         self.queued_bytes += b;
         self.counters.queued_units = self.counters.queued_units.saturating_add(1);
@@ -273,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn sends_within_allocation_then_queues_then_queue_full() {
+    fn sends_within_allocation_then_queues_then_drops_when_the_queue_is_full() {
         // 8 Mb/s = 1 byte/µs, burst 3000.
         let cfg = GateConfig {
             queue_limit_bytes: 3000,
@@ -284,7 +303,8 @@ mod tests {
         assert_eq!(g.admit(1500, 0), Verdict::Send);
         assert_eq!(g.admit(1500, 0), Verdict::Queue);
         assert_eq!(g.admit(1500, 0), Verdict::Queue);
-        assert_eq!(g.admit(1500, 0), Verdict::Drop(DropReason::QueueFull));
+        // No room left: dropped for what it waited for, its share.
+        assert_eq!(g.admit(1500, 0), Verdict::Drop(DropReason::OverShare));
         assert_eq!(g.queued_bytes(), 3000);
         // Head waits until 1500 bytes have been earned.
         assert_eq!(g.poll_queued(1500, 0, 1499 * US), Verdict::Queue);
@@ -294,7 +314,52 @@ mod tests {
         let c = g.counters();
         assert_eq!(c.offered_bytes, 5 * 1500 + 10);
         assert_eq!(c.sent_bytes, 3 * 1500);
+        assert_eq!(c.dropped_units[DropReason::OverShare.index()], 1);
+    }
+
+    /// When the caller's own frame queue is full, the burst the gate wanted queued is
+    /// dropped for the reason it had to wait: shaping, share, or only the FIFO.
+    #[test]
+    fn drop_unqueued_names_why_the_burst_had_to_wait() {
+        let cfg = GateConfig {
+            queue_limit_bytes: 1 << 20,
+            max_delay: 10 * MS,
+        };
+        // Plenty of share, 8 Mb/s average with no burst: the shaper holds frames.
+        let shaping = Shaping {
+            average_bps: 8_000_000,
+            peak_bps: 8_000_000,
+            burst_bytes: 0,
+            peak_period: None,
+        };
+        let mut g = VnicGate::new(
+            cfg,
+            Some(shaping),
+            alloc(1_000_000_000, 1 << 20, LimitReason::NotLimited),
+        );
+        assert_eq!(g.admit(1000, 0), Verdict::Send);
+        assert_eq!(g.admit(1000, 0), Verdict::Queue);
+        assert_eq!(g.drop_unqueued(1000, 0), DropReason::OverShaping);
+        assert_eq!(g.queued_bytes(), 0);
+
+        // No shaping, share exhausted: over share.
+        let mut g = VnicGate::new(cfg, None, alloc(8_000_000, 1000, LimitReason::OverShare));
+        assert_eq!(g.admit(1000, 0), Verdict::Send);
+        assert_eq!(g.admit(1000, 0), Verdict::Queue);
+        assert_eq!(g.drop_unqueued(1000, 0), DropReason::OverShare);
+        // A big burst waits for tokens; a small one that the bucket could cover
+        // waits only behind it (FIFO): that is a full queue, not a limit.
+        assert_eq!(g.admit(1000, 500 * US), Verdict::Queue);
+        assert_eq!(g.admit(100, 500 * US), Verdict::Queue);
+        assert_eq!(g.drop_unqueued(100, 500 * US), DropReason::QueueFull);
+        let c = g.counters();
+        assert_eq!(c.dropped_units[DropReason::OverShare.index()], 1);
         assert_eq!(c.dropped_units[DropReason::QueueFull.index()], 1);
+        assert_eq!(g.queued_bytes(), 1000);
+        assert_eq!(
+            c.offered_bytes,
+            c.sent_bytes + 1000 + 100 + g.queued_bytes()
+        );
     }
 
     #[test]

@@ -212,16 +212,23 @@ impl LimitReason {
 }
 
 /// Why a burst was dropped.
+///
+/// A burst over a limit waits in the vNIC's queue; when it is then dropped —
+/// because the queue had no room for it, or it waited longer than `max_delay` — it
+/// counts under the limit it was waiting for, so the counters say which limit
+/// costs the vNIC its frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Over the vNIC's allocated share (and the queue could not hold it or it waited
     /// too long).
     OverShare,
-    /// Over the vNIC's shaping limits.
+    /// Over the vNIC's shaping limits (and the queue could not hold it or it waited
+    /// too long).
     OverShaping,
-    /// Lower priority in a degraded bond (claim 30).
+    /// Lower priority in a degraded bond (claim 30); never queued.
     LowerPriorityDegraded,
-    /// The vNIC's queue was full.
+    /// The burst was within the vNIC's limits but had to wait behind bursts queued
+    /// ahead of it (FIFO), and the queue was full.
     QueueFull,
 }
 

@@ -16,8 +16,8 @@ fn vm(name: &str, priority: u8, bonds: &[&str], policy: VmActionPolicy) -> VmSpe
 
 fn starvable() -> VmActionPolicy {
     VmActionPolicy {
-        suspend_when_starved: true,
-        starve_grace: 500 * MS,
+        suspend_when_starved: Some(true),
+        starve_grace: Some(500 * MS),
         ..VmActionPolicy::default()
     }
 }
@@ -122,20 +122,7 @@ fn starvation_without_degraded_bond_or_shorter_than_grace_does_nothing() {
 }
 
 #[test]
-fn bond_policy_and_priority_protection_prevent_suspension() {
-    let mut s = two_vms();
-    s.set_bond_policy(
-        "bond0",
-        BondActionPolicy {
-            suspend_starved: false,
-            migrate_after: None,
-        },
-    );
-    s.bond_degraded("bond0", 0);
-    s.vm_starved("lo", true, 0);
-    s.tick(5 * SEC);
-    assert!(s.drain_actions().is_empty());
-
+fn priority_protection_prevents_suspension() {
     let mut s = VmSupervisor::new(SupervisorConfig {
         min_priority_to_keep: Some(1),
         ..SupervisorConfig::default()
@@ -145,6 +132,107 @@ fn bond_policy_and_priority_protection_prevent_suspension() {
     s.vm_starved("lo", true, 0);
     s.tick(5 * SEC);
     assert!(s.drain_actions().is_empty());
+}
+
+/// Per-bond policies: a VM without its own setting follows its bond; a VM's own
+/// setting wins over the bond's either way; the grace and the alerts follow the
+/// same rule.
+#[test]
+fn bond_policy_is_the_default_and_the_vm_setting_wins() {
+    let mut s = VmSupervisor::new(SupervisorConfig::default());
+    s.set_bond_policy(
+        "strict",
+        BondActionPolicy {
+            suspend_starved: true,
+            starve_grace: 200 * MS,
+            alert: false,
+            ..BondActionPolicy::default()
+        },
+    );
+    let unset = VmActionPolicy::default();
+    // On the strict bond: follows it / opts out / keeps alerts and its own grace.
+    s.add_vm(vm("follows", 1, &["strict"], unset.clone()));
+    s.add_vm(vm(
+        "exempt",
+        1,
+        &["strict"],
+        VmActionPolicy {
+            suspend_when_starved: Some(false),
+            ..unset.clone()
+        },
+    ));
+    s.add_vm(vm(
+        "slow",
+        1,
+        &["strict"],
+        VmActionPolicy {
+            starve_grace: Some(2 * SEC),
+            alert: Some(true),
+            ..unset.clone()
+        },
+    ));
+    // On a bond without a policy: nothing unless the VM asks for it itself.
+    s.add_vm(vm("plain", 1, &["other"], unset.clone()));
+    s.add_vm(vm(
+        "own",
+        1,
+        &["other"],
+        VmActionPolicy {
+            suspend_when_starved: Some(true),
+            ..unset
+        },
+    ));
+    s.bond_degraded("strict", 0);
+    s.bond_degraded("other", 0);
+    for v in ["follows", "exempt", "slow", "plain", "own"] {
+        s.vm_starved(v, true, 0);
+    }
+    s.tick(199 * MS);
+    assert!(s.drain_actions().is_empty(), "within the bond's grace");
+    s.tick(200 * MS);
+    assert_eq!(acts(&mut s), one("follows", VmAction::Suspend));
+    s.tick(SEC);
+    assert_eq!(
+        acts(&mut s),
+        one("own", VmAction::Suspend),
+        "default grace 1 s"
+    );
+    s.tick(2 * SEC);
+    assert_eq!(
+        acts(&mut s),
+        one("slow", VmAction::Suspend),
+        "its own grace"
+    );
+    for v in ["follows", "own", "slow"] {
+        s.action_result(v, VmAction::Suspend, Ok(()));
+    }
+    let a = alerts(&mut s);
+    assert!(
+        a.iter().any(|m| m.contains("own suspended"))
+            && a.iter().any(|m| m.contains("slow suspended")),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter().any(|m| m.contains("follows")),
+        "the strict bond silences alerts of VMs that do not set their own: {a:?}"
+    );
+    s.tick(10 * SEC);
+    assert!(
+        s.drain_actions().is_empty(),
+        "exempt and plain stay running"
+    );
+    assert!(!s.is_suspended_by_us("exempt") && !s.is_suspended_by_us("plain"));
+    // Failback of the strict bond resumes the VMs it suspended.
+    s.bond_restored("strict", 11 * SEC);
+    let mut resumed = acts(&mut s);
+    resumed.sort();
+    assert_eq!(
+        resumed,
+        vec![
+            ("follows".to_string(), VmAction::Resume),
+            ("slow".to_string(), VmAction::Resume)
+        ]
+    );
 }
 
 #[test]
@@ -196,6 +284,7 @@ fn bond_migrate_after_applies_to_vms_without_their_own() {
         BondActionPolicy {
             suspend_starved: true,
             migrate_after: Some(3 * SEC),
+            ..BondActionPolicy::default()
         },
     );
     s.bond_degraded("bond0", 0);
