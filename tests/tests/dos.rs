@@ -403,3 +403,119 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let (code, _) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
 }
+
+/// [0128]: the `failover:UPLINK` response moves an attacked VM's traffic to an
+/// alternate uplink (a second connection) while the attack lasts, and back after it.
+/// VM1 sends a paced stream out; the switch's per-NIC tx counters show which uplink
+/// carries it before, during and after a UDP flood against VM1 through nic0.
+#[test]
+fn failover_response_moves_the_attacked_vm_to_the_alternate_uplink_and_back() {
+    let dir = Scratch::new();
+    let d = &dir.0;
+    let (tap_a, tap_b) = (unique("vfa"), unique("vfb"));
+    let s1 = dir.path("vm1.sock").display().to_string();
+    let config = format!(
+        r#"
+[eal]
+file_prefix = "{prefix}"
+[dataplane]
+cores = [1]
+[[nic]]
+name = "nic0"
+devargs = "net_tap0,iface={tap_a}"
+[[nic]]
+name = "nic1"
+devargs = "net_tap1,iface={tap_b}"
+[[vm]]
+name = "vm1"
+dos_max_pps = 8000
+dos_window_ms = 50
+dos_clear_after_ms = 500
+dos_responses = ["failover:nic1", "alert"]
+  [[vm.vnic]]
+  socket = "{s1}"
+  mac = "{VM1}"
+  uplink = "nic0"
+"#,
+        prefix = unique("vsf"),
+    );
+    let mut sw = start_vswitchd(d, &config, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap_a)
+        && iface_exists(&tap_b)));
+    set_link(&tap_a, true);
+    set_link(&tap_b, true);
+    let vm = vsperf(
+        "vm1",
+        &args![
+            "--wait-link",
+            10,
+            "--duration",
+            12,
+            "--port",
+            format!("net_virtio_user0,path={s1},queues=1"),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            VM1,
+            "--dst-mac",
+            EXT,
+            "--rate",
+            "2kpps",
+        ],
+    );
+    sw.wait_for("vNIC link changed", Duration::from_secs(15));
+    let tx = |port: &str| counters(d, port).0;
+    let window = |what: &str| {
+        let (a0, b0) = (tx("nic0"), tx("nic1"));
+        std::thread::sleep(Duration::from_millis(1000));
+        let (a, b) = (tx("nic0") - a0, tx("nic1") - b0);
+        eprintln!("{what}: nic0 sent {a}, nic1 sent {b} of VM1's frames in 1 s");
+        (a, b)
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (a, b) = window("before the attack");
+    assert!(a > 1000 && b == 0, "before: nic0 {a}, nic1 {b}");
+
+    // A UDP flood against VM1 through nic0, in the background for 3 s.
+    let flood = vsperf(
+        "attacker",
+        &args![
+            "--port",
+            format!("net_af_packet0,iface={tap_a}"),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            ATTACKER,
+            "--dst-mac",
+            VM1,
+            "--proto",
+            "udp",
+            "--flows",
+            64,
+            "--duration",
+            3,
+        ],
+    );
+    let moved = nth_line(&sw, "fails over to the alternate uplink", 1, Duration::from_secs(5));
+    assert!(moved.contains("vm1") && moved.contains("nic1"), "{moved}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (a, b) = window("during the attack");
+    assert!(b > 1000 && a == 0, "during: nic0 {a}, nic1 {b}");
+    let show = vsctl_json(d, &["show"]);
+    let dos = show["vms"][0]["actions"]["dos"].as_str().unwrap_or_default().to_string();
+    assert!(dos.contains("failed over to nic1"), "{show}");
+    let ((code, err), _) = flood.wait_and_stderr(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+
+    // The attack over, VM1 is back on nic0.
+    let back = nth_line(&sw, "returns from the alternate uplink", 1, Duration::from_secs(5));
+    assert!(back.contains("vm1"), "{back}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (a, b) = window("after the attack");
+    assert!(a > 1000 && b == 0, "after: nic0 {a}, nic1 {b}");
+
+    let _ = vm.wait(Duration::from_secs(30));
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0, "{out}");
+}

@@ -266,7 +266,14 @@ struct UplinkCtl {
 
 /// The control thread's state.
 pub struct Control {
+    /// The topology it runs: `base` with the DoS failovers applied.
     topo: Topology,
+    /// The topology as configured (the last `Reconfigure`, or the start).
+    base: Topology,
+    /// vNICs moved to another uplink by a DoS response ([0128]): (slot, uplink index).
+    overrides: Vec<(u32, u16)>,
+    /// The VM actions' failover generation these overrides reflect.
+    failover_seen: Option<u64>,
     shared: Arc<Shared>,
     view: Arc<RwLock<ControlView>>,
     workers: Vec<Arc<WorkerStats>>,
@@ -319,6 +326,9 @@ impl Control {
         let vnic_rx_bytes = vec![0; topo.vnics.len()];
         let n_vnics = topo.vnics.len();
         Control {
+            base: topo.clone(),
+            overrides: Vec::new(),
+            failover_seen: None,
             topo,
             shared,
             view,
@@ -520,6 +530,7 @@ impl Control {
             }
             self.allocate(now);
             self.run_vm_actions(now);
+            self.apply_failovers(now);
             self.update_view();
             next += period;
             let now = Instant::now();
@@ -802,6 +813,52 @@ impl Control {
         }
     }
 
+    /// The configured topology with the DoS failovers applied: each overridden vNIC
+    /// moved from its uplink's flood list to the alternate uplink's.
+    fn effective(&self) -> Topology {
+        let mut t = self.base.clone();
+        for &(v, u) in &self.overrides {
+            let (vi, ui) = (v as usize, u as usize);
+            if vi >= t.vnics.len() || !t.vnics[vi].live || ui >= t.uplinks.len() {
+                continue;
+            }
+            let from = t.vnics[vi].uplink as usize;
+            if from == ui {
+                continue;
+            }
+            t.uplinks[from].vnics.retain(|&x| x != v);
+            t.uplinks[ui].vnics.push(v);
+            t.vnics[vi].uplink = u;
+        }
+        t
+    }
+
+    /// Follows the VM actions' DoS failovers: a changed set moves the vNICs (a new
+    /// topology, adopted and published like a configuration change).
+    fn apply_failovers(&mut self, now: Nanos) {
+        let Some(vm) = self.vm.as_ref() else { return };
+        let g = vm.failover_generation();
+        if self.failover_seen == Some(g) {
+            return;
+        }
+        self.failover_seen = Some(g);
+        let overrides: Vec<(u32, u16)> = vm
+            .failovers()
+            .into_iter()
+            .filter_map(|(v, name)| {
+                let u = self.base.uplinks.iter().position(|u| u.name == name)?;
+                Some((v, u as u16))
+            })
+            .collect();
+        if overrides == self.overrides {
+            return;
+        }
+        self.overrides = overrides;
+        let t = self.effective();
+        let g = self.adopt(t, None, Vec::new(), now);
+        tracing::info!(moved = self.overrides.len(), generation = g, "DoS failover: vNIC uplinks changed");
+    }
+
     /// VM actions and DoS detection: bond and starvation state in, actions out (to
     /// the `vm-actions` thread), mitigation words published.
     fn run_vm_actions(&mut self, now: Nanos) {
@@ -829,10 +886,18 @@ impl Control {
                 lacp_queues,
                 reply,
             } => {
-                let g = self.adopt(*topo, vm, lacp_queues, now);
+                self.base = *topo;
+                if vm.is_some() {
+                    // New VM actions: their failovers are read afresh.
+                    self.overrides.clear();
+                    self.failover_seen = None;
+                }
+                let t = self.effective();
+                let g = self.adopt(t, vm, lacp_queues, now);
                 let _ = reply.send(g);
             }
             ControlCmd::VmActions { mut ctl, reply } => {
+                self.failover_seen = None;
                 ctl.start(now, &self.shared.dos);
                 self.vm = Some(ctl);
                 let _ = reply.send(());

@@ -197,8 +197,24 @@ impl SwitchApi {
                     name: bond.clone(),
                 });
             };
-            let lacp_keys = (&o.lacp, &o.lacp_rate, &o.lacp_fallback, &o.degraded);
-            if lacp_keys == (&n.lacp, &n.lacp_rate, &n.lacp_fallback, &n.degraded) {
+            // Teaming keys only (not LACP, degraded mode or VM-action policy): straight
+            // to the bond.
+            let teaming_only = n.policy().ok() != o.policy().ok() && {
+                let mut o2 = o.clone();
+                o2.mode = n.mode.clone();
+                o2.failback = n.failback.clone();
+                o2.failback_delay_ms = n.failback_delay_ms;
+                o2.updelay_ms = n.updelay_ms;
+                o2.downdelay_ms = n.downdelay_ms;
+                o2.active_order = n.active_order.clone();
+                o2.notify_switches = n.notify_switches;
+                o2.isolate_priority_max = n.isolate_priority_max;
+                o2.isolated_member = n.isolated_member.clone();
+                o2.rebalance_threshold_pct = n.rebalance_threshold_pct;
+                o2.rebalance_window_s = n.rebalance_window_s;
+                &o2 == n
+            };
+            if teaming_only {
                 let cfg = n.policy().map_err(CtlError::from)?;
                 let u = self.uplink_index(bond).ok_or(CtlError::NotFound {
                     kind: "bond",
@@ -219,7 +235,7 @@ impl SwitchApi {
         }
         // VM actions and DoS detection are rebuilt over the new topology when a VM's
         // settings or the uplinks (whose indices they use) changed.
-        let rebuild_vm = old.vm != new.vm || uplink_names(old) != uplink_names(new);
+        let rebuild_vm = old.vm != new.vm || old.bond != new.bond || uplink_names(old) != uplink_names(new);
         let state = crate::vm_ctl::state_path_for(&self.path);
         self.switch
             .reconfigure(new, |topo| {

@@ -114,6 +114,8 @@ struct VmRt {
     detector: Option<DosDetector>,
     mitigation: Mitigation,
     failover: Option<String>,
+    /// Its vNICs run on the `failover` uplink now (while an attack lasts).
+    failed_over: bool,
     /// Last observation at which the VM's inbound counters had not moved.
     quiet_at: Nanos,
     last_pkts: u64,
@@ -123,6 +125,8 @@ struct VmRt {
 
 /// The control thread's VM-action and DoS state; see the module documentation.
 pub struct VmCtl {
+    /// Bumped whenever a VM's DoS failover starts or ends.
+    failover_generation: u64,
     sup: VmSupervisor,
     vms: Vec<VmRt>,
     uplinks: Vec<String>,
@@ -232,6 +236,7 @@ impl VmCtl {
                 detector,
                 mitigation: Mitigation::NONE,
                 failover,
+                failed_over: false,
                 quiet_at: 0,
                 last_pkts: 0,
                 attacks: 0,
@@ -249,6 +254,7 @@ impl VmCtl {
             .spawn(move || execute_loop(work_rx, done_tx))
             .map_err(|e| format!("spawn vm-actions: {e}"))?;
         Ok(VmCtl {
+            failover_generation: 0,
             sup,
             vms,
             uplinks: topo.uplinks.iter().map(|u| u.name.clone()).collect(),
@@ -395,9 +401,6 @@ impl VmCtl {
                     // bound of the time from the flood's first frame to detection.
                     let detect_ms = (now - vm.quiet_at) as f64 / MS as f64;
                     tracing::warn!(vm = %vm.name, attack = %kind, detect_ms, "DoS attack started");
-                    if let Some(b) = &vm.failover {
-                        tracing::warn!(vm = %vm.name, bond = %b, "DoS response failover:{b} is not implemented; traffic stays on its uplink");
-                    }
                 }
                 DosEvent::AttackEnded { kind, .. } => {
                     tracing::info!(vm = %vm.name, attack = %kind, "DoS attack ended")
@@ -405,6 +408,19 @@ impl VmCtl {
             }
         }
         let m = det.mitigation();
+        // [0128]: while an attack lasts, the VM's traffic runs over the alternate
+        // uplink (a second bond standing for a second connection); back after it.
+        let fail_over = vm.failover.is_some() && m.active();
+        if fail_over != vm.failed_over {
+            vm.failed_over = fail_over;
+            self.failover_generation += 1;
+            let to = vm.failover.as_deref().unwrap_or("");
+            if fail_over {
+                tracing::warn!(vm = %vm.name, uplink = %to, "DoS response: the VM's traffic fails over to the alternate uplink");
+            } else {
+                tracing::info!(vm = %vm.name, uplink = %to, "DoS over: the VM's traffic returns from the alternate uplink");
+            }
+        }
         if m != vm.mitigation {
             vm.mitigation = m;
             tracing::info!(vm = %vm.name, mitigation = ?m, "DoS mitigation changed");
@@ -471,7 +487,7 @@ impl VmCtl {
                     Some(s) if s.suspended_by_us => "suspended-by-switch",
                     _ => "running",
                 };
-                let dos = match vm.detector.as_ref().map(|d| d.state()) {
+                let mut dos = match vm.detector.as_ref().map(|d| d.state()) {
                     Some(s) if s.under_attack() => [s.rate_flood, s.syn_flood, s.signature]
                         .iter()
                         .flatten()
@@ -480,6 +496,12 @@ impl VmCtl {
                         .join("; "),
                     _ => String::new(),
                 };
+                if vm.failed_over {
+                    dos.push_str(&format!(
+                        "; traffic failed over to {}",
+                        vm.failover.as_deref().unwrap_or("?")
+                    ));
+                }
                 let counts = st.map(|s| s.counts).unwrap_or_default();
                 VmActionView {
                     vm: vm.name.clone(),
@@ -503,6 +525,24 @@ impl VmCtl {
     /// The status of every VM, for `vsctl show`.
     pub fn view(&self) -> &[VmActionView] {
         &self.view
+    }
+
+    /// Changes whenever [`failovers`](Self::failovers) changes.
+    pub fn failover_generation(&self) -> u64 {
+        self.failover_generation
+    }
+
+    /// The vNICs a DoS response has moved to an alternate uplink now: (vNIC slot,
+    /// uplink name).
+    pub fn failovers(&self) -> Vec<(u32, String)> {
+        self.vms
+            .iter()
+            .filter(|vm| vm.failed_over)
+            .flat_map(|vm| {
+                let to = vm.failover.clone().unwrap_or_default();
+                vm.vnics.iter().map(move |&v| (v, to.clone()))
+            })
+            .collect()
     }
 }
 
