@@ -214,7 +214,24 @@ impl Port {
         nb_desc: u16,
         pool: &Mempool,
     ) -> Result<(), PortError> {
+        self.configure_with_lsc(nb_rx, nb_tx, nb_desc, pool, false)
+    }
+
+    /// [`Port::configure`], and with `lsc` the link-status-change interrupt on
+    /// (`intr_conf.lsc`, testpmd's default): the EAL interrupt thread then follows the
+    /// link and [`Port::link`] reads the state it recorded. Fails for a device that
+    /// has no such interrupt. A `net_virtio_user` server port needs it to go back to
+    /// listening when its vhost-user peer leaves.
+    pub fn configure_with_lsc(
+        &self,
+        nb_rx: u16,
+        nb_tx: u16,
+        nb_desc: u16,
+        pool: &Mempool,
+        lsc: bool,
+    ) -> Result<(), PortError> {
         let mut conf = ffi::rte_eth_conf::default();
+        conf.intr_conf.set_lsc(u32::from(lsc));
         if nb_rx > 1 {
             // Several rx queues: hash flows over them (RSS) where the device can, on the
             // fields it supports; without RSS every frame would land on queue 0.
@@ -228,7 +245,7 @@ impl Port {
                 }
             }
         }
-        // SAFETY: valid port id and a configuration struct zeroed but for RSS.
+        // SAFETY: valid port id and a configuration struct zeroed but for RSS and LSC.
         let rc = unsafe { ffi::rte_eth_dev_configure(self.id, nb_rx, nb_tx, &conf) };
         if rc != 0 {
             return Err(op_err(*self, "configure", rc));

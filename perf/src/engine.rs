@@ -13,6 +13,20 @@
 //! pool is whole once the ports are stopped and closed; the report says so
 //! (`mbufs_in_use_at_exit`).
 //!
+//! Link watch: a `net_virtio_user` port in server mode (`server=1`, vsperf playing a
+//! QEMU that serves the vhost-user socket) must go back to listening when its
+//! vhost-user client (the switch) leaves, as QEMU does, so a restarted switch in
+//! client mode finds it again. DPDK 22.11 does that only from the link-status-change
+//! interrupt (testpmd's default, `intr_conf.lsc`): the EAL interrupt thread sees the
+//! connection close, closes its end, listens, accepts the next client and
+//! renegotiates. Without the interrupt the port notices nothing until someone reads
+//! its link, and a link read from the poll loop would start the same recovery with
+//! nobody to undo its interrupt registrations at close (the interrupt thread then
+//! panics on a closed descriptor at exit). So such ports are configured with the
+//! interrupt on; the poll loop reads their link (then a plain read of the state the
+//! interrupt thread recorded) every [`LINK_POLL_MS`] ms, and logs and reports the
+//! changes (`link_events`).
+//!
 //! Ending: at `--duration`, when every port with a `--count` has reached it, or when
 //! the stop flag (SIGINT/SIGTERM) is set. Generation stops first, then the loop keeps
 //! receiving (and echo/io ports keep forwarding) for `--drain-ms` so frames in flight
@@ -34,6 +48,30 @@ use crate::report::{PmdStats, PortReport, Report, SCHEMA};
 
 /// Largest burst (rx and generated tx).
 pub const MAX_BURST: usize = 64;
+
+/// How often the link of a watched port is read (see the module doc), ms.
+pub const LINK_POLL_MS: u64 = 1;
+
+/// True for the ports configured with the link-status-change interrupt and whose
+/// link changes the poll loop records: `net_virtio_user` in server mode
+/// (`server=1`), which goes back to listening after its vhost-user client left only
+/// through that interrupt (see the module doc).
+pub fn watches_link(devargs: &str) -> bool {
+    let mut parts = devargs.split(',').map(str::trim);
+    let name = parts.next().unwrap_or("");
+    name.starts_with("net_virtio_user")
+        && parts.any(|kv| {
+            kv.split_once('=')
+                .is_some_and(|(k, v)| k.trim() == "server" && v.trim() == "1")
+        })
+}
+
+/// Link state of a watched port and the changes seen.
+struct LinkWatch {
+    up: bool,
+    /// `[t_ms, up]` from the start of traffic.
+    events: Vec<[u64; 2]>,
+}
 
 /// Why a run could not start (every message is one line).
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +132,8 @@ struct PortState<'c> {
     /// TSC when `done` became true.
     done_at: Option<u64>,
     last_print: PortCounters,
+    /// Set for ports whose link the loop reads ([`watches_link`]).
+    link_watch: Option<LinkWatch>,
 }
 
 impl PortState<'_> {
@@ -317,7 +357,8 @@ fn run_ports(
         // net_virtio_user port in the same process has its socket ready.
         let port = Port::attach(eal, &pc.devargs).map_err(perr)?;
         let info = port.info().map_err(perr)?;
-        port.configure(1, 1, cfg.nb_desc, &pool).map_err(perr)?;
+        port.configure_with_lsc(1, 1, cfg.nb_desc, &pool, watches_link(&pc.devargs))
+            .map_err(perr)?;
         if let Err(e) = port.set_promiscuous(true) {
             let _ = writeln!(log, "vsperf: warning: port {index}: {e}");
         }
@@ -348,6 +389,10 @@ fn run_ports(
             done: false,
             done_at: None,
             last_print: PortCounters::default(),
+            link_watch: watches_link(&pc.devargs).then(|| LinkWatch {
+                up: port.link().up,
+                events: Vec::new(),
+            }),
         });
     }
 
@@ -398,6 +443,10 @@ fn run_ports(
     let mut rx = Burst::<MAX_BURST>::new();
     let mut tx = Burst::<MAX_BURST>::new();
     let start = rdtsc();
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     if !cfg.quiet {
         // Scripts align external events (a link pull) with the timeline on this line.
         let _ = writeln!(log, "vsperf: traffic started");
@@ -422,6 +471,12 @@ fn run_ports(
     let tl_period = cfg.timeline_ms * hz / 1000;
     let mut next_tl = if tl_period > 0 {
         start + tl_period
+    } else {
+        u64::MAX
+    };
+    let link_period = (LINK_POLL_MS * hz / 1000).max(1);
+    let mut next_link = if states.iter().any(|s| s.link_watch.is_some()) {
+        start + link_period
     } else {
         u64::MAX
     };
@@ -466,6 +521,29 @@ fn run_ports(
                 st.timeline.sample(t_ms, st.c.rx_pkts);
             }
             next_tl += tl_period;
+        }
+        if now >= next_link {
+            let t_ms = (now - start) * 1000 / hz;
+            for (i, st) in states.iter_mut().enumerate() {
+                let Some(w) = st.link_watch.as_mut() else {
+                    continue;
+                };
+                let up = st.port.link().up;
+                if up != w.up {
+                    w.up = up;
+                    w.events.push([t_ms, up as u64]);
+                    if !cfg.quiet {
+                        let _ = writeln!(
+                            log,
+                            "[{:7.3}s] vsperf: port {i} {} link {}",
+                            secs(now),
+                            st.name,
+                            if up { "up" } else { "down" }
+                        );
+                    }
+                }
+            }
+            next_link = now + link_period;
         }
         if now >= next_print {
             let dt = secs(now) - secs(last_print_t);
@@ -555,6 +633,7 @@ fn run_ports(
                 rx_nombuf: s.rx_nombuf,
             },
             timeline: (tl_period > 0).then(|| st.timeline.samples.clone()),
+            link_events: st.link_watch.as_ref().map(|w| w.events.clone()),
             samples: None,
             lost: None,
             reordered: None,
@@ -603,6 +682,7 @@ fn run_ports(
         drain_s,
         stopped_by: stopped_by.unwrap_or("signal").into(),
         tsc_hz: hz,
+        started_unix_s,
         mbufs_in_use_at_exit: in_use,
         ports: reports,
     };
@@ -692,4 +772,22 @@ pub fn print_summary(r: &Report, log: &mut dyn Write) {
         "  ---- {:.3} s of traffic + {:.3} s drain, stopped by {}, mbufs in use at exit: {} ----",
         r.duration_s, r.drain_s, r.stopped_by, r.mbufs_in_use_at_exit
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watches_link;
+
+    #[test]
+    fn only_virtio_user_servers_are_watched() {
+        assert!(watches_link(
+            "net_virtio_user0,path=/tmp/a.sock,server=1,queues=1"
+        ));
+        assert!(watches_link("net_virtio_user1, server = 1"));
+        assert!(!watches_link("net_virtio_user0,path=/tmp/a.sock,queues=1"));
+        assert!(!watches_link("net_virtio_user0,path=/tmp/a.sock,server=0"));
+        assert!(!watches_link("net_vhost0,iface=/tmp/a.sock,server=1"));
+        assert!(!watches_link("net_tap0,iface=x"));
+        assert!(!watches_link(""));
+    }
 }

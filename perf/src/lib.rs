@@ -56,6 +56,7 @@
 //!
 //! ```json
 //! {"tool":"vsperf","schema":1,"duration_s":1.2,"drain_s":0.2,"stopped_by":"duration","tsc_hz":2400000000,
+//!  "started_unix_s":1763841600.25,
 //!  "mbufs_in_use_at_exit":0,
 //!  "ports":[{"index":0,"name":"net_ring0","devargs":"net_ring0","driver":"net_ring","mode":"latency",
 //!    "link_up":true,"rx_pkts":1000,"rx_bytes":64000,"tx_pkts":1000,"tx_bytes":64000,"tx_dropped":0,
@@ -68,7 +69,12 @@
 //! ```
 //!
 //! `timeline` is present only with `--timeline-ms`; `samples` .. `mean_us` only in
-//! latency mode. `lost` is `tx_pkts - samples`; `tx_dropped` (tx ring full) frames
+//! latency mode. `started_unix_s` is the wall-clock time of the start of traffic
+//! (time 0 of `timeline`), so other processes' events can be placed on that axis.
+//! `link_events` (`[[t_ms, 0|1], ...]`, link down/up) is present only for
+//! `net_virtio_user` ports in server mode (`server=1`): vsperf runs them with the
+//! link-status-change interrupt, which is what makes them listen again when their
+//! vhost-user client (a switch in client mode) leaves, as QEMU does (see [`engine`]). `lost` is `tx_pkts - samples`; `tx_dropped` (tx ring full) frames
 //! were never sent and are not in `lost`.
 //!
 //! # Design

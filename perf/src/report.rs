@@ -29,6 +29,11 @@ pub struct Report {
     pub stopped_by: String,
     /// TSC frequency used for pacing and latency.
     pub tsc_hz: u64,
+    /// Wall-clock time of the start of traffic (time 0 of `timeline` and
+    /// `link_events`), seconds since the Unix epoch, so other processes' events can
+    /// be placed on the run's time axis.
+    #[serde(default)]
+    pub started_unix_s: f64,
     /// Mbufs still taken from the pool after every port was stopped and closed
     /// (0 when nothing leaked).
     pub mbufs_in_use_at_exit: u32,
@@ -92,6 +97,11 @@ pub struct PortReport {
     /// counts sum to `rx_pkts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<[u64; 2]>>,
+    /// Link changes seen while running, `[t_ms, 1 = up | 0 = down]` from the start of
+    /// traffic; present only for ports whose link vsperf watches (virtio-user in
+    /// server mode, see `engine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_events: Option<Vec<[u64; 2]>>,
     /// Latency mode only: stamped frames received back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<u64>,

@@ -1,4 +1,14 @@
-//! `vswitchd --config FILE`: runs the switch until SIGINT/SIGTERM.
+//! `vswitchd --config FILE`: runs the switch until SIGINT/SIGTERM (or SIGHUP).
+//!
+//! Signals: the first thing `main` does, before any thread exists, is block SIGINT,
+//! SIGTERM and SIGHUP in its own mask; every thread started later inherits it (the
+//! EAL's interrupt and control threads, the vhost library's, workers, control, ctl
+//! server). One dedicated thread takes them with `sigwait` and sets the quit flag the
+//! main loop polls. No thread ever runs a handler for them, so a shutdown signal cannot
+//! land on a thread that cannot act on it or in a handler some library replaced; it
+//! stays pending until the waiter takes it. (This replaced `ctrlc`'s handler, after
+//! session 1 saw vswitchd catch SIGTERM intermittently without its handler thread
+//! waking.) Child processes start with an empty mask (Rust's `Command` resets it).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
 use vswitch::ctl::ControlApi;
 use vswitch::daemon::SwitchApi;
 use vswitch::stats::DropReason;
@@ -94,7 +105,46 @@ fn print_table(sw: &Switch) {
     }
 }
 
+/// The signals that stop the switch.
+fn shutdown_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Starts the thread that waits for [`shutdown_signals`] (blocked in every thread by
+/// then) and sets `quit` on the first; later ones are logged.
+fn spawn_signal_waiter(set: SigSet, quit: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            match set.wait() {
+                Ok(sig) => {
+                    if quit.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(signal = %sig, "already stopping");
+                    } else {
+                        tracing::info!(signal = %sig, "stopping");
+                    }
+                }
+                // sigwait fails only for an invalid set; nothing to retry.
+                Err(e) => {
+                    tracing::error!("sigwait: {e}; signals no longer stop the switch");
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+}
+
 fn main() {
+    // Before anything can start a thread (see the module doc).
+    let signals = shutdown_signals();
+    if let Err(e) = signals.thread_block() {
+        eprintln!("vswitchd: cannot block the shutdown signals: {e}");
+        std::process::exit(1);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -117,12 +167,9 @@ fn main() {
         }
     };
     let quit = Arc::new(AtomicBool::new(false));
-    {
-        let q = Arc::clone(&quit);
-        if let Err(e) = ctrlc::set_handler(move || q.store(true, Ordering::SeqCst)) {
-            eprintln!("vswitchd: cannot install signal handler: {e}");
-            std::process::exit(1);
-        }
+    if let Err(e) = spawn_signal_waiter(signals, Arc::clone(&quit)) {
+        eprintln!("vswitchd: cannot start the signal thread: {e}");
+        std::process::exit(1);
     }
     let sw = match Switch::start(&cfg) {
         Ok(s) => Arc::new(s),
