@@ -856,7 +856,11 @@ impl Control {
         self.overrides = overrides;
         let t = self.effective();
         let g = self.adopt(t, None, Vec::new(), now);
-        tracing::info!(moved = self.overrides.len(), generation = g, "DoS failover: vNIC uplinks changed");
+        tracing::info!(
+            moved = self.overrides.len(),
+            generation = g,
+            "DoS failover: vNIC uplinks changed"
+        );
     }
 
     /// VM actions and DoS detection: bond and starvation state in, actions out (to

@@ -235,7 +235,8 @@ impl SwitchApi {
         }
         // VM actions and DoS detection are rebuilt over the new topology when a VM's
         // settings or the uplinks (whose indices they use) changed.
-        let rebuild_vm = old.vm != new.vm || old.bond != new.bond || uplink_names(old) != uplink_names(new);
+        let rebuild_vm =
+            old.vm != new.vm || old.bond != new.bond || uplink_names(old) != uplink_names(new);
         let state = crate::vm_ctl::state_path_for(&self.path);
         self.switch
             .reconfigure(new, |topo| {

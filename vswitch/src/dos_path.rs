@@ -282,6 +282,18 @@ impl DosPath {
         }
     }
 
+    /// Accounts a frame for `vnic` that arrived where the vNIC is not (its VM was
+    /// failed over to another uplink, [0128]): the attack on the old connection stays
+    /// visible, so the failover lasts as long as the attack. Returns true when the
+    /// vNIC's mitigation is on (the caller drops the frame either way). *Fast path*.
+    #[inline]
+    pub fn account_elsewhere(&mut self, vnic: u32, flow: &Flow, m: &Mbuf) -> bool {
+        !matches!(
+            self.account(vnic, flow, m.pkt_len(), m.data()),
+            Action::Deliver
+        )
+    }
+
     /// The frame-independent part of [`inspect`](Self::inspect): accounts a frame of
     /// `len` bytes (`data`: its first segment) for `vnic` and decides what its
     /// mitigation does with it. *Fast path*.
