@@ -150,13 +150,15 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     set_link(&tap, true);
 
     // The VMs, and a paced 5 kpps stream from the network to VM2 for the whole test.
+    let vms_started = Instant::now();
     let vms = vsperf(
         "vms",
         &args![
             "--wait-link",
             10,
+            // Until SIGTERM at the end (a loaded host makes the phases slower).
             "--duration",
-            28,
+            120,
             "--drain-ms",
             300,
             "--port",
@@ -377,6 +379,8 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
 
     // VM2's stream was untouched by all of it.
     let t = Instant::now();
+    let ran = vms_started.elapsed().as_secs_f64();
+    vms.signal("TERM");
     let ((code, err), out) = vms.wait_and_stderr(Duration::from_secs(40));
     assert_eq!(code, Some(0), "{err}");
     let r = last_json(&out);
@@ -384,13 +388,14 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let got2 = rx_from(&r, 1, EXT);
     let loss = sent2.saturating_sub(got2);
     eprintln!(
-        "VM2 stream: {got2} of {sent2} frames ({} lost, {:.4}%), {:.0} pps over 28 s; waited {:?}",
+        "VM2 stream: {got2} of {sent2} frames ({} lost, {:.4}%), {:.0} pps over {ran:.0} s; waited {:?}",
         loss,
         loss as f64 * 100.0 / sent2.max(1) as f64,
-        got2 as f64 / 28.0,
+        got2 as f64 / ran,
         t.elapsed()
     );
-    assert!(sent2 > 100_000, "{r}");
+    // 5 kpps from about 2 s after the start (link wait) to the end.
+    assert!(sent2 as f64 > 4000.0 * (ran - 3.0), "{r}");
     assert!(
         loss <= sent2 / 1000,
         "VM2 lost {loss} of {sent2} frames: {r}"
