@@ -323,7 +323,9 @@ impl<'a> FrameView<'a> {
     /// (802.1Q, 802.1ad). Fails exactly when [`Flow::parse`] fails. *Fast path*.
     #[inline]
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, WireError> {
-        let Some(Ok(eth)) = buf.get(..field::HEADER_LEN).map(<&[u8; field::HEADER_LEN]>::try_from)
+        let Some(Ok(eth)) = buf
+            .get(..field::HEADER_LEN)
+            .map(<&[u8; field::HEADER_LEN]>::try_from)
         else {
             return Err(WireError::Truncated);
         };
@@ -461,7 +463,10 @@ impl<'a> FrameView<'a> {
             return None;
         }
         let p: &[u8; 4] = self.buf.get(off..off + 4)?.try_into().ok()?;
-        Some((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
+        Some((
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ))
     }
 
     /// The whole [`Flow`] of this frame.
@@ -676,16 +681,37 @@ pub(crate) mod tests {
                 Just(ethertype::ARP),
                 any::<u16>()
             ],
-            prop_oneof![Just(0x45u8), Just(0x46), Just(0x44), Just(0x60), any::<u8>()],
-            prop_oneof![Just(ipproto::TCP), Just(ipproto::UDP), Just(ipproto::ICMP), any::<u8>()],
-            prop_oneof![Just(0u16), Just(0x4000), Just(0x2000), Just(0x0001), any::<u16>()],
+            prop_oneof![
+                Just(0x45u8),
+                Just(0x46),
+                Just(0x44),
+                Just(0x60),
+                any::<u8>()
+            ],
+            prop_oneof![
+                Just(ipproto::TCP),
+                Just(ipproto::UDP),
+                Just(ipproto::ICMP),
+                any::<u8>()
+            ],
+            prop_oneof![
+                Just(0u16),
+                Just(0x4000),
+                Just(0x2000),
+                Just(0x0001),
+                any::<u16>()
+            ],
             any::<prop::sample::Index>(),
         )
             .prop_map(|(mut b, tags, et, vihl, proto, frag, cut)| {
                 b.resize(120, 0);
                 let mut off = 12;
                 for t in 0..tags {
-                    let tpid = if t == 0 { ethertype::QINQ } else { ethertype::VLAN };
+                    let tpid = if t == 0 {
+                        ethertype::QINQ
+                    } else {
+                        ethertype::VLAN
+                    };
                     b[off..off + 2].copy_from_slice(&tpid.to_be_bytes());
                     off += 4;
                 }

@@ -270,6 +270,7 @@ impl Worker {
         let mut bytes = 0u64;
         for m in rx.as_slice() {
             bytes += m.pkt_len() as u64;
+            m.prefetch();
         }
         bump(&counters.rx_pkts, rx.len() as u64);
         bump(&counters.rx_bytes, bytes);
@@ -283,10 +284,17 @@ impl Worker {
                 return;
             }
         };
-        for m in rx.drain() {
-            match role {
-                PortRole::Vnic { vnic } => self.from_vnic(snap, port, vnic, m),
-                PortRole::Nic { uplink, member } => self.from_nic(snap, port, uplink, member, m),
+        // The role is decided once per burst, not per frame.
+        match role {
+            PortRole::Vnic { vnic } => {
+                for m in rx.drain() {
+                    self.from_vnic(snap, port, vnic, m);
+                }
+            }
+            PortRole::Nic { uplink, member } => {
+                for m in rx.drain() {
+                    self.from_nic(snap, port, uplink, member, m);
+                }
             }
         }
     }
@@ -425,14 +433,7 @@ impl Worker {
     }
 
     #[inline]
-    fn from_nic(
-        &mut self,
-        snap: &Snapshot,
-        port: u16,
-        uplink: u16,
-        member: u8,
-        m: Mbuf,
-    ) {
+    fn from_nic(&mut self, snap: &Snapshot, port: u16, uplink: u16, member: u8, m: Mbuf) {
         let Ok(frame) = FrameView::new_checked(m.data()) else {
             return self.stats.ports[port as usize].drop_one(DropReason::Runt);
         };
