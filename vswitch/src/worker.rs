@@ -270,7 +270,6 @@ impl Worker {
         let mut bytes = 0u64;
         for m in rx.as_slice() {
             bytes += m.pkt_len() as u64;
-            m.prefetch();
         }
         bump(&counters.rx_pkts, rx.len() as u64);
         bump(&counters.rx_bytes, bytes);
