@@ -134,7 +134,7 @@ EOF
         else
             echo "  devargs = \"net_pcap0,rx_pcap=$(pcap $VM1 $EXT "$sz"),infinite_rx=1\""
         fi
-        [ "$c" = 4 ] && echo '  average_bps = 100000000000'
+        [ "$c" = 4 ] && printf '  average_bps = 100000000000\n  burst_bytes = 100000000\n'
         cat <<EOF
   mac = "$VM1"
   uplink = "bond0"

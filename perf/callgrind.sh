@@ -2,29 +2,50 @@
 # perf/callgrind.sh [DIR] — instructions per forwarded frame of the switch's fast path,
 # counted by valgrind (callgrind), independent of machine noise.
 #
-# Runs vswitchd for RUN_FOR seconds (default 3) under callgrind with case 1 of bench.sh
-# (a vNIC backed by net_pcap, 64-byte frames, 1024 flows -> hash-l3l4 bond of two
-# net_null NICs), then divides the inclusive instruction counts (Ir) of the worker's
-# functions by the frames it received:
-#   the worker thread (all of it: the poll loop, parse, spoof check, bond member
-#   selection, tx buffering, plus the PMDs: net_pcap rx copies, net_null tx frees),
-#   split into the PMD calls and the rest; and the same for dpdk-testpmd io forwarding.
+# For each case in CASES (default "1 4 3a 3b", the bench.sh cases of the same names,
+# 64-byte frames, 1024 flows), runs vswitchd for RUN_FOR seconds (default 3) under
+# callgrind and divides the instructions of the worker thread (all of it: the poll
+# loop, parse, spoof check, member selection or MAC lookup, the bandwidth gate, tx
+# buffering, plus the PMDs: net_pcap rx copies, net_null tx frees) by the frames it
+# received, split into the PMD calls (rte_eth_rx_burst/rte_eth_tx_burst, inclusive)
+# and the rest ("switch"). Then the same for dpdk-testpmd io forwarding (net_pcap ->
+# net_null) unless TESTPMD=0.
+#   1   vNIC (net_pcap) -> hash-l3l4 bond of two net_null NICs, bandwidth policy off
+#   4   case 1 with the bandwidth policy on: shares 500 and a shaper (average_bps 100 G)
+#   3a  bond member (net_pcap) -> vNIC (net_null) by destination-MAC lookup
+#   3b  vNIC (net_pcap) -> vNIC (net_null) on the same uplink
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
 DIR=${1:-$(mktemp -d /tmp/vscg.XXXXXX)}
 RUN_FOR=${RUN_FOR:-3}
+CASES=${CASES:-1 4 3a 3b}
 mkdir -p "$DIR"
-PCAP="$DIR/cg.pcap"
-"$BIN/vsperf" gen-pcap --out "$PCAP" --src-mac 02:00:00:00:00:01 --dst-mac 02:00:00:00:00:99 --size 64 --flows 1024 2>/dev/null
-cat >"$DIR/cg.toml" <<CFG
+VM1=02:00:00:00:00:01
+VM2=02:00:00:00:00:02
+EXT=02:00:00:00:00:99
+pcap() { # SRC DST -> path
+    local f="$DIR/cg-$1-$2.pcap"
+    f=${f//:/}
+    [ -f "$f" ] || "$BIN/vsperf" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size 64 --flows 1024 2>/dev/null
+    echo "$f"
+}
+
+config() { # CASE
+    local c=$1
+    cat <<CFG
 [eal]
 file_prefix = "vscg$$"
 [dataplane]
 cores = [1]
 control_core = 0
+bandwidth = $([ "$c" = 4 ] && echo true || echo false)
 [control]
 socket = "$DIR/cg.ctl"
+CFG
+    case $c in
+    1|4)
+        cat <<CFG
 [[nic]]
 name = "n0"
 devargs = "net_null0,no-rx=1"
@@ -37,37 +58,88 @@ members = ["n0", "n1"]
 mode = "hash-l3l4"
 [[vm]]
 name = "vm1"
+$([ "$c" = 4 ] && echo 'shares = 500')
   [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap=$PCAP,infinite_rx=1"
-  mac = "02:00:00:00:00:01"
+  devargs = "net_pcap0,rx_pcap=$(pcap $VM1 $EXT),infinite_rx=1"
+$([ "$c" = 4 ] && printf '  average_bps = 100000000000\n  burst_bytes = 100000000\n')
+  mac = "$VM1"
   uplink = "bond0"
 CFG
-rm -f "$DIR"/sw.cg* "$DIR"/tp.cg*
+        ;;
+    3a)
+        cat <<CFG
+[[nic]]
+name = "n0"
+devargs = "net_pcap0,rx_pcap=$(pcap $EXT $VM1),infinite_rx=1"
+[[nic]]
+name = "n1"
+devargs = "net_null0,no-rx=1"
+[[bond]]
+name = "bond0"
+members = ["n0", "n1"]
+mode = "hash-l3l4"
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  devargs = "net_null1,no-rx=1"
+  mac = "$VM1"
+  uplink = "bond0"
+CFG
+        ;;
+    3b)
+        cat <<CFG
+[[nic]]
+name = "n0"
+devargs = "net_null0,no-rx=1"
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  devargs = "net_pcap0,rx_pcap=$(pcap $VM1 $VM2),infinite_rx=1"
+  mac = "$VM1"
+  uplink = "n0"
+[[vm]]
+name = "vm2"
+  [[vm.vnic]]
+  devargs = "net_null1,no-rx=1"
+  mac = "$VM2"
+  uplink = "n0"
+CFG
+        ;;
+    *) echo "callgrind.sh: unknown case $c" >&2; return 1 ;;
+    esac
+}
+
 # The forwarding thread is the one that executed the most instructions.
 busiest() { for f in "$1"-*; do echo "$(awk '/^totals:/ {print $2}' "$f") $f"; done | sort -g | tail -1; }
+ir_of() { grep -E "$2" "$1" | head -1 | awk '{gsub(/,/, "", $1); print $1}'; }
 
-valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$DIR/sw.cg" \
-    "$BIN/vswitchd" --config "$DIR/cg.toml" --run-for "$RUN_FOR" --json >"$DIR/cg.json" 2>"$DIR/cg.err"
-rc=$?
-read -r SW_IR SW_F < <(busiest "$DIR/sw.cg")
-[ -n "${SW_F:-}" ] || { echo "callgrind: no output (rc=$rc)"; tail -5 "$DIR/cg.err"; exit 1; }
-RX=$(jq '[.ports[] | select(.kind == "vnic") | .counters.rx_pkts] | add' "$DIR/cg.json")
-TX=$(jq '[.ports[] | select(.kind == "nic") | .counters.tx_pkts] | add' "$DIR/cg.json")
-LEAK=$(jq .mbufs_in_use_at_exit "$DIR/cg.json")
-callgrind_annotate --inclusive=yes "$SW_F" 2>/dev/null >"$DIR/annotate.txt"
-ir_of() { grep -E "$1" "$DIR/annotate.txt" | head -1 | awk '{gsub(/,/, "", $1); print $1}'; }
-RXB=$(ir_of 'rte_eth_rx_burst__extern')
-TXB=$(ir_of 'rte_eth_tx_burst__extern')
-echo "callgrind vswitchd: exit $rc, rx $RX, forwarded $TX, mbufs_in_use_at_exit $LEAK"
-awk -v t="$SW_IR" -v rx="${RXB:-0}" -v tx="${TXB:-0}" -v n="$RX" 'BEGIN {
-    if (n == 0) { print "callgrind: no frames forwarded"; exit 1 }
-    printf "vswitchd worker: %.0f instructions/frame = %.0f switch + %.0f net_pcap rx_burst + %.0f net_null tx_burst\n",
-        t / n, (t - rx - tx) / n, rx / n, tx / n }'
+status=0
+for c in $CASES; do
+    config "$c" >"$DIR/cg-$c.toml" || exit 2
+    rm -f "$DIR/sw-$c.cg"*
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$DIR/sw-$c.cg" \
+        "$BIN/vswitchd" --config "$DIR/cg-$c.toml" --run-for "$RUN_FOR" --json >"$DIR/cg-$c.json" 2>"$DIR/cg-$c.err"
+    rc=$?
+    read -r SW_IR SW_F < <(busiest "$DIR/sw-$c.cg")
+    if [ -z "${SW_F:-}" ]; then echo "case $c: no callgrind output (rc=$rc)"; tail -5 "$DIR/cg-$c.err"; status=1; continue; fi
+    RX=$(jq '[.ports[] | .counters.rx_pkts] | add' "$DIR/cg-$c.json")
+    TX=$(jq '[.ports[] | .counters.tx_pkts] | add' "$DIR/cg-$c.json")
+    LEAK=$(jq .mbufs_in_use_at_exit "$DIR/cg-$c.json")
+    callgrind_annotate --inclusive=yes "$SW_F" 2>/dev/null >"$DIR/annotate-$c.txt"
+    RXB=$(ir_of "$DIR/annotate-$c.txt" 'rte_eth_rx_burst__extern')
+    TXB=$(ir_of "$DIR/annotate-$c.txt" 'rte_eth_tx_burst__extern')
+    echo "case $c: vswitchd exit $rc, rx $RX, forwarded $TX, mbufs_in_use_at_exit $LEAK"
+    awk -v c="$c" -v t="$SW_IR" -v rx="${RXB:-0}" -v tx="${TXB:-0}" -v n="$RX" 'BEGIN {
+        if (n == 0) { print "case " c ": no frames received"; exit 1 }
+        printf "case %s: vswitchd worker %.0f instructions/frame = %.0f switch + %.0f rx_burst + %.0f tx_burst\n",
+            c, t / n, (t - rx - tx) / n, rx / n, tx / n }' || status=1
+done
 
-TESTPMD=$(command -v dpdk-testpmd || true)
-if [ -n "$TESTPMD" ]; then
+TESTPMD_BIN=$(command -v dpdk-testpmd || true)
+if [ "${TESTPMD:-1}" != 0 ] && [ -n "$TESTPMD_BIN" ]; then
+    PCAP=$(pcap $VM1 $EXT)
     timeout -s INT $((RUN_FOR + 10)) valgrind --tool=callgrind --separate-threads=yes \
-        --callgrind-out-file="$DIR/tp.cg" "$TESTPMD" -l 0,1 --no-huge -m 1024 --no-pci --no-telemetry \
+        --callgrind-out-file="$DIR/tp.cg" "$TESTPMD_BIN" -l 0,1 --no-huge -m 1024 --no-pci --no-telemetry \
         --iova-mode=va --file-prefix "tpcg$$" --vdev "net_pcap0,rx_pcap=$PCAP,infinite_rx=1" \
         --vdev net_null0,no-rx=1 -- --forward-mode=io --stats-period 5 --no-lsc-interrupt \
         --total-num-mbufs=16384 >"$DIR/tp.log" 2>&1
@@ -76,4 +148,5 @@ if [ -n "$TESTPMD" ]; then
     awk -v t="${TP_IR:-0}" -v n="${TP_N:-0}" 'BEGIN { if (n > 0) printf "testpmd io forwarding lcore: %.0f instructions/frame (%d frames)\n", t / n, n;
         else print "testpmd: no frames counted" }'
 fi
-echo "callgrind: annotate of the vswitchd worker in $DIR/annotate.txt"
+echo "callgrind: annotations of the vswitchd worker in $DIR/annotate-CASE.txt"
+exit $status

@@ -10,6 +10,11 @@
 //! ethertype after up to two VLAN tags, IPv4/IPv6 addresses, the L4 protocol, ports
 //! and TCP flags. A frame too short for a layer simply lacks that layer: a runt
 //! Ethernet frame is an error, a truncated IP header makes a non-IP flow.
+//!
+//! [`FrameView`] is the lazy form the workers use per frame: its checked constructor
+//! decodes only the Ethernet header and VLAN tags; the IP addresses and ports are read
+//! when a bond's hash needs them, and a whole `Flow` is built only for the DoS path.
+//! `Flow::parse` is built on it, so the two cannot disagree.
 
 use core::fmt;
 use core::str::FromStr;
@@ -203,6 +208,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+#[cfg(test)]
 #[inline]
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -248,82 +254,11 @@ pub struct Flow {
 
 impl Flow {
     /// Parses a frame. Fails only when the Ethernet header itself is missing.
-    /// *Fast path*: no allocation, a handful of bounds checks.
+    /// *Fast path*: no allocation, a handful of bounds checks. The same as
+    /// [`FrameView::new_checked`] followed by [`FrameView::flow`].
     #[inline]
     pub fn parse(buf: &[u8]) -> Result<Flow, WireError> {
-        let eth = EthernetFrame::new_checked(buf)?;
-        let mut f = Flow {
-            dst_mac: eth.dst(),
-            src_mac: eth.src(),
-            ..Flow::default()
-        };
-        let mut et = eth.ethertype();
-        let mut off = field::HEADER_LEN;
-        // Up to two VLAN tags (802.1Q, 802.1ad).
-        for _ in 0..2 {
-            if (et == ethertype::VLAN || et == ethertype::QINQ) && buf.len() >= off + 4 {
-                if f.vlan == 0 {
-                    f.vlan = be16(buf, off) & 0x0fff;
-                }
-                et = be16(buf, off + 2);
-                off += 4;
-            } else {
-                break;
-            }
-        }
-        f.ethertype = et;
-        f.l3_offset = off as u16;
-        match et {
-            ethertype::IPV4 => f.parse_ipv4(buf, off),
-            ethertype::IPV6 => f.parse_ipv6(buf, off),
-            _ => {}
-        }
-        Ok(f)
-    }
-
-    #[inline]
-    fn parse_ipv4(&mut self, buf: &[u8], off: usize) {
-        if buf.len() < off + 20 {
-            return;
-        }
-        let vihl = buf[off];
-        let ihl = (vihl & 0x0f) as usize * 4;
-        if vihl >> 4 != 4 || ihl < 20 || buf.len() < off + ihl {
-            return;
-        }
-        let src = be32(buf, off + 12);
-        let dst = be32(buf, off + 16);
-        self.l3 = Some(L3Addrs {
-            src: 0xffff_0000_0000u128 | src as u128,
-            dst: 0xffff_0000_0000u128 | dst as u128,
-        });
-        self.proto = buf[off + 9];
-        let frag = be16(buf, off + 6);
-        let more_fragments = frag & 0x2000 != 0;
-        let frag_offset = frag & 0x1fff;
-        if more_fragments || frag_offset != 0 {
-            // Fragments carry L4 ports only in the first one; hash them on L3 alone
-            // so all fragments of a datagram take the same member.
-            return;
-        }
-        self.parse_l4(buf, off + ihl);
-    }
-
-    #[inline]
-    fn parse_ipv6(&mut self, buf: &[u8], off: usize) {
-        if buf.len() < off + 40 || buf[off] >> 4 != 6 {
-            return;
-        }
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&buf[off + 8..off + 24]);
-        d.copy_from_slice(&buf[off + 24..off + 40]);
-        self.l3 = Some(L3Addrs {
-            src: u128::from_be_bytes(s),
-            dst: u128::from_be_bytes(d),
-        });
-        self.proto = buf[off + 6];
-        self.parse_l4(buf, off + 40);
+        FrameView::new_checked(buf).map(|v| v.flow())
     }
 
     #[inline]
@@ -354,6 +289,208 @@ impl Flow {
     }
 }
 
+/// What [`FrameView::ip`] finds in a complete IPv4 or IPv6 header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpHeader {
+    /// Source and destination addresses (IPv4 as IPv4-mapped IPv6).
+    pub addrs: L3Addrs,
+    /// IP protocol (IPv6: the first next-header value).
+    pub proto: u8,
+    /// Offset of the L4 header in the frame; `None` for IPv4 fragments, whose ports
+    /// (in the first fragment only) are ignored so all fragments of a datagram hash alike.
+    pub l4_offset: Option<u16>,
+}
+
+/// A lazily parsed view of one frame: the Ethernet header and VLAN tags are decoded
+/// by the checked constructor, the IP and L4 headers only when asked for.
+///
+/// The switch's per-frame decision mostly needs the MACs and the ethertype; only
+/// some bond modes need the addresses or the ports, and only the DoS path needs a
+/// whole [`Flow`]. Every accessor agrees with [`Flow::parse`] of the same bytes
+/// (property-tested), and none can fail or panic once the view exists.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameView<'a> {
+    buf: &'a [u8],
+    /// The Ethernet header (the first 14 bytes of `buf`).
+    eth: &'a [u8; field::HEADER_LEN],
+    ethertype: u16,
+    vlan: u16,
+    l3_offset: u16,
+}
+
+impl<'a> FrameView<'a> {
+    /// Validates that `buf` holds an Ethernet header and skips up to two VLAN tags
+    /// (802.1Q, 802.1ad). Fails exactly when [`Flow::parse`] fails. *Fast path*.
+    #[inline]
+    pub fn new_checked(buf: &'a [u8]) -> Result<Self, WireError> {
+        let Some(Ok(eth)) = buf
+            .get(..field::HEADER_LEN)
+            .map(<&[u8; field::HEADER_LEN]>::try_from)
+        else {
+            return Err(WireError::Truncated);
+        };
+        let mut et = u16::from_be_bytes([eth[12], eth[13]]);
+        let mut off = field::HEADER_LEN;
+        let mut vlan = 0;
+        for _ in 0..2 {
+            if (et == ethertype::VLAN || et == ethertype::QINQ) && buf.len() >= off + 4 {
+                if vlan == 0 {
+                    vlan = be16(buf, off) & 0x0fff;
+                }
+                et = be16(buf, off + 2);
+                off += 4;
+            } else {
+                break;
+            }
+        }
+        Ok(FrameView {
+            buf,
+            eth,
+            ethertype: et,
+            vlan,
+            l3_offset: off as u16,
+        })
+    }
+
+    /// Destination MAC.
+    #[inline]
+    pub fn dst_mac(&self) -> MacAddr {
+        let e = self.eth;
+        MacAddr([e[0], e[1], e[2], e[3], e[4], e[5]])
+    }
+
+    /// Source MAC.
+    #[inline]
+    pub fn src_mac(&self) -> MacAddr {
+        let e = self.eth;
+        MacAddr([e[6], e[7], e[8], e[9], e[10], e[11]])
+    }
+
+    /// Ethertype after VLAN tags.
+    #[inline]
+    pub fn ethertype(&self) -> u16 {
+        self.ethertype
+    }
+
+    /// Outer VLAN ID (0 when untagged).
+    #[inline]
+    pub fn vlan(&self) -> u16 {
+        self.vlan
+    }
+
+    /// Offset of the L3 header in the frame.
+    #[inline]
+    pub fn l3_offset(&self) -> u16 {
+        self.l3_offset
+    }
+
+    /// The whole frame.
+    #[inline]
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// True for IEEE 802.3 Slow Protocols frames (LACP, Marker).
+    #[inline]
+    pub fn is_slow_protocol(&self) -> bool {
+        self.ethertype == ethertype::SLOW
+    }
+
+    /// The IP header, when the frame is IPv4/IPv6 with a complete header (else `None`,
+    /// as [`Flow::l3`]). *Fast path*: one length check per header, fixed-size reads.
+    #[inline]
+    pub fn ip(&self) -> Option<IpHeader> {
+        let buf = self.buf;
+        let off = self.l3_offset as usize;
+        match self.ethertype {
+            ethertype::IPV4 => {
+                let h: &[u8; 20] = buf.get(off..off + 20)?.try_into().ok()?;
+                let ihl = (h[0] & 0x0f) as usize * 4;
+                if h[0] >> 4 != 4 || ihl < 20 || buf.len() < off + ihl {
+                    return None;
+                }
+                let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+                let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+                // More-fragments set or a non-zero fragment offset: a fragment.
+                let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+                Some(IpHeader {
+                    addrs: L3Addrs {
+                        src: 0xffff_0000_0000u128 | src as u128,
+                        dst: 0xffff_0000_0000u128 | dst as u128,
+                    },
+                    proto: h[9],
+                    l4_offset: if fragment {
+                        None
+                    } else {
+                        Some((off + ihl) as u16)
+                    },
+                })
+            }
+            ethertype::IPV6 => {
+                let h: &[u8; 40] = buf.get(off..off + 40)?.try_into().ok()?;
+                if h[0] >> 4 != 6 {
+                    return None;
+                }
+                let mut s = [0u8; 16];
+                let mut d = [0u8; 16];
+                s.copy_from_slice(&h[8..24]);
+                d.copy_from_slice(&h[24..40]);
+                Some(IpHeader {
+                    addrs: L3Addrs {
+                        src: u128::from_be_bytes(s),
+                        dst: u128::from_be_bytes(d),
+                    },
+                    proto: h[6],
+                    l4_offset: Some((off + 40) as u16),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// TCP/UDP source and destination ports of `ip` (this frame's [`ip`](Self::ip)),
+    /// when the L4 header is complete and the packet is not an IPv4 fragment (else
+    /// `None`, as [`Flow::has_l4`]). *Fast path*.
+    #[inline]
+    pub fn ports(&self, ip: &IpHeader) -> Option<(u16, u16)> {
+        let off = ip.l4_offset? as usize;
+        let need = match ip.proto {
+            ipproto::TCP => 20,
+            ipproto::UDP => 8,
+            _ => return None,
+        };
+        if self.buf.len() < off + need {
+            return None;
+        }
+        let p: &[u8; 4] = self.buf.get(off..off + 4)?.try_into().ok()?;
+        Some((
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ))
+    }
+
+    /// The whole [`Flow`] of this frame.
+    #[inline]
+    pub fn flow(&self) -> Flow {
+        let mut f = Flow {
+            dst_mac: self.dst_mac(),
+            src_mac: self.src_mac(),
+            ethertype: self.ethertype,
+            vlan: self.vlan,
+            l3_offset: self.l3_offset,
+            ..Flow::default()
+        };
+        if let Some(ip) = self.ip() {
+            f.l3 = Some(ip.addrs);
+            f.proto = ip.proto;
+            if let Some(off) = ip.l4_offset {
+                f.parse_l4(self.buf, off as usize);
+            }
+        }
+        f
+    }
+}
+
 /// Length of a gratuitous RARP frame built by [`build_rarp`] (padded to the Ethernet minimum).
 pub const RARP_FRAME_LEN: usize = 60;
 
@@ -379,7 +516,7 @@ pub fn build_rarp(mac: MacAddr, out: &mut [u8; RARP_FRAME_LEN]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -467,6 +604,157 @@ mod tests {
         assert_eq!(p.ethertype, ethertype::RARP);
         assert!(p.dst_mac.is_broadcast());
         assert_eq!(p.src_mac, mac);
+    }
+
+    /// The single-pass parser `Flow::parse` was before [`FrameView`] existed, kept as
+    /// the reference the view must agree with.
+    fn reference_parse(buf: &[u8]) -> Result<Flow, WireError> {
+        let eth = EthernetFrame::new_checked(buf)?;
+        let mut f = Flow {
+            dst_mac: eth.dst(),
+            src_mac: eth.src(),
+            ..Flow::default()
+        };
+        let mut et = eth.ethertype();
+        let mut off = field::HEADER_LEN;
+        for _ in 0..2 {
+            if (et == ethertype::VLAN || et == ethertype::QINQ) && buf.len() >= off + 4 {
+                if f.vlan == 0 {
+                    f.vlan = be16(buf, off) & 0x0fff;
+                }
+                et = be16(buf, off + 2);
+                off += 4;
+            } else {
+                break;
+            }
+        }
+        f.ethertype = et;
+        f.l3_offset = off as u16;
+        match et {
+            ethertype::IPV4 => {
+                if buf.len() < off + 20 {
+                    return Ok(f);
+                }
+                let vihl = buf[off];
+                let ihl = (vihl & 0x0f) as usize * 4;
+                if vihl >> 4 != 4 || ihl < 20 || buf.len() < off + ihl {
+                    return Ok(f);
+                }
+                f.l3 = Some(L3Addrs {
+                    src: 0xffff_0000_0000u128 | be32(buf, off + 12) as u128,
+                    dst: 0xffff_0000_0000u128 | be32(buf, off + 16) as u128,
+                });
+                f.proto = buf[off + 9];
+                let frag = be16(buf, off + 6);
+                if frag & 0x2000 != 0 || frag & 0x1fff != 0 {
+                    return Ok(f);
+                }
+                f.parse_l4(buf, off + ihl);
+            }
+            ethertype::IPV6 => {
+                if buf.len() < off + 40 || buf[off] >> 4 != 6 {
+                    return Ok(f);
+                }
+                f.l3 = Some(L3Addrs {
+                    src: u128::from_be_bytes(buf[off + 8..off + 24].try_into().unwrap()),
+                    dst: u128::from_be_bytes(buf[off + 24..off + 40].try_into().unwrap()),
+                });
+                f.proto = buf[off + 6];
+                f.parse_l4(buf, off + 40);
+            }
+            _ => {}
+        }
+        Ok(f)
+    }
+
+    /// Frames that reach every branch of the parser: random bytes with a chosen
+    /// ethertype, optional VLAN tags, an IP version/IHL byte and a protocol, cut to a
+    /// random length.
+    pub(crate) fn frame_strategy() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..120),
+            0usize..3,
+            prop_oneof![
+                Just(ethertype::IPV4),
+                Just(ethertype::IPV6),
+                Just(ethertype::SLOW),
+                Just(ethertype::ARP),
+                any::<u16>()
+            ],
+            prop_oneof![
+                Just(0x45u8),
+                Just(0x46),
+                Just(0x44),
+                Just(0x60),
+                any::<u8>()
+            ],
+            prop_oneof![
+                Just(ipproto::TCP),
+                Just(ipproto::UDP),
+                Just(ipproto::ICMP),
+                any::<u8>()
+            ],
+            prop_oneof![
+                Just(0u16),
+                Just(0x4000),
+                Just(0x2000),
+                Just(0x0001),
+                any::<u16>()
+            ],
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(mut b, tags, et, vihl, proto, frag, cut)| {
+                b.resize(120, 0);
+                let mut off = 12;
+                for t in 0..tags {
+                    let tpid = if t == 0 {
+                        ethertype::QINQ
+                    } else {
+                        ethertype::VLAN
+                    };
+                    b[off..off + 2].copy_from_slice(&tpid.to_be_bytes());
+                    off += 4;
+                }
+                b[off..off + 2].copy_from_slice(&et.to_be_bytes());
+                let l3 = off + 2;
+                b[l3] = vihl;
+                if et == ethertype::IPV6 {
+                    b[l3 + 6] = proto;
+                } else {
+                    b[l3 + 6..l3 + 8].copy_from_slice(&frag.to_be_bytes());
+                    b[l3 + 9] = proto;
+                }
+                let len = cut.index(b.len() + 1);
+                b.truncate(len);
+                b
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_matches_reference(bytes in frame_strategy()) {
+            prop_assert_eq!(Flow::parse(&bytes), reference_parse(&bytes));
+        }
+
+        #[test]
+        fn view_agrees_with_flow(bytes in frame_strategy()) {
+            let r = FrameView::new_checked(&bytes);
+            prop_assert_eq!(r.is_err(), bytes.len() < MIN_FRAME_LEN);
+            let Ok(v) = r else { return Ok(()) };
+            let f = reference_parse(&bytes).unwrap();
+            prop_assert_eq!(v.dst_mac(), f.dst_mac);
+            prop_assert_eq!(v.src_mac(), f.src_mac);
+            prop_assert_eq!(v.ethertype(), f.ethertype);
+            prop_assert_eq!(v.vlan(), f.vlan);
+            prop_assert_eq!(v.l3_offset(), f.l3_offset);
+            prop_assert_eq!(v.is_slow_protocol(), f.is_slow_protocol());
+            let ip = v.ip();
+            prop_assert_eq!(ip.map(|i| i.addrs), f.l3);
+            prop_assert_eq!(ip.map(|i| i.proto).unwrap_or(0), f.proto);
+            let ports = ip.and_then(|i| v.ports(&i));
+            prop_assert_eq!(ports.is_some(), f.has_l4);
+            prop_assert_eq!(ports.unwrap_or((0, 0)), (f.sport, f.dport));
+        }
     }
 
     proptest! {

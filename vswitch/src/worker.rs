@@ -9,7 +9,8 @@
 //! control thread's handoff queues (lock-free `ArrayQueue`s).
 //!
 //! # Life of a frame
-//! `rx_burst` → parse ([`Flow::parse`], no copy) → decide by the receiving port's
+//! `rx_burst` → view ([`FrameView`]: Ethernet header and VLAN tags decoded, the IP and
+//! L4 headers read only if the uplink's hash needs them, no copy) → decide by the receiving port's
 //! role (vNIC: spoof check, local VM delivery or uplink member selection; NIC:
 //! slow-protocol handoff, standby check, destination-MAC lookup) → push onto the
 //! destination port's tx buffer (floods take extra mbuf references, no copies) →
@@ -23,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dpdk_sys::{Burst, Mbuf, RxQueue, SharedTxQueue, TxQueue};
-use policy::wire::Flow;
+use policy::wire::{Flow, FrameView};
 
 use crate::shared::Shared;
 use crate::snapshot::{PortRole, Snapshot};
@@ -399,50 +400,52 @@ impl Worker {
                 return;
             }
         };
-        for m in rx.drain() {
-            let flow = match Flow::parse(m.data()) {
-                Ok(f) => f,
-                Err(_) => {
-                    self.stats.ports[port as usize].drop_one(DropReason::Runt);
-                    continue;
+        // The role is decided once per burst, not per frame.
+        match role {
+            PortRole::Vnic { vnic } => {
+                for m in rx.drain() {
+                    self.from_vnic(snap, port, vnic, m);
                 }
-            };
-            match role {
-                PortRole::Vnic { vnic } => self.from_vnic(snap, port, vnic, &flow, m),
-                PortRole::Nic { uplink, member } => {
-                    self.from_nic(snap, port, uplink, member, &flow, m)
+            }
+            PortRole::Nic { uplink, member } => {
+                for m in rx.drain() {
+                    self.from_nic(snap, port, uplink, member, m);
                 }
             }
         }
     }
 
     #[inline]
-    fn from_vnic(&mut self, snap: &Snapshot, port: u16, vnic: u32, flow: &Flow, m: Mbuf) {
+    fn from_vnic(&mut self, snap: &Snapshot, port: u16, vnic: u32, m: Mbuf) {
+        let Ok(frame) = FrameView::new_checked(m.data()) else {
+            return self.stats.ports[port as usize].drop_one(DropReason::Runt);
+        };
         let v = &snap.vnics[vnic as usize];
-        if v.spoof_check && flow.src_mac != v.mac {
+        if v.spoof_check && frame.src_mac() != v.mac {
             self.stats.ports[port as usize].drop_one(DropReason::Spoofed);
             return;
         }
-        if flow.is_slow_protocol() {
+        if frame.is_slow_protocol() {
             self.stats.ports[port as usize].drop_one(DropReason::SlowFromVm);
             return;
         }
         let up = &snap.uplinks[v.uplink as usize];
-        if flow.dst_mac.is_multicast() {
+        let dst_mac = frame.dst_mac();
+        if dst_mac.is_multicast() {
             for &other in &up.vnics {
                 if other != vnic {
                     let dst = snap.vnics[other as usize].port;
                     self.enqueue(dst, m.share());
                 }
             }
-        } else if let Some(dst) = snap.macs.lookup(flow.dst_mac) {
+        } else if let Some(dst) = snap.macs.lookup(dst_mac) {
             let d = &snap.vnics[dst as usize];
             if d.uplink == v.uplink && dst != vnic {
                 self.enqueue(d.port, m);
                 return;
             }
         }
-        match up.dist.select(flow, vnic, &mut self.select) {
+        match up.dist.select(&frame, vnic, &mut self.select) {
             Some(member) if self.shared.bandwidth => self.admit_uplink(vnic, up.members[member], m),
             Some(member) => self.enqueue(up.members[member], m),
             None => self.stats.ports[port as usize].drop_one(DropReason::NoUsableMember),
@@ -547,27 +550,30 @@ impl Worker {
     }
 
     #[inline]
-    fn from_nic(
-        &mut self,
-        snap: &Snapshot,
-        port: u16,
-        uplink: u16,
-        member: u8,
-        flow: &Flow,
-        m: Mbuf,
-    ) {
-        if flow.is_slow_protocol() {
+    fn from_nic(&mut self, snap: &Snapshot, port: u16, uplink: u16, member: u8, m: Mbuf) {
+        let Ok(frame) = FrameView::new_checked(m.data()) else {
+            return self.stats.ports[port as usize].drop_one(DropReason::Runt);
+        };
+        if frame.is_slow_protocol() {
             if self.shared.slow_rx.push((port, m)).is_err() {
                 self.stats.ports[port as usize].drop_one(DropReason::ControlQueueFull);
             }
             return;
         }
         let up = &snap.uplinks[uplink as usize];
-        if !up.dist.accepts_rx_frame(member as usize, flow) {
+        if !up.dist.accepts_rx_frame(member as usize, &frame) {
             self.stats.ports[port as usize].drop_one(DropReason::StandbyMember);
             return;
         }
-        if flow.dst_mac.is_multicast() {
+        // The DoS path inspects whole flows; without it no IP/L4 header is read.
+        let flow = if self.dos.enabled() {
+            Some(frame.flow())
+        } else {
+            None
+        };
+        let flow = flow.as_ref();
+        let dst_mac = frame.dst_mac();
+        if dst_mac.is_multicast() {
             let mut last: Option<u32> = None;
             for &v in &up.vnics {
                 if let Some(prev) = last.replace(v) {
@@ -580,7 +586,7 @@ impl Worker {
             }
             return;
         }
-        match snap.macs.lookup(flow.dst_mac) {
+        match snap.macs.lookup(dst_mac) {
             Some(v) if snap.vnics[v as usize].uplink == uplink => self.deliver(snap, v, flow, m),
             // A VM moved off this uplink by a DoS failover: its attack is still counted.
             Some(v) if self.dos.enabled() && self.dos.account_elsewhere(v, flow, &m) => {
@@ -590,13 +596,14 @@ impl Worker {
         }
     }
 
-    /// Delivers a frame from a NIC to vNIC `vnic`, through its DoS defence.
+    /// Delivers a frame from a NIC to vNIC `vnic`, through its DoS defence (`flow`:
+    /// the parsed frame while the DoS path is enabled, else `None`).
     #[inline]
-    fn deliver(&mut self, snap: &Snapshot, vnic: u32, flow: &Flow, m: Mbuf) {
+    fn deliver(&mut self, snap: &Snapshot, vnic: u32, flow: Option<&Flow>, m: Mbuf) {
         let port = snap.vnics[vnic as usize].port;
-        if !self.dos.enabled() {
+        let Some(flow) = flow else {
             return self.enqueue(port, m);
-        }
+        };
         match self.dos.inspect(vnic, flow, m) {
             DosVerdict::Deliver(m) => self.enqueue(port, m),
             DosVerdict::Dropped => self.stats.ports[port as usize].drop_one(DropReason::DosDrop),

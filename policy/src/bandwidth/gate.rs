@@ -65,6 +65,14 @@ pub struct GateCounters {
 /// new bursts with [`admit`](Self::admit) in each poll iteration.
 ///
 /// No allocation, no floating point; every method is fast path except `new`.
+///
+/// The common case costs a comparison and a subtraction: after a full check at time
+/// `t`, the gate remembers how many bytes *every* bucket could still give at `t`
+/// (`credit`). Further bursts at the same `t` within that credit are sent at once and
+/// their charge is summed in `uncharged`, which is applied to the buckets before
+/// anything else reads them (`settle`). Because no refill happens at an unchanged
+/// `t`, deferring the subtraction gives the buckets exactly the state and the
+/// verdicts exactly the values of charging each burst in turn.
 #[derive(Clone, Debug)]
 pub struct VnicGate {
     share: TokenBucket,
@@ -73,6 +81,12 @@ pub struct VnicGate {
     config: GateConfig,
     queued_bytes: u64,
     counters: GateCounters,
+    /// Bytes every bucket can still give at `credit_at` (after `uncharged`).
+    credit: u64,
+    /// The time `credit` was computed at; it is only valid at that time.
+    credit_at: Nanos,
+    /// Bytes sent on credit, not yet subtracted from the buckets.
+    uncharged: u64,
 }
 
 impl VnicGate {
@@ -85,12 +99,42 @@ impl VnicGate {
             config,
             queued_bytes: 0,
             counters: GateCounters::default(),
+            credit: 0,
+            credit_at: 0,
+            uncharged: 0,
         }
+    }
+
+    /// Charges the bytes sent on credit to the buckets and drops the credit: called
+    /// before anything reads or changes a bucket.
+    #[inline]
+    fn settle(&mut self) {
+        self.credit = 0;
+        if self.uncharged > 0 {
+            self.share.consume(self.uncharged);
+            if let Some(s) = &mut self.shaper {
+                s.charge(self.uncharged);
+            }
+            self.uncharged = 0;
+        }
+    }
+
+    /// After a full check at `now` (buckets refilled to `now`): the bytes every
+    /// bucket can still give at `now`.
+    #[inline]
+    fn grant_credit(&mut self, now: Nanos) {
+        let shaper = match &self.shaper {
+            Some(s) => s.credit_bytes(),
+            None => u64::MAX,
+        };
+        self.credit = self.share.credit_bytes().min(shaper);
+        self.credit_at = now;
     }
 
     /// Sets the allocated rate and depth of the share bucket (see
     /// [`TokenBucket::set_rate`] for how the switch-over is credited).
     pub fn set_rate(&mut self, rate_bps: u64, burst_bytes: u64) {
+        self.settle();
         self.share.set_rate(rate_bps, burst_bytes);
     }
 
@@ -102,6 +146,7 @@ impl VnicGate {
 
     /// Replaces the shaping configuration (buckets restart full).
     pub fn set_shaping(&mut self, shaping: Option<Shaping>) {
+        self.settle();
         self.shaper = shaping.map(Shaper::new);
     }
 
@@ -130,9 +175,23 @@ impl VnicGate {
     /// `Queue` means the caller must keep the burst (it is now accounted in
     /// [`queued_bytes`](Self::queued_bytes)) and offer it later with
     /// [`poll_queued`](Self::poll_queued).
+    #[inline]
     pub fn admit(&mut self, bytes: u32, now: Nanos) -> Verdict {
         let b = bytes as u64;
         self.counters.offered_bytes = self.counters.offered_bytes.saturating_add(b);
+        // Nothing queued, same time as the last full check, within what every bucket
+        // still had then: a full check would send it too.
+        if self.credit != 0 && b <= self.credit && now == self.credit_at && self.queued_bytes == 0 {
+            self.credit -= b;
+            self.uncharged += b;
+            return self.send(b);
+        }
+        self.admit_checked(b, now)
+    }
+
+    /// [`admit`](Self::admit) without credit: the full check.
+    #[inline(never)]
+    fn admit_checked(&mut self, b: u64, now: Nanos) -> Verdict {
         if self.queued_bytes > 0 {
             // Keep FIFO order behind what is already waiting.
             if self.limit == LimitReason::LowerPriorityDegraded {
@@ -142,7 +201,10 @@ impl VnicGate {
             return self.enqueue(b, reason);
         }
         match self.check(b, now) {
-            None => self.send(b),
+            None => {
+                self.grant_credit(now);
+                self.send(b)
+            }
             Some(DropReason::LowerPriorityDegraded) => {
                 self.reject(b, DropReason::LowerPriorityDegraded)
             }
@@ -188,6 +250,7 @@ impl VnicGate {
     /// Nanoseconds until a burst of `bytes` could pass both buckets, `None` if never
     /// at the current rates. Lets the data plane sleep its queue until then.
     pub fn time_until(&mut self, bytes: u32, now: Nanos) -> Option<Nanos> {
+        self.settle();
         let s = self.share.time_until(bytes as u64, now)?;
         match &mut self.shaper {
             Some(sh) => Some(s.max(sh.time_until(bytes as u64, now)?)),
@@ -197,6 +260,7 @@ impl VnicGate {
 
     /// `None` if both buckets admit `bytes` now (and charges them), else why not.
     fn check(&mut self, b: u64, now: Nanos) -> Option<DropReason> {
+        self.settle();
         let share_ok = self.share.can_consume(b, now);
         let shape_ok = match &mut self.shaper {
             Some(s) => s.can_send(b, now),
@@ -234,6 +298,7 @@ impl VnicGate {
     /// Why a burst would wait now, without charging anything: the shaper, the share
     /// bucket, or (neither) only the bursts queued ahead of it.
     fn blocking_reason(&mut self, b: u64, now: Nanos) -> DropReason {
+        self.settle();
         let shape_ok = match &mut self.shaper {
             Some(s) => s.can_send(b, now),
             None => true,
@@ -247,6 +312,7 @@ impl VnicGate {
         }
     }
 
+    #[inline]
     fn send(&mut self, b: u64) -> Verdict {
         self.counters.sent_bytes = self.counters.sent_bytes.saturating_add(b);
         self.counters.sent_units = self.counters.sent_units.saturating_add(1);
@@ -513,6 +579,92 @@ mod tests {
                 proptest::prop_assert!(queued <= limit);
                 let dropped: u64 = c.dropped_bytes.iter().sum();
                 proptest::prop_assert_eq!(c.offered_bytes, c.sent_bytes + dropped + queued);
+            }
+        }
+    }
+
+    mod credit {
+        use super::*;
+        use crate::bandwidth::Shaping;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Admit(u32),
+            Advance(u64),
+            Poll,
+            SetAllocation(u64, u64, bool),
+            TimeUntil(u32),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0u32..3000).prop_map(Op::Admit),
+                2 => (0u64..50 * US).prop_map(Op::Advance),
+                1 => Just(Op::Poll),
+                1 => (1u64..2_000_000_000, 0u64..20_000, any::<bool>())
+                    .prop_map(|(r, b, d)| Op::SetAllocation(r, b, d)),
+                1 => (0u32..3000).prop_map(Op::TimeUntil),
+            ]
+        }
+
+        proptest! {
+            /// Sending on credit (deferred charging) gives exactly the verdicts, counters
+            /// and bucket states of checking every burst in full.
+            #[test]
+            fn credit_matches_full_checks(
+                ops in proptest::collection::vec(op(), 1..200),
+                shaped in any::<bool>(),
+                rate in 1u64..2_000_000_000,
+                burst in 0u64..20_000,
+            ) {
+                let shaping = shaped.then_some(Shaping {
+                    average_bps: rate / 2 + 1,
+                    peak_bps: rate,
+                    burst_bytes: burst / 2,
+                    peak_period: None,
+                });
+                let cfg = GateConfig { queue_limit_bytes: 8000, max_delay: 100 * US };
+                let mut fast = VnicGate::new(cfg, shaping, alloc(rate, burst, LimitReason::OverShare));
+                let mut full = fast.clone();
+                let mut queue: std::collections::VecDeque<(u32, Nanos)> = Default::default();
+                let mut now: Nanos = 0;
+                for o in ops {
+                    match o {
+                        Op::Admit(b) => {
+                            full.credit = 0;
+                            let v = fast.admit(b, now);
+                            prop_assert_eq!(v, full.admit(b, now));
+                            if v == Verdict::Queue {
+                                queue.push_back((b, now));
+                            }
+                        }
+                        Op::Advance(d) => now += d,
+                        Op::Poll => {
+                            if let Some(&(b, at)) = queue.front() {
+                                let v = fast.poll_queued(b, at, now);
+                                prop_assert_eq!(v, full.poll_queued(b, at, now));
+                                if v != Verdict::Queue {
+                                    queue.pop_front();
+                                }
+                            }
+                        }
+                        Op::SetAllocation(r, b, d) => {
+                            let reason = if d { LimitReason::LowerPriorityDegraded } else { LimitReason::OverShare };
+                            fast.set_allocation(alloc(r, b, reason));
+                            full.set_allocation(alloc(r, b, reason));
+                        }
+                        Op::TimeUntil(b) => {
+                            prop_assert_eq!(fast.time_until(b, now), full.time_until(b, now));
+                        }
+                    }
+                    prop_assert_eq!(fast.counters(), full.counters());
+                    prop_assert_eq!(fast.queued_bytes(), full.queued_bytes());
+                }
+                fast.settle();
+                full.settle();
+                prop_assert_eq!(&fast.share, &full.share);
+                prop_assert_eq!(&fast.shaper, &full.shaper);
             }
         }
     }

@@ -47,7 +47,15 @@ impl Shaper {
         self.peak.burst_bytes()
     }
 
+    /// Whole bytes both buckets can give as of their last refill (see
+    /// [`TokenBucket::credit_bytes`]). Fast path.
+    #[inline]
+    pub fn credit_bytes(&self) -> u64 {
+        self.average.credit_bytes().min(self.peak.credit_bytes())
+    }
+
     /// Whether `bytes` may be sent now, without charging them. Fast path.
+    #[inline]
     pub fn can_send(&mut self, bytes: u64, now: Nanos) -> bool {
         // Evaluate both so both refill to `now`.
         let a = self.average.can_consume(bytes, now);
@@ -56,6 +64,7 @@ impl Shaper {
     }
 
     /// Charges `bytes` to both buckets. Fast path.
+    #[inline]
     pub fn charge(&mut self, bytes: u64) {
         self.average.consume(bytes);
         self.peak.consume(bytes);

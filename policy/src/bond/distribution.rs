@@ -11,7 +11,7 @@
 //! index `select` returns has its bit set in [`Distribution::usable_mask`].
 
 use super::{HashFields, Mode, MAX_MEMBERS};
-use crate::wire::Flow;
+use crate::wire::{Flow, FrameView, L3Addrs, MacAddr};
 
 /// Number of hash buckets. Hash values are reduced to a bucket by their top 8 bits
 /// (the "outcome falls within a range" of \[0067\]); each bucket maps to one member.
@@ -66,7 +66,12 @@ impl Distribution {
     /// the bond fall back to a hash of the source MAC over the usable members), `ctx`
     /// the worker's own scratch state. *Fast path*: no allocation, no panic.
     #[inline]
-    pub fn select(&self, flow: &Flow, vnic_slot: u32, ctx: &mut SelectCtx) -> Option<usize> {
+    pub fn select<F: FlowFields + ?Sized>(
+        &self,
+        flow: &F,
+        vnic_slot: u32,
+        ctx: &mut SelectCtx,
+    ) -> Option<usize> {
         if self.n_usable == 0 {
             return None;
         }
@@ -76,7 +81,7 @@ impl Distribution {
             Mode::LeastPending => self.least_pending(ctx),
             Mode::Hash(fields) => self.by_hash(hash_flow(fields, flow)),
             Mode::IpHashElseRoundRobin => {
-                if flow.l3.is_some() {
+                if flow.is_ip() {
                     self.by_hash(hash_flow(HashFields::L3Dst, flow))
                 } else {
                     self.round_robin(ctx)
@@ -114,12 +119,12 @@ impl Distribution {
     /// they are accepted on one designated member only (as Open vSwitch's balance-slb
     /// and vSphere's port-ID teaming do). *Fast path*.
     #[inline]
-    pub fn accepts_rx_frame(&self, member: usize, flow: &Flow) -> bool {
+    pub fn accepts_rx_frame<F: FlowFields + ?Sized>(&self, member: usize, flow: &F) -> bool {
         if !self.accepts_rx(member) {
             return false;
         }
         match self.mcast_rx {
-            Some(m) if flow.dst_mac.is_multicast() => m as usize == member,
+            Some(m) if flow.dst_mac().is_multicast() => m as usize == member,
             _ => true,
         }
     }
@@ -250,38 +255,174 @@ fn hi(x: u128) -> u64 {
     (x >> 64) as u64
 }
 
+/// The fields of a frame that member selection reads: implemented by a parsed
+/// [`Flow`] and by a lazily parsed [`FrameView`] (which reads the IP and L4 headers
+/// only when a hash needs them). Both give the same values for the same bytes, so
+/// [`hash_flow`] and [`Distribution::select`] do not depend on which is passed.
+pub trait FlowFields {
+    /// Destination MAC.
+    fn dst_mac(&self) -> MacAddr;
+    /// Source MAC.
+    fn src_mac(&self) -> MacAddr;
+    /// Outer VLAN ID (0 when untagged).
+    fn vlan(&self) -> u16;
+    /// True when the frame has a complete IPv4/IPv6 header.
+    fn is_ip(&self) -> bool;
+    /// The IP addresses, when [`is_ip`](Self::is_ip).
+    fn l3(&self) -> Option<L3Addrs>;
+    /// The IP addresses and the L4 word hashed by [`HashFields::L3L4`]: the ports
+    /// (`sport << 16 | dport`, 0 without an L4 header) with the protocol at bit 32.
+    fn l3l4(&self) -> Option<(L3Addrs, u64)>;
+}
+
+impl FlowFields for Flow {
+    #[inline]
+    fn dst_mac(&self) -> MacAddr {
+        self.dst_mac
+    }
+    #[inline]
+    fn src_mac(&self) -> MacAddr {
+        self.src_mac
+    }
+    #[inline]
+    fn vlan(&self) -> u16 {
+        self.vlan
+    }
+    #[inline]
+    fn is_ip(&self) -> bool {
+        self.l3.is_some()
+    }
+    #[inline]
+    fn l3(&self) -> Option<L3Addrs> {
+        self.l3
+    }
+    #[inline]
+    fn l3l4(&self) -> Option<(L3Addrs, u64)> {
+        let a = self.l3?;
+        let ports = if self.has_l4 {
+            ((self.sport as u64) << 16) | self.dport as u64
+        } else {
+            0
+        };
+        Some((a, ports | ((self.proto as u64) << 32)))
+    }
+}
+
+impl FlowFields for FrameView<'_> {
+    #[inline]
+    fn dst_mac(&self) -> MacAddr {
+        FrameView::dst_mac(self)
+    }
+    #[inline]
+    fn src_mac(&self) -> MacAddr {
+        FrameView::src_mac(self)
+    }
+    #[inline]
+    fn vlan(&self) -> u16 {
+        FrameView::vlan(self)
+    }
+    #[inline]
+    fn is_ip(&self) -> bool {
+        self.ip().is_some()
+    }
+    #[inline]
+    fn l3(&self) -> Option<L3Addrs> {
+        self.ip().map(|i| i.addrs)
+    }
+    #[inline]
+    fn l3l4(&self) -> Option<(L3Addrs, u64)> {
+        let ip = self.ip()?;
+        let ports = match self.ports(&ip) {
+            Some((s, d)) => ((s as u64) << 16) | d as u64,
+            None => 0,
+        };
+        Some((ip.addrs, ports | ((ip.proto as u64) << 32)))
+    }
+}
+
 /// Hashes the fields `fields` selects from `flow`. Deterministic, stable per flow, a few
-/// multiply/xor rounds (no SipHash). *Fast path*.
+/// multiply/xor rounds (no SipHash). *Fast path*: reads only the layers `fields` needs.
 ///
 /// Fallbacks: an L3 hash of a frame without an IP header hashes the corresponding L2
 /// fields (L3Dst → L2Dst, L3Src → L2Src, L3SrcDst and L3L4 → L2SrcDst); an L3L4 hash
 /// of an IP frame without ports (non-TCP/UDP, fragments) hashes the addresses and the
 /// protocol, so all fragments of a datagram stay together. L2 hashes include the VLAN ID.
 #[inline]
-pub fn hash_flow(fields: HashFields, flow: &Flow) -> u64 {
-    let vlan = (flow.vlan as u64) << 48;
-    let l2s = flow.src_mac.to_u64() | vlan;
-    let l2d = flow.dst_mac.to_u64() | vlan;
-    let h = match (fields, flow.l3) {
-        (HashFields::L2Dst, _) | (HashFields::L3Dst, None) => mix(1, l2d),
-        (HashFields::L2Src, _) | (HashFields::L3Src, None) => mix(2, l2s),
-        (HashFields::L2SrcDst, _) | (HashFields::L3SrcDst, None) | (HashFields::L3L4, None) => {
-            mix(mix(3, l2s), l2d)
-        }
-        (HashFields::L3Dst, Some(a)) => mix(mix(4, lo(a.dst)), hi(a.dst)),
-        (HashFields::L3Src, Some(a)) => mix(mix(5, lo(a.src)), hi(a.src)),
-        (HashFields::L3SrcDst, Some(a)) => {
-            mix(mix(mix(mix(6, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst))
-        }
-        (HashFields::L3L4, Some(a)) => {
-            let ports = if flow.has_l4 {
-                ((flow.sport as u64) << 16) | flow.dport as u64
-            } else {
-                0
-            };
-            let h = mix(mix(mix(mix(7, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst));
-            mix(h, ports | ((flow.proto as u64) << 32))
-        }
+pub fn hash_flow<F: FlowFields + ?Sized>(fields: HashFields, flow: &F) -> u64 {
+    let l2s = || flow.src_mac().to_u64() | (flow.vlan() as u64) << 48;
+    let l2d = || flow.dst_mac().to_u64() | (flow.vlan() as u64) << 48;
+    let h = match fields {
+        HashFields::L2Dst => mix(1, l2d()),
+        HashFields::L2Src => mix(2, l2s()),
+        HashFields::L2SrcDst => mix(mix(3, l2s()), l2d()),
+        HashFields::L3Dst => match flow.l3() {
+            Some(a) => mix(mix(4, lo(a.dst)), hi(a.dst)),
+            None => mix(1, l2d()),
+        },
+        HashFields::L3Src => match flow.l3() {
+            Some(a) => mix(mix(5, lo(a.src)), hi(a.src)),
+            None => mix(2, l2s()),
+        },
+        HashFields::L3SrcDst => match flow.l3() {
+            Some(a) => mix(mix(mix(mix(6, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst)),
+            None => mix(mix(3, l2s()), l2d()),
+        },
+        HashFields::L3L4 => match flow.l3l4() {
+            Some((a, l4)) => {
+                let h = mix(mix(mix(mix(7, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst));
+                mix(h, l4)
+            }
+            None => mix(mix(3, l2s()), l2d()),
+        },
     };
     fmix(h)
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::super::{Bond, BondConfig};
+    use super::*;
+    use crate::wire::tests::frame_strategy;
+    use proptest::prelude::*;
+
+    fn modes() -> Vec<Mode> {
+        let mut m: Vec<Mode> = HashFields::ALL.iter().map(|&h| Mode::Hash(h)).collect();
+        m.extend([
+            Mode::ActiveBackup,
+            Mode::RoundRobin,
+            Mode::LeastPending,
+            Mode::IpHashElseRoundRobin,
+            Mode::VmPinned,
+            Mode::PriorityAware,
+            Mode::LoadBased,
+        ]);
+        m
+    }
+
+    proptest! {
+        /// The lazy view hashes and selects exactly like the parsed flow, in every mode.
+        #[test]
+        fn view_selects_like_flow(bytes in frame_strategy(), slot in 0u32..4, rr in any::<u32>()) {
+            let Ok(view) = FrameView::new_checked(&bytes) else { return Ok(()) };
+            let flow = Flow::parse(&bytes).unwrap();
+            for h in HashFields::ALL {
+                prop_assert_eq!(hash_flow(h, &view), hash_flow(h, &flow), "{}", h);
+            }
+            prop_assert_eq!(view.is_ip(), flow.l3.is_some());
+            for mode in modes() {
+                let mut b = Bond::new(BondConfig { mode, ..BondConfig::default() }, 3).unwrap();
+                for m in 0..3 {
+                    b.link_changed(m, true, 0).unwrap();
+                }
+                let d = b.distribution();
+                let mut c1 = SelectCtx { rr, pending: [0; MAX_MEMBERS] };
+                let mut c2 = c1;
+                prop_assert_eq!(d.select(&view, slot, &mut c1), d.select(&flow, slot, &mut c2));
+                prop_assert_eq!(c1, c2);
+                for m in 0..3 {
+                    prop_assert_eq!(d.accepts_rx_frame(m, &view), d.accepts_rx_frame(m, &flow));
+                }
+            }
+        }
+    }
 }
