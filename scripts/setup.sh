@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config iproute2 libpcap-dev qemu-system-x86 tcpdump)
+PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config iproute2 libpcap-dev qemu-system-x86 tcpdump valgrind)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -589,7 +589,7 @@ impl Worker {
         match snap.macs.lookup(dst_mac) {
             Some(v) if snap.vnics[v as usize].uplink == uplink => self.deliver(snap, v, flow, m),
             // A VM moved off this uplink by a DoS failover: its attack is still counted.
-            Some(v) if self.dos.enabled() && self.dos.account_elsewhere(v, flow, &m) => {
+            Some(v) if flow.is_some_and(|f| self.dos.account_elsewhere(v, f, &m)) => {
                 self.stats.ports[port as usize].drop_one(DropReason::DosDrop)
             }
             _ => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
