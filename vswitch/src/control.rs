@@ -535,7 +535,7 @@ impl Control {
             next += period;
             let now = Instant::now();
             if next > now {
-                std::thread::sleep(next - now);
+                crate::nap::nap(next - now);
             } else {
                 next = now;
             }

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod delay_ring;
 pub mod dos_path;
 pub mod lacp_ctl;
+pub mod nap;
 pub mod shared;
 pub mod snapshot;
 pub mod stats;

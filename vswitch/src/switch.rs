@@ -937,7 +937,7 @@ impl Switch {
                     Ok(()) => break,
                     Err(back) => {
                         msg = back;
-                        std::thread::sleep(Duration::from_micros(100));
+                        crate::nap::nap(Duration::from_micros(100));
                     }
                 }
             }
@@ -958,7 +958,7 @@ impl Switch {
                     "a worker did not take the change within 2 s (is it stuck?)".into(),
                 ));
             }
-            std::thread::sleep(Duration::from_micros(200));
+            crate::nap::nap(Duration::from_micros(200));
         }
     }
 

@@ -344,7 +344,7 @@ pub fn run_hook(
                     timeout,
                 });
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => crate::nap::nap(Duration::from_millis(5)),
             Err(source) => {
                 return Err(VmctlError::Spawn {
                     cmd: cmd.to_string(),
@@ -430,7 +430,7 @@ mod tests {
                 Ok(q) => break q,
                 Err(e) if t0.elapsed() < Duration::from_secs(10) => {
                     let _ = e;
-                    std::thread::sleep(Duration::from_millis(50));
+                    crate::nap::nap(Duration::from_millis(50));
                 }
                 Err(e) => panic!("QEMU's QMP socket never came up: {e}"),
             }

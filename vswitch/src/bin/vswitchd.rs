@@ -226,7 +226,7 @@ fn main() {
     let start = Instant::now();
     let mut last_print = Instant::now();
     while !quit.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50));
+        vswitch::nap::nap(Duration::from_millis(50));
         if args
             .run_for
             .is_some_and(|t| start.elapsed().as_secs_f64() >= t)

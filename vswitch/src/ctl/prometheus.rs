@@ -62,11 +62,11 @@ pub fn serve(
                 match listener.accept() {
                     Ok((s, _)) => answer(s, &*api),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50))
+                        crate::nap::nap(Duration::from_millis(50))
                     }
                     Err(e) => {
                         tracing::warn!("prometheus accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
+                        crate::nap::nap(Duration::from_millis(100));
                     }
                 }
             }

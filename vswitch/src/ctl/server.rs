@@ -232,13 +232,13 @@ fn accept_loop(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
+                crate::nap::nap(Duration::from_millis(20))
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // E.g. out of file descriptors: back off, keep serving.
                 tracing::warn!("control socket accept failed: {e}");
-                std::thread::sleep(POLL);
+                crate::nap::nap(POLL);
             }
         }
     }
