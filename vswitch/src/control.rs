@@ -365,6 +365,11 @@ impl Control {
         now: Nanos,
     ) -> UplinkCtl {
         let up = &topo.uplinks[u];
+        let totals: Vec<_> = up
+            .members
+            .iter()
+            .map(|&p| port_totals(workers, p))
+            .collect();
         UplinkCtl {
             lacp: Self::lacp_for(topo, u, now),
             published: bond.generation(),
@@ -381,16 +386,11 @@ impl Control {
                     topo.member_speeds[u][m].unwrap_or_else(|| Port::from_id(p).link().speed_mbps)
                 })
                 .collect(),
-            tx_full: up
-                .members
+            tx_full: totals
                 .iter()
-                .map(|&p| port_totals(workers, p).drops_of(DropReason::TxFull))
+                .map(|t| t.drops_of(DropReason::TxFull))
                 .collect(),
-            tx_bytes: up
-                .members
-                .iter()
-                .map(|&p| port_totals(workers, p).tx_bytes)
-                .collect(),
+            tx_bytes: totals.iter().map(|t| t.tx_bytes).collect(),
             bond,
         }
     }
@@ -636,13 +636,21 @@ impl Control {
         }
 
         // Uplinks: keep the state (member states, LACP, allocator) of every uplink
-        // whose members are the same ports; build the others.
+        // whose members are the same ports; build the others. `prev[u]`: the old index
+        // of new uplink `u`, when it is kept.
+        let prev: Vec<Option<usize>> = self
+            .topo
+            .uplinks
+            .iter()
+            .map(|up| {
+                old.uplinks.iter().position(|o| {
+                    o.name == up.name && o.members == up.members && o.is_bond == up.is_bond
+                })
+            })
+            .collect();
         for u in 0..self.topo.uplinks.len() {
             let up = &self.topo.uplinks[u];
-            let prev = old.uplinks.iter().position(|o| {
-                o.name == up.name && o.members == up.members && o.is_bond == up.is_bond
-            });
-            let kept = prev.and_then(|p| old_ctl[p].take().map(|c| (p, c)));
+            let kept = prev[u].and_then(|p| old_ctl[p].take().map(|c| (p, c)));
             let ctl = match kept {
                 Some((p, mut c)) => {
                     if old.bond_configs[p] != self.topo.bond_configs[u] {
@@ -703,10 +711,8 @@ impl Control {
         let mut bw = Vec::with_capacity(self.topo.uplinks.len());
         for u in 0..self.topo.uplinks.len() {
             let up = &self.topo.uplinks[u];
-            let prev = old.uplinks.iter().position(|o| {
-                o.name == up.name && o.members == up.members && o.is_bond == up.is_bond
-            });
-            let kept = prev.and_then(|p| old_bw.get_mut(p).and_then(Option::take).map(|b| (p, b)));
+            let kept =
+                prev[u].and_then(|p| old_bw.get_mut(p).and_then(Option::take).map(|b| (p, b)));
             bw.push(match kept {
                 Some((p, mut b)) if !self.topo.allocation_interval.is_zero() => {
                     let before = &old.uplinks[p].vnics;

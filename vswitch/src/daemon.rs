@@ -235,12 +235,19 @@ impl SwitchApi {
         }
         // VM actions and DoS detection are rebuilt over the new topology when a VM's
         // settings or the uplinks (whose indices they use) changed.
-        let rebuild_vm =
-            old.vm != new.vm || old.bond != new.bond || uplink_names(old) != uplink_names(new);
+        let settings_changed = old.vm != new.vm || old.bond != new.bond;
+        let uplinks_before: Vec<String> = self
+            .switch
+            .topology()
+            .uplinks
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
         let state = crate::vm_ctl::state_path_for(&self.path);
         self.switch
             .reconfigure(new, |topo| {
-                if !rebuild_vm {
+                let uplinks_moved = topo.uplinks.iter().map(|u| &u.name).ne(uplinks_before.iter());
+                if !settings_changed && !uplinks_moved {
                     return None;
                 }
                 match crate::vm_ctl::VmCtl::new(new, topo, Some(state)) {
@@ -256,20 +263,6 @@ impl SwitchApi {
             })
             .map_err(|e| CtlError::Invalid(format!("the running switch refused the change: {e}")))
     }
-}
-
-/// Uplink names in the switch's uplink order: bonds, then unbonded NICs.
-fn uplink_names(cfg: &Config) -> Vec<&str> {
-    cfg.bond
-        .iter()
-        .map(|b| b.name.as_str())
-        .chain(
-            cfg.nic
-                .iter()
-                .filter(|n| cfg.bond_of_nic(&n.name).is_none())
-                .map(|n| n.name.as_str()),
-        )
-        .collect()
 }
 
 impl ControlApi for SwitchApi {

@@ -313,8 +313,7 @@ impl PortSet {
         what: &str,
     ) -> Result<Vec<(usize, WorkerMsg)>, SwitchError> {
         let p = Port::from_id(o.id);
-        let mut rx: Vec<Option<dpdk_sys::RxQueue>> = (0..self.n_workers).map(|_| None).collect();
-        let mut extra_rx = Vec::new();
+        let mut rx: Vec<Vec<dpdk_sys::RxQueue>> = (0..self.n_workers).map(|_| Vec::new()).collect();
         let mut load = vec![0usize; self.n_workers];
         for owners in self.rx_owners.values() {
             for &w in owners {
@@ -326,16 +325,10 @@ impl PortSet {
             let w = (0..self.n_workers)
                 .min_by_key(|&w| (load[w], w))
                 .unwrap_or(0);
-            let token = p.rx_queue(q).map_err(port_err(what.to_string()))?;
+            rx[w].push(p.rx_queue(q).map_err(port_err(what.to_string()))?);
             load[w] += 1;
             owners.push(w);
-            if rx[w].is_none() {
-                rx[w] = Some(token);
-            } else {
-                extra_rx.push((w, token));
-            }
         }
-        let mut out = Vec::new();
         let shared = if (o.nb_tx as usize) < self.n_workers {
             Some(Arc::new(SharedTxQueue::new(
                 p.tx_queue(0).map_err(port_err(what.to_string()))?,
@@ -343,39 +336,13 @@ impl PortSet {
         } else {
             None
         };
-        for (w, r) in rx.into_iter().enumerate() {
+        let mut out = Vec::new();
+        for (w, rx) in rx.into_iter().enumerate() {
             let tx = match &shared {
                 Some(s) => TxSlot::Shared(Arc::clone(s)),
                 None => TxSlot::Own(p.tx_queue(w as u16).map_err(port_err(what.to_string()))?),
             };
-            out.push((
-                w,
-                WorkerMsg::Attach {
-                    port: o.id,
-                    rx: r,
-                    tx,
-                },
-            ));
-        }
-        // A port with more rx queues than workers: the worker's further queues come
-        // with a tx slot it already has (re-sending the same slot is harmless).
-        for (w, token) in extra_rx {
-            let tx = match &shared {
-                Some(s) => TxSlot::Shared(Arc::clone(s)),
-                None => {
-                    return Err(SwitchError::Other(format!(
-                        "{what}: more rx queues than workers on a port with a tx queue per worker"
-                    )))
-                }
-            };
-            out.push((
-                w,
-                WorkerMsg::Attach {
-                    port: o.id,
-                    rx: Some(token),
-                    tx,
-                },
-            ));
+            out.push((w, WorkerMsg::Attach { port: o.id, rx, tx }));
         }
         self.rx_owners.insert(o.id, owners);
         Ok(out)

@@ -57,8 +57,8 @@ pub enum WorkerMsg {
     Attach {
         /// DPDK port id.
         port: u16,
-        /// An rx queue of the port this worker now owns.
-        rx: Option<RxQueue>,
+        /// The rx queues of the port this worker now owns (often one, maybe none).
+        rx: Vec<RxQueue>,
         /// How this worker transmits on the port.
         tx: TxSlot,
     },
@@ -81,10 +81,8 @@ impl WorkerQueues {
     }
 
     /// Takes the queues of an [`WorkerMsg::Attach`].
-    pub fn attach(&mut self, port: u16, rx: Option<RxQueue>, tx: TxSlot) {
-        if let Some(q) = rx {
-            self.rx.push(q);
-        }
+    pub fn attach(&mut self, port: u16, rx: Vec<RxQueue>, tx: TxSlot) {
+        self.rx.extend(rx);
         if let Some(slot) = self.tx.get_mut(port as usize) {
             *slot = Some(tx);
         }
@@ -289,8 +287,8 @@ impl Worker {
                 WorkerMsg::Detach { port } => {
                     let p = port as usize;
                     if p < MAX_PORTS {
+                        // Sends what is buffered; what the port refuses is freed.
                         self.flush(p);
-                        self.txbufs[p].free_all();
                         self.queues.tx[p] = None;
                     }
                     self.queues.rx.retain(|q| q.port() != port);
