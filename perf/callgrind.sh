@@ -117,7 +117,7 @@ status=0
 for c in $CASES; do
     config "$c" >"$DIR/cg-$c.toml" || exit 2
     rm -f "$DIR/sw-$c.cg"*
-    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$DIR/sw-$c.cg" \
+    valgrind --tool=callgrind --separate-threads=yes --fair-sched=yes --callgrind-out-file="$DIR/sw-$c.cg" \
         "$BIN/vswitchd" --config "$DIR/cg-$c.toml" --run-for "$RUN_FOR" --json >"$DIR/cg-$c.json" 2>"$DIR/cg-$c.err"
     rc=$?
     read -r SW_IR SW_F < <(busiest "$DIR/sw-$c.cg")

@@ -148,7 +148,13 @@ impl MacTable {
     /// The vNIC owning `mac`.
     #[inline]
     pub fn lookup(&self, mac: MacAddr) -> Option<u32> {
-        let k = mac.to_u64();
+        self.lookup_key(mac.to_u64())
+    }
+
+    /// The vNIC owning the MAC whose [`MacAddr::to_u64`] key is `k`
+    /// (e.g. [`policy::wire::FrameView::dst_key`]).
+    #[inline]
+    pub fn lookup_key(&self, k: u64) -> Option<u32> {
         if k == 0 {
             return None;
         }

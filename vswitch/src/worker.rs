@@ -24,13 +24,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dpdk_sys::{Burst, Mbuf, RxQueue, SharedTxQueue, TxQueue};
-use policy::wire::{Flow, FrameView};
+use policy::wire::{Flow, FrameView, MacAddr};
 
 use crate::shared::Shared;
-use crate::snapshot::{PortRole, Snapshot};
+use crate::snapshot::{PortRole, Snapshot, UplinkEntry, VnicEntry};
 use crate::stats::{bump, DropReason, WorkerStats, MAX_PORTS};
 use policy::bandwidth::{Allocation, GateConfig, Verdict, VnicGate};
-use policy::bond::SelectCtx;
+use policy::bond::{hash_flow, BurstPick, Distribution, HashFields, SelectCtx};
 use policy::time::Nanos;
 
 use crate::delay_ring::{DelayRing, Waiting};
@@ -400,53 +400,116 @@ impl Worker {
         };
         // The role is decided once per burst, not per frame.
         match role {
-            PortRole::Vnic { vnic } => {
-                for m in rx.drain() {
-                    self.from_vnic(snap, port, vnic, m);
-                }
+            PortRole::Vnic { vnic } => self.from_vnic(snap, port, vnic, rx),
+            PortRole::Nic { uplink, member } => self.from_nic(snap, port, uplink, member, rx),
+        }
+    }
+
+    /// Drops a whole burst, counted as `why` against `port`.
+    #[cold]
+    fn drop_burst(&mut self, port: u16, why: DropReason, rx: &mut Burst<RX_BURST>) {
+        let c = &self.stats.ports[port as usize];
+        for _ in 0..rx.len() {
+            c.drop_one(why);
+        }
+        rx.free_all();
+    }
+
+    /// Switches a burst received from vNIC `vnic` (on `port`): spoof check, local VM
+    /// delivery, or member selection on the vNIC's uplink.
+    ///
+    /// What is the same for every frame of the burst is decided once: the vNIC's
+    /// entry, its uplink and MAC, and how the uplink picks members
+    /// ([`Distribution::burst_pick`]), which selects a loop compiled for that pick.
+    fn from_vnic(&mut self, snap: &Snapshot, port: u16, vnic: u32, rx: &mut Burst<RX_BURST>) {
+        let Some(v) = snap.vnics.get(vnic as usize) else {
+            return self.drop_burst(port, DropReason::UnknownPort, rx);
+        };
+        let Some(up) = snap.uplinks.get(v.uplink as usize) else {
+            return self.drop_burst(port, DropReason::UnknownPort, rx);
+        };
+        match up.dist.burst_pick() {
+            BurstPick::Member(m) => self.vnic_burst(snap, port, vnic, v, up, rx, |_, _, _| Some(m)),
+            BurstPick::Hash(HashFields::L3L4) => {
+                self.vnic_burst(snap, port, vnic, v, up, rx, |d: &Distribution, f, _| {
+                    Some(d.member_of_hash(hash_flow(HashFields::L3L4, f)))
+                })
             }
-            PortRole::Nic { uplink, member } => {
-                for m in rx.drain() {
-                    self.from_nic(snap, port, uplink, member, m);
-                }
+            BurstPick::Hash(fields) => {
+                self.vnic_burst(snap, port, vnic, v, up, rx, |d: &Distribution, f, _| {
+                    Some(d.member_of_hash(hash_flow(fields, f)))
+                })
+            }
+            BurstPick::PerFrame => {
+                self.vnic_burst(snap, port, vnic, v, up, rx, |d: &Distribution, f, ctx| {
+                    d.select(f, vnic, ctx)
+                })
             }
         }
     }
 
-    #[inline]
-    fn from_vnic(&mut self, snap: &Snapshot, port: u16, vnic: u32, m: Mbuf) {
-        let Ok(frame) = FrameView::new_checked(m.data()) else {
-            return self.stats.ports[port as usize].drop_one(DropReason::Runt);
-        };
-        let v = &snap.vnics[vnic as usize];
-        if v.spoof_check && frame.src_mac() != v.mac {
-            self.stats.ports[port as usize].drop_one(DropReason::Spoofed);
-            return;
-        }
-        if frame.is_slow_protocol() {
-            self.stats.ports[port as usize].drop_one(DropReason::SlowFromVm);
-            return;
-        }
-        let up = &snap.uplinks[v.uplink as usize];
-        let dst_mac = frame.dst_mac();
-        if dst_mac.is_multicast() {
-            for &other in &up.vnics {
-                if other != vnic {
-                    let dst = snap.vnics[other as usize].port;
-                    self.enqueue(dst, m.share());
+    /// The per-frame loop of [`from_vnic`](Self::from_vnic), with `pick` choosing the
+    /// member of frames bound for the uplink.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn vnic_burst<P>(
+        &mut self,
+        snap: &Snapshot,
+        port: u16,
+        vnic: u32,
+        v: &VnicEntry,
+        up: &UplinkEntry,
+        rx: &mut Burst<RX_BURST>,
+        pick: P,
+    ) where
+        P: Fn(&Distribution, &FrameView, &mut SelectCtx) -> Option<usize>,
+    {
+        let own_mac = v.mac.to_u64();
+        // The last unicast destination looked up (u64::MAX: none; no MAC key has the
+        // upper 16 bits set) and the local vNIC port it is delivered to, if any.
+        let mut last_dst = u64::MAX;
+        let mut local: Option<u16> = None;
+        for m in rx.drain() {
+            let Ok(frame) = FrameView::new_checked(m.data()) else {
+                self.stats.ports[port as usize].drop_one(DropReason::Runt);
+                continue;
+            };
+            if v.spoof_check && frame.src_key() != own_mac {
+                self.stats.ports[port as usize].drop_one(DropReason::Spoofed);
+                continue;
+            }
+            if frame.is_slow_protocol() {
+                self.stats.ports[port as usize].drop_one(DropReason::SlowFromVm);
+                continue;
+            }
+            let dst = frame.dst_key();
+            if MacAddr::key_is_multicast(dst) {
+                // To every other vNIC of the uplink (extra references), then out.
+                for &other in &up.vnics {
+                    if other != vnic {
+                        self.enqueue(snap.vnics[other as usize].port, m.share());
+                    }
+                }
+            } else {
+                if dst != last_dst {
+                    last_dst = dst;
+                    local = match snap.macs.lookup_key(dst) {
+                        Some(d) if d != vnic && snap.vnics[d as usize].uplink == v.uplink => {
+                            Some(snap.vnics[d as usize].port)
+                        }
+                        _ => None,
+                    };
+                }
+                if let Some(p) = local {
+                    self.enqueue(p, m);
+                    continue;
                 }
             }
-        } else if let Some(dst) = snap.macs.lookup(dst_mac) {
-            let d = &snap.vnics[dst as usize];
-            if d.uplink == v.uplink && dst != vnic {
-                self.enqueue(d.port, m);
-                return;
+            match pick(&up.dist, &frame, &mut self.select).and_then(|i| up.members.get(i)) {
+                Some(&out) if self.shared.bandwidth => self.admit_uplink(vnic, out, m),
+                Some(&out) => self.enqueue(out, m),
+                None => self.stats.ports[port as usize].drop_one(DropReason::NoUsableMember),
             }
-        }
-        match up.dist.select(&frame, vnic, &mut self.select) {
-            Some(member) if self.shared.bandwidth => self.admit_uplink(vnic, up.members[member], m),
-            Some(member) => self.enqueue(up.members[member], m),
-            None => self.stats.ports[port as usize].drop_one(DropReason::NoUsableMember),
         }
     }
 
@@ -547,50 +610,76 @@ impl Worker {
         }
     }
 
-    #[inline]
-    fn from_nic(&mut self, snap: &Snapshot, port: u16, uplink: u16, member: u8, m: Mbuf) {
-        let Ok(frame) = FrameView::new_checked(m.data()) else {
-            return self.stats.ports[port as usize].drop_one(DropReason::Runt);
+    /// Switches a burst received on member `member` of uplink `uplink` (on `port`):
+    /// slow protocols to the control thread, the standby check, destination-MAC
+    /// lookup (remembered while the destination repeats), DoS defence.
+    fn from_nic(
+        &mut self,
+        snap: &Snapshot,
+        port: u16,
+        uplink: u16,
+        member: u8,
+        rx: &mut Burst<RX_BURST>,
+    ) {
+        let Some(up) = snap.uplinks.get(uplink as usize) else {
+            return self.drop_burst(port, DropReason::UnknownPort, rx);
         };
-        if frame.is_slow_protocol() {
-            if self.shared.slow_rx.push((port, m)).is_err() {
-                self.stats.ports[port as usize].drop_one(DropReason::ControlQueueFull);
-            }
-            return;
-        }
-        let up = &snap.uplinks[uplink as usize];
-        if !up.dist.accepts_rx_frame(member as usize, &frame) {
-            self.stats.ports[port as usize].drop_one(DropReason::StandbyMember);
-            return;
-        }
-        // The DoS path inspects whole flows; without it no IP/L4 header is read.
-        let flow = if self.dos.enabled() {
-            Some(frame.flow())
-        } else {
-            None
-        };
-        let flow = flow.as_ref();
-        let dst_mac = frame.dst_mac();
-        if dst_mac.is_multicast() {
-            let mut last: Option<u32> = None;
-            for &v in &up.vnics {
-                if let Some(prev) = last.replace(v) {
-                    self.deliver(snap, prev, flow, m.share());
+        // Whether this member delivers at all (per member); group-addressed frames
+        // are checked per frame below.
+        let accepts = up.dist.accepts_rx(member as usize);
+        let mut last_dst = u64::MAX;
+        let mut found: Option<u32> = None;
+        for m in rx.drain() {
+            let Ok(frame) = FrameView::new_checked(m.data()) else {
+                self.stats.ports[port as usize].drop_one(DropReason::Runt);
+                continue;
+            };
+            if frame.is_slow_protocol() {
+                if self.shared.slow_rx.push((port, m)).is_err() {
+                    self.stats.ports[port as usize].drop_one(DropReason::ControlQueueFull);
                 }
+                continue;
             }
-            match last {
-                Some(v) => self.deliver(snap, v, flow, m),
-                None => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
+            let dst = frame.dst_key();
+            let multicast = MacAddr::key_is_multicast(dst);
+            if !accepts || (multicast && !up.dist.accepts_rx_frame(member as usize, &frame)) {
+                self.stats.ports[port as usize].drop_one(DropReason::StandbyMember);
+                continue;
             }
-            return;
-        }
-        match snap.macs.lookup(dst_mac) {
-            Some(v) if snap.vnics[v as usize].uplink == uplink => self.deliver(snap, v, flow, m),
-            // A VM moved off this uplink by a DoS failover: its attack is still counted.
-            Some(v) if flow.is_some_and(|f| self.dos.account_elsewhere(v, f, &m)) => {
-                self.stats.ports[port as usize].drop_one(DropReason::DosDrop)
+            // The DoS path inspects whole flows; without it no IP/L4 header is read.
+            let flow = if self.dos.enabled() {
+                Some(frame.flow())
+            } else {
+                None
+            };
+            let flow = flow.as_ref();
+            if multicast {
+                let mut last: Option<u32> = None;
+                for &v in &up.vnics {
+                    if let Some(prev) = last.replace(v) {
+                        self.deliver(snap, prev, flow, m.share());
+                    }
+                }
+                match last {
+                    Some(v) => self.deliver(snap, v, flow, m),
+                    None => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
+                }
+                continue;
             }
-            _ => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
+            if dst != last_dst {
+                last_dst = dst;
+                found = snap.macs.lookup_key(dst);
+            }
+            match found {
+                Some(v) if snap.vnics[v as usize].uplink == uplink => {
+                    self.deliver(snap, v, flow, m)
+                }
+                // A VM moved off this uplink by a DoS failover: its attack is still counted.
+                Some(v) if flow.is_some_and(|f| self.dos.account_elsewhere(v, f, &m)) => {
+                    self.stats.ports[port as usize].drop_one(DropReason::DosDrop)
+                }
+                _ => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
+            }
         }
     }
 
@@ -623,7 +712,7 @@ impl Worker {
     }
 
     /// Puts a frame on `port`'s tx buffer, flushing first when it is full.
-    #[inline]
+    #[inline(always)]
     fn enqueue(&mut self, port: u16, m: Mbuf) {
         let p = port as usize;
         if self.txbufs[p].is_full() {

@@ -220,6 +220,44 @@ impl Distribution {
     fn by_hash(&self, h: u64) -> u8 {
         self.buckets[bucket_of(h)]
     }
+
+    /// How to pick members for a whole burst, decided once so that the per-frame work
+    /// is only what the mode needs: a fixed member, or a hash of known fields over the
+    /// bucket table. Every pick it leads to equals [`select`](Self::select)'s
+    /// (property-tested). *Fast path*, once per burst.
+    #[inline]
+    pub fn burst_pick(&self) -> BurstPick {
+        if self.n_usable == 0 {
+            return BurstPick::PerFrame;
+        }
+        match self.mode {
+            Mode::ActiveBackup => match self.active {
+                Some(m) if self.is_usable(m as usize) => BurstPick::Member(m as usize),
+                _ => BurstPick::PerFrame,
+            },
+            Mode::Hash(fields) => BurstPick::Hash(fields),
+            _ => BurstPick::PerFrame,
+        }
+    }
+
+    /// The member of flow hash `h` (a [`hash_flow`] value) under [`BurstPick::Hash`].
+    /// Only meaningful while a member is usable (`burst_pick` says so).
+    #[inline]
+    pub fn member_of_hash(&self, h: u64) -> usize {
+        self.buckets[bucket_of(h)] as usize
+    }
+}
+
+/// A member choice resolved once per burst ([`Distribution::burst_pick`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BurstPick {
+    /// Every frame leaves on this member (active-backup's active member).
+    Member(usize),
+    /// By [`hash_flow`] of these fields: [`Distribution::member_of_hash`].
+    Hash(HashFields),
+    /// Frame by frame through [`Distribution::select`] (round-robin, least-pending,
+    /// per-vNIC modes; no usable member).
+    PerFrame,
 }
 
 /// The bucket (0..[`HASH_BUCKETS`]) of a flow hash: its top 8 bits.
@@ -253,6 +291,14 @@ fn lo(x: u128) -> u64 {
 #[inline]
 fn hi(x: u128) -> u64 {
     (x >> 64) as u64
+}
+
+/// An address folded to 64 bits for hashing. IPv4 addresses are IPv4-mapped, so
+/// their upper half is a constant and folding costs nothing; IPv6 keeps every bit
+/// (the halves are rotated apart before they are combined).
+#[inline]
+fn fold(x: u128) -> u64 {
+    lo(x) ^ hi(x).rotate_left(32)
 }
 
 /// The fields of a frame that member selection reads: implemented by a parsed
@@ -329,8 +375,11 @@ impl FlowFields for FrameView<'_> {
     fn l3(&self) -> Option<L3Addrs> {
         self.ip().map(|i| i.addrs)
     }
-    #[inline]
+    #[inline(always)]
     fn l3l4(&self) -> Option<(L3Addrs, u64)> {
+        if let Some(v4) = self.udp_tcp_v4() {
+            return Some(v4);
+        }
         let ip = self.ip()?;
         let ports = match self.ports(&ip) {
             Some((s, d)) => ((s as u64) << 16) | d as u64,
@@ -347,7 +396,7 @@ impl FlowFields for FrameView<'_> {
 /// fields (L3Dst → L2Dst, L3Src → L2Src, L3SrcDst and L3L4 → L2SrcDst); an L3L4 hash
 /// of an IP frame without ports (non-TCP/UDP, fragments) hashes the addresses and the
 /// protocol, so all fragments of a datagram stay together. L2 hashes include the VLAN ID.
-#[inline]
+#[inline(always)]
 pub fn hash_flow<F: FlowFields + ?Sized>(fields: HashFields, flow: &F) -> u64 {
     let l2s = || flow.src_mac().to_u64() | (flow.vlan() as u64) << 48;
     let l2d = || flow.dst_mac().to_u64() | (flow.vlan() as u64) << 48;
@@ -356,22 +405,19 @@ pub fn hash_flow<F: FlowFields + ?Sized>(fields: HashFields, flow: &F) -> u64 {
         HashFields::L2Src => mix(2, l2s()),
         HashFields::L2SrcDst => mix(mix(3, l2s()), l2d()),
         HashFields::L3Dst => match flow.l3() {
-            Some(a) => mix(mix(4, lo(a.dst)), hi(a.dst)),
+            Some(a) => mix(4, fold(a.dst)),
             None => mix(1, l2d()),
         },
         HashFields::L3Src => match flow.l3() {
-            Some(a) => mix(mix(5, lo(a.src)), hi(a.src)),
+            Some(a) => mix(5, fold(a.src)),
             None => mix(2, l2s()),
         },
         HashFields::L3SrcDst => match flow.l3() {
-            Some(a) => mix(mix(mix(mix(6, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst)),
+            Some(a) => mix(mix(6, fold(a.src)), fold(a.dst)),
             None => mix(mix(3, l2s()), l2d()),
         },
         HashFields::L3L4 => match flow.l3l4() {
-            Some((a, l4)) => {
-                let h = mix(mix(mix(mix(7, lo(a.src)), hi(a.src)), lo(a.dst)), hi(a.dst));
-                mix(h, l4)
-            }
+            Some((a, l4)) => mix(mix(mix(7, fold(a.src)), fold(a.dst)), l4),
             None => mix(mix(3, l2s()), l2d()),
         },
     };
@@ -421,6 +467,29 @@ mod view_tests {
                 prop_assert_eq!(c1, c2);
                 for m in 0..3 {
                     prop_assert_eq!(d.accepts_rx_frame(m, &view), d.accepts_rx_frame(m, &flow));
+                }
+            }
+        }
+
+        /// A pick decided once per burst gives every frame the member `select` gives it,
+        /// whatever the mode and whichever members are up.
+        #[test]
+        fn burst_pick_agrees_with_select(bytes in frame_strategy(), slot in 0u32..4, up in 0u8..8) {
+            let Ok(view) = FrameView::new_checked(&bytes) else { return Ok(()) };
+            for mode in modes() {
+                let mut b = Bond::new(BondConfig { mode, ..BondConfig::default() }, 3).unwrap();
+                for m in 0..3 {
+                    b.link_changed(m, up & (1 << m) != 0, 0).unwrap();
+                }
+                let d = b.distribution();
+                let mut ctx = SelectCtx::default();
+                let want = d.select(&view, slot, &mut ctx);
+                match d.burst_pick() {
+                    BurstPick::Member(m) => prop_assert_eq!(Some(m), want, "{:?}", mode),
+                    BurstPick::Hash(f) => {
+                        prop_assert_eq!(Some(d.member_of_hash(hash_flow(f, &view))), want, "{:?}", mode)
+                    }
+                    BurstPick::PerFrame => {}
                 }
             }
         }

@@ -80,7 +80,9 @@ mod distribution;
 #[cfg(test)]
 mod tests;
 
-pub use distribution::{bucket_of, hash_flow, Distribution, FlowFields, SelectCtx, HASH_BUCKETS};
+pub use distribution::{
+    bucket_of, hash_flow, BurstPick, Distribution, FlowFields, SelectCtx, HASH_BUCKETS,
+};
 use distribution::{SLOT_FLOAT, SLOT_UNKNOWN};
 
 use crate::time::{Nanos, MS, SEC};
