@@ -259,7 +259,7 @@ impl<const N: usize> Burst<N> {
     pub const CAPACITY: usize = N;
 
     /// Adds an mbuf; gives it back when full.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
         if self.len == N {
             return Err(m);
@@ -361,9 +361,10 @@ impl<const N: usize> Iterator for Drain<'_, N> {
         if self.next == self.end {
             return None;
         }
-        // SAFETY: entries next..end were initialised and are read exactly once; the
-        // burst's len was already set to 0 so it will not drop them.
-        let m = unsafe { self.burst.bufs[self.next].assume_init_read() };
+        // SAFETY: next < end <= N (end is the burst's len when the drain began), so the
+        // index is in bounds; entries next..end were initialised and are read exactly
+        // once; the burst's len was already set to 0 so it will not drop them.
+        let m = unsafe { self.burst.bufs.get_unchecked(self.next).assume_init_read() };
         self.next += 1;
         Some(m)
     }

@@ -515,7 +515,7 @@ impl Worker {
 
     /// Applies the vNIC's allocation and shaping to a frame bound for the uplink:
     /// send now, queue (bounded ring, bounded delay) or drop with a reason.
-    #[inline]
+    #[inline(always)]
     fn admit_uplink(&mut self, vnic: u32, out_port: u16, m: Mbuf) {
         let now = self.now;
         let Some(bw) = self.bw.get_mut(vnic as usize).and_then(|b| b.as_mut()) else {
@@ -685,7 +685,7 @@ impl Worker {
 
     /// Delivers a frame from a NIC to vNIC `vnic`, through its DoS defence (`flow`:
     /// the parsed frame while the DoS path is enabled, else `None`).
-    #[inline]
+    #[inline(always)]
     fn deliver(&mut self, snap: &Snapshot, vnic: u32, flow: Option<&Flow>, m: Mbuf) {
         let port = snap.vnics[vnic as usize].port;
         let Some(flow) = flow else {
@@ -715,9 +715,17 @@ impl Worker {
     #[inline(always)]
     fn enqueue(&mut self, port: u16, m: Mbuf) {
         let p = port as usize;
-        if self.txbufs[p].is_full() {
-            self.flush(p);
+        self.pending |= 1 << p;
+        if let Err(m) = self.txbufs[p].push(m) {
+            self.enqueue_full(p, m);
         }
+    }
+
+    /// [`enqueue`](Self::enqueue) onto a full buffer: flush it, then push.
+    #[cold]
+    #[inline(never)]
+    fn enqueue_full(&mut self, p: usize, m: Mbuf) {
+        self.flush(p);
         match self.txbufs[p].push(m) {
             Ok(()) => self.pending |= 1 << p,
             Err(m) => {
