@@ -3,7 +3,8 @@
 # with DPDK) on the same ports, the same pinned core and the same frames.
 #
 # Usage: perf/bench.sh [--duration S] [--reps N] [--sizes "64 1518"] [--cases "1 2 3a 3b 4"]
-#                      [--with-ovs] [--callgrind] [--failover] [--smoke] [--out DIR]
+#                      [--with-ovs] [--with-5tswap] [--callgrind] [--failover] [--smoke]
+#                      [--out DIR]
 #
 #   --duration S   seconds measured per run, after a 1 s warm-up (default 5)
 #   --reps N       runs per case and peer; the median is reported (default 3)
@@ -11,6 +12,9 @@
 #   --cases LIST   which cases (default "1 2 3a 3b 4")
 #   --with-ovs     also run Open vSwitch with DPDK (installs openvswitch-switch-dpdk
 #                  with apt-get when it is missing; CI never passes this)
+#   --with-5tswap  also run testpmd --forward-mode=5tswap on the same ports (swaps the
+#                  L2-L4 addresses, so it parses like a switch must: the issue's
+#                  "faster than testpmd's own 5-tuple swap" reference)
 #   --callgrind    also count instructions per forwarded frame with valgrind (case 1, 64 B)
 #   --failover     also run the failover-under-load timeline and write docs/failover.svg
 #   --smoke        1 rep, 1 s, 64 B only: a quick functional pass
@@ -25,8 +29,8 @@
 #       backed by net_null.               Ref: testpmd io, net_pcap -> net_null.
 #   3b  VM -> VM: a vNIC backed by net_pcap -> a vNIC backed by net_null.
 #                                         Ref: testpmd io, net_pcap -> net_null.
-#   4   case 1 with shares and a shaper (average_bps) on the vNIC; skipped with a
-#       "not yet available" line while vswitchd refuses the keys.
+#   4   case 1 with shares and a shaper (average_bps 100 Gb/s, a 100 MB burst: limits
+#       high enough not to drop) on the vNIC.
 #
 # Every forwarding loop runs on core 1 (vswitchd `cores = [1]`; testpmd `-l 0,1`, whose
 # forwarding lcore is 1; OVS pmd-cpu-mask=0x2); generators and control threads run on
@@ -41,6 +45,7 @@ REPS=3
 SIZES="64 1518"
 CASES="1 2 3a 3b 4"
 WITH_OVS=0
+WITH_5TSWAP=0
 CALLGRIND=0
 FAILOVER=0
 OUT=""
@@ -51,11 +56,12 @@ while [ $# -gt 0 ]; do
         --sizes) SIZES=$2; shift 2 ;;
         --cases) CASES=$2; shift 2 ;;
         --with-ovs) WITH_OVS=1; shift ;;
+        --with-5tswap) WITH_5TSWAP=1; shift ;;
         --callgrind) CALLGRIND=1; shift ;;
         --failover) FAILOVER=1; shift ;;
         --smoke) REPS=1; DURATION=1; SIZES=64; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -u/{/^set -u/d;p}' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -240,7 +246,7 @@ run_switch() {
 # ---------------------------------------------------------------- testpmd
 # run_testpmd CASE SIZE -> "MPPS -"
 run_testpmd() {
-    local c=$1 sz=$2 src vdev0
+    local c=$1 sz=$2 mode=${3:-io} src vdev0
     [ -n "$TESTPMD" ] || { echo "FAIL dpdk-testpmd not installed"; return; }
     case $c in
         1|4) src=$(pcap $VM1 $EXT "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
@@ -248,12 +254,12 @@ run_testpmd() {
         3b) src=$(pcap $VM1 $VM2 "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
         2) rm -f "$OUT/vm1.sock"; vdev0="net_vhost0,iface=$OUT/vm1.sock,queues=1" ;;
     esac
-    local log="$OUT/tp-$c-$sz.log" warm=2
+    local log="$OUT/tp-$mode-$c-$sz.log" warm=2
     [ "$c" = 2 ] && warm=4
     # stats every second; the forwarding lcore is 1 (lcore 0 is the main lcore).
     timeout -s INT $((DURATION + warm + 5)) stdbuf -oL "$TESTPMD" -l 0,1 $EAL_COMMON \
         --file-prefix "tpb$$" --vdev "$vdev0" --vdev net_null0,no-rx=1 -- \
-        --forward-mode=io --stats-period 1 --no-lsc-interrupt --total-num-mbufs=16384 \
+        --forward-mode="$mode" --stats-period 1 --no-lsc-interrupt --total-num-mbufs=16384 \
         --mbuf-size=2176 >"$log" 2>&1 &
     local tp=$!
     PIDS+=("$tp")
@@ -368,6 +374,7 @@ case4_available() {
 }
 
 PEERS="switch testpmd"
+[ "$WITH_5TSWAP" = 1 ] && PEERS="$PEERS 5tswap"
 if [ "$WITH_OVS" = 1 ]; then
     if ovs_prepare; then PEERS="$PEERS ovs"; else log "Open vSwitch unavailable: skipping it"; fi
 fi
@@ -386,6 +393,7 @@ for sz in $SIZES; do
                 case $p in
                     switch) res=$(run_switch "$c" "$sz") ;;
                     testpmd) res=$(run_testpmd "$c" "$sz") ;;
+                    5tswap) res=$(run_testpmd "$c" "$sz" 5tswap) ;;
                     ovs) res=$(run_ovs "$c" "$sz") ;;
                 esac
                 log "case $c ${sz}B rep $r $p: $res"
@@ -400,6 +408,7 @@ echo
 echo "Mpps, median of $REPS runs of ${DURATION}s (forwarding on core 1; cycles/pkt from the forwarder's own stats)"
 hdr="| case | size | switch Mpps | testpmd Mpps | switch/testpmd |"
 sep="|---|---|---|---|---|"
+[[ " $PEERS " == *" 5tswap "* ]] && { hdr="$hdr testpmd 5tswap Mpps | switch/5tswap |"; sep="$sep---|---|"; }
 [[ " $PEERS " == *" ovs "* ]] && { hdr="$hdr OVS Mpps | switch/OVS |"; sep="$sep---|---|"; }
 echo "$hdr switch cycles/pkt | fails |"
 echo "$sep---|---|"
@@ -412,6 +421,10 @@ for sz in $SIZES; do
         fails=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $5 == "FAIL"' "$RESULTS" | wc -l)
         ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
         row="| $c | $sz | $sw | $tp | $(ratio "$sw" "$tp") |"
+        if [[ " $PEERS " == *" 5tswap "* ]]; then
+            t5=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "5tswap" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
+            row="$row $t5 | $(ratio "$sw" "$t5") |"
+        fi
         if [[ " $PEERS " == *" ovs "* ]]; then
             ov=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "ovs" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
             row="$row $ov | $(ratio "$sw" "$ov") |"
