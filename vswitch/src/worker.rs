@@ -400,8 +400,8 @@ impl Worker {
         };
         // The role is decided once per burst, not per frame.
         match role {
-            PortRole::Vnic { vnic } => self.from_vnic(snap, port, vnic, rx),
-            PortRole::Nic { uplink, member } => self.from_nic(snap, port, uplink, member, rx),
+            PortRole::Vnic { vnic } => self.rx_from_vnic(snap, port, vnic, rx),
+            PortRole::Nic { uplink, member } => self.rx_from_nic(snap, port, uplink, member, rx),
         }
     }
 
@@ -421,7 +421,7 @@ impl Worker {
     /// What is the same for every frame of the burst is decided once: the vNIC's
     /// entry, its uplink and MAC, and how the uplink picks members
     /// ([`Distribution::burst_pick`]), which selects a loop compiled for that pick.
-    fn from_vnic(&mut self, snap: &Snapshot, port: u16, vnic: u32, rx: &mut Burst<RX_BURST>) {
+    fn rx_from_vnic(&mut self, snap: &Snapshot, port: u16, vnic: u32, rx: &mut Burst<RX_BURST>) {
         let Some(v) = snap.vnics.get(vnic as usize) else {
             return self.drop_burst(port, DropReason::UnknownPort, rx);
         };
@@ -448,7 +448,7 @@ impl Worker {
         }
     }
 
-    /// The per-frame loop of [`from_vnic`](Self::from_vnic), with `pick` choosing the
+    /// The per-frame loop of [`rx_from_vnic`](Self::rx_from_vnic), with `pick` choosing the
     /// member of frames bound for the uplink.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -613,7 +613,7 @@ impl Worker {
     /// Switches a burst received on member `member` of uplink `uplink` (on `port`):
     /// slow protocols to the control thread, the standby check, destination-MAC
     /// lookup (remembered while the destination repeats), DoS defence.
-    fn from_nic(
+    fn rx_from_nic(
         &mut self,
         snap: &Snapshot,
         port: u16,
