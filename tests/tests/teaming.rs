@@ -62,6 +62,16 @@ struct Rig {
 /// A VM with one vNIC: (name, MAC, spoof_check).
 type VmSpec<'a> = (&'a str, &'a str, bool);
 
+/// The run options of the link-pull tests: 30 s, drained for 100 ms, an rx timeline
+/// every [`TL_MS`] ms; the VMs' and the observers' ports follow.
+fn pull_run() -> VsperfArgs {
+    VsperfArgs::new()
+        .wait_link(10)
+        .duration(30)
+        .drain_ms(100)
+        .timeline_ms(TL_MS)
+}
+
 /// bond0 = {nic0, nic1}; a test adds its mode and failback policy.
 fn bond0() -> Bond {
     Bond::new("bond0", &["nic0", "nic1"])
@@ -178,6 +188,14 @@ impl Rig {
 
     fn vm_port(&self, i: usize) -> String {
         virtio_user(i, &self.socks[i])
+    }
+
+    /// VM1 sending to the external MAC at [`RATE`].
+    fn vm1_to_ext(&self) -> VsperfArgs {
+        VsperfArgs::new()
+            .port(self.vm_port(0))
+            .txonly(VM1, EXT)
+            .rate(format!("{RATE}pps"))
     }
 
     /// The hosts behind both taps, receiving.
@@ -371,14 +389,8 @@ fn active_backup_pull(failback: &str) {
         &[("vm1", VM1, true)],
     );
     assert_eq!(rig.active().as_deref(), Some("nic0"), "{}", rig.bond());
-    let a = VsperfArgs::new()
-        .wait_link(10)
-        .duration(30)
-        .drain_ms(100)
-        .timeline_ms(TL_MS)
-        .port(rig.vm_port(0))
-        .txonly(VM1, EXT)
-        .rate(format!("{RATE}pps"))
+    let a = pull_run()
+        .append(rig.vm1_to_ext())
         .append(rig.observers())
         .build();
     let traffic = vsperf("vm1+observer", &a);
@@ -593,15 +605,8 @@ fn hash_l3l4_link_pull_moves_flows_and_fails_back() {
         bond0().mode("hash-l3l4").set("failback", "immediate"),
         &[("vm1", VM1, true)],
     );
-    let a = VsperfArgs::new()
-        .wait_link(10)
-        .duration(30)
-        .drain_ms(100)
-        .timeline_ms(TL_MS)
-        .port(rig.vm_port(0))
-        .txonly(VM1, EXT)
-        .rate(format!("{RATE}pps"))
-        .opt("flows", 64)
+    let a = pull_run()
+        .append(rig.vm1_to_ext().opt("flows", 64))
         .append(rig.observers())
         .build();
     let traffic = vsperf("vm1+observer", &a);
@@ -837,11 +842,7 @@ fn vm_pinned_crosswise_failover_and_failback() {
         &[("vm1", VM1, true), ("vm2", VM2, true)],
     );
     let (r1, r2) = (10_000u64, 4_000u64);
-    let a = VsperfArgs::new()
-        .wait_link(10)
-        .duration(30)
-        .drain_ms(100)
-        .timeline_ms(TL_MS)
+    let a = pull_run()
         .port(rig.vm_port(0))
         .txonly(VM1, EXT)
         .rate(format!("{r1}pps"))
