@@ -9,7 +9,7 @@
 //! numbers are printed. Open: scenario 3's first vNIC gets less than the 20 % it
 //! asks for (see `a_vnic_under_its_share_gets_what_it_asks_for`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tests::*;
@@ -21,7 +21,7 @@ const FRAME: u64 = 64;
 /// `write` each) would make the worker CPU-bound on the kernel, not on its allocation.
 const BIG: u64 = 1000;
 
-fn pcap(dir: &Path, n: u8, size: u64) -> String {
+fn pcap(dir: &Path, n: u8, size: u64) -> PathBuf {
     let path = dir.join(format!("vm{n}.pcap"));
     let mac = format!("02:00:00:00:00:0{n}");
     let st = std::process::Command::new(bin("vsperf"))
@@ -40,14 +40,14 @@ fn pcap(dir: &Path, n: u8, size: u64) -> String {
         .output()
         .expect("vsperf gen-pcap");
     assert!(st.status.success(), "gen-pcap failed");
-    path.display().to_string()
+    path
 }
 
-fn pcap_vnic(dir: &Path, n: u8, pcap_idx: u8, uplink: &str, size: u64) -> String {
-    format!(
-        "  [[vm.vnic]]\n  devargs = \"net_pcap{pcap_idx},rx_pcap={},infinite_rx=1\"\n  mac = \"02:00:00:00:00:0{n}\"\n  uplink = \"{uplink}\"\n",
-        pcap(dir, n, size)
-    )
+/// vNIC `n` (MAC `02:00:00:00:00:0n`) replaying a fresh pcap of `size`-byte frames
+/// on `net_pcap<pcap_idx>`.
+fn pcap_vnic(dir: &Path, n: u8, pcap_idx: usize, uplink: &str, size: u64) -> Vnic {
+    let mac = format!("02:00:00:00:00:0{n}");
+    Vnic::pcap(pcap_idx, &pcap(dir, n, size), &mac, uplink)
 }
 
 fn pct(x: f64, of: f64) -> f64 {
@@ -77,67 +77,22 @@ fn shares_split_a_saturated_bond_and_follow_demand_and_capacity() {
     let dir = Scratch::new();
     let sock = dir.path("vm1.sock").display().to_string();
     let (ta, tb) = (unique("bwa"), unique("bwb"));
-    let config = format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={ta}"
-speed_mbps = 100
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={tb}"
-speed_mbps = 100
-[[bond]]
-name = "bond0"
-mode = "hash-l3l4"
-members = ["nic0", "nic1"]
-[[vm]]
-name = "vm1"
-shares = 2000
-  [[vm.vnic]]
-  socket = "{sock}"
-  vhost_mode = "server"
-  mac = "02:00:00:00:00:01"
-  uplink = "bond0"
-[[vm]]
-name = "vm2"
-shares = 2000
-{v2}[[vm]]
-name = "vm3"
-shares = 1000
-{v3}"#,
-        prefix = unique("bw1"),
-        v2 = pcap_vnic(&dir.0, 2, 0, "bond0", BIG),
-        v3 = pcap_vnic(&dir.0, 3, 1, "bond0", BIG),
-    );
+    let vnic1 = Vnic::vhost(&sock, "02:00:00:00:00:01", "bond0").set("vhost_mode", "server");
+    let config = shares_config(&dir.0, "bw1", (&ta, &tb), vnic1);
     let sw = start_vswitchd(&dir.0, &config, &[]);
     let names = ["vm1.0", "vm2.0", "vm3.0"];
     let cap = 200e6;
     let vm = |rate: &str| {
         vsperf(
             "vm1",
-            &args![
-                "--wait-link",
-                10,
-                "--duration",
-                12,
-                "--port",
-                format!("net_virtio_user0,path={sock},queues=1"),
-                "--mode",
-                "txonly",
-                "--src-mac",
-                "02:00:00:00:00:01",
-                "--dst-mac",
-                "02:00:00:00:00:99",
-                "--rate",
-                rate,
-                "--size",
-                BIG
-            ],
+            &VsperfArgs::new()
+                .wait_link(10)
+                .duration(12)
+                .vm(0, &sock)
+                .txonly("02:00:00:00:00:01", "02:00:00:00:00:99")
+                .rate(rate)
+                .opt("size", BIG)
+                .build(),
         )
     };
 
@@ -243,41 +198,20 @@ shares = 1000
 }
 
 /// The bond of scenarios 1–4: two 100 Mb/s tap NICs, shares 2000/2000/1000; vNIC 1
-/// is `vnic1` (its TOML), vNICs 2 and 3 replay pcaps in the switch process.
-fn shares_config(dir: &Path, prefix: &str, taps: (&str, &str), vnic1: &str) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={ta}"
-speed_mbps = 100
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={tb}"
-speed_mbps = 100
-[[bond]]
-name = "bond0"
-mode = "hash-l3l4"
-members = ["nic0", "nic1"]
-[[vm]]
-name = "vm1"
-shares = 2000
-{vnic1}[[vm]]
-name = "vm2"
-shares = 2000
-{v2}[[vm]]
-name = "vm3"
-shares = 1000
-{v3}"#,
-        ta = taps.0,
-        tb = taps.1,
-        v2 = pcap_vnic(dir, 2, 0, "bond0", BIG),
-        v3 = pcap_vnic(dir, 3, 1, "bond0", BIG),
-    )
+/// is `vnic1`, vNICs 2 and 3 replay pcaps in the switch process.
+fn shares_config(dir: &Path, prefix: &str, taps: (&str, &str), vnic1: Vnic) -> String {
+    Topology::new(prefix)
+        .nic(Nic::tap("nic0", 0, taps.0).speed_mbps(100))
+        .nic(Nic::tap("nic1", 1, taps.1).speed_mbps(100))
+        .bond(Bond::new("bond0", &["nic0", "nic1"]).mode("hash-l3l4"))
+        .vm(Vm::new("vm1").set("shares", 2000).vnic(vnic1))
+        .vm(Vm::new("vm2")
+            .set("shares", 2000)
+            .vnic(pcap_vnic(dir, 2, 0, "bond0", BIG)))
+        .vm(Vm::new("vm3")
+            .set("shares", 1000)
+            .vnic(pcap_vnic(dir, 3, 1, "bond0", BIG)))
+        .render()
 }
 
 const NAMES: [&str; 3] = ["vm1.0", "vm2.0", "vm3.0"];
@@ -292,7 +226,7 @@ fn shares_split_a_saturated_bond_and_follow_capacity() {
     let dir = Scratch::new();
     let (ta, tb) = (unique("bwa"), unique("bwb"));
     let v1 = pcap_vnic(&dir.0, 1, 2, "bond0", BIG);
-    let config = shares_config(&dir.0, &unique("bw1"), (&ta, &tb), &v1);
+    let config = shares_config(&dir.0, "bw1", (&ta, &tb), v1);
     let sw = start_vswitchd(&dir.0, &config, &[]);
     let cap = 200e6;
     std::thread::sleep(Duration::from_millis(1000));
@@ -340,9 +274,9 @@ fn shares_split_a_saturated_bond_and_follow_capacity() {
 fn unused_share_goes_to_the_busy_vnics() {
     let dir = Scratch::new();
     let cap = 200e6;
-    let run = |what: &str, vnic1: String| {
+    let run = |what: &str, vnic1: Vnic| {
         let (ta, tb) = (unique("bwe"), unique("bwf"));
-        let config = shares_config(&dir.0, &unique("bw2"), (&ta, &tb), &vnic1);
+        let config = shares_config(&dir.0, "bw2", (&ta, &tb), vnic1);
         let sw = start_vswitchd(&dir.0, &config, &[]);
         std::thread::sleep(Duration::from_millis(1000));
         let r = measure(&dir.0, &NAMES, cap, what);
@@ -350,18 +284,15 @@ fn unused_share_goes_to_the_busy_vnics() {
         assert_eq!(code, Some(0), "{out}");
         r
     };
-    let idle = "  [[vm.vnic]]\n  devargs = \"net_null2,no-rx=1\"\n  mac = \"02:00:00:00:00:01\"\n  uplink = \"bond0\"\n";
-    let r2 = run("scenario 2", idle.to_string());
+    let idle = Vnic::null(2, "02:00:00:00:00:01", "bond0");
+    let r2 = run("scenario 2", idle);
     let p2: Vec<f64> = r2.iter().map(|x| pct(*x, cap)).collect();
     eprintln!(
         "scenario 2 (first idle): Mb/s {:.1?}, % of capacity {:.1?}",
         mb(&r2),
         p2
     );
-    let paced = format!(
-        "{}  average_bps = 40000000\n  peak_bps = 40000000\n  burst_bytes = 10000\n",
-        pcap_vnic(&dir.0, 1, 2, "bond0", BIG)
-    );
+    let paced = pcap_vnic(&dir.0, 1, 2, "bond0", BIG).shaping(40_000_000, 40_000_000, 10_000);
     let r3 = run("scenario 3", paced);
     let p3: Vec<f64> = r3.iter().map(|x| pct(*x, cap)).collect();
     eprintln!(
@@ -385,11 +316,8 @@ fn unused_share_goes_to_the_busy_vnics() {
 fn a_vnic_under_its_share_gets_what_it_asks_for() {
     let dir = Scratch::new();
     let (ta, tb) = (unique("bwg"), unique("bwh"));
-    let paced = format!(
-        "{}  average_bps = 40000000\n  peak_bps = 40000000\n  burst_bytes = 10000\n",
-        pcap_vnic(&dir.0, 1, 2, "bond0", BIG)
-    );
-    let config = shares_config(&dir.0, &unique("bw3"), (&ta, &tb), &paced);
+    let paced = pcap_vnic(&dir.0, 1, 2, "bond0", BIG).shaping(40_000_000, 40_000_000, 10_000);
+    let config = shares_config(&dir.0, "bw3", (&ta, &tb), paced);
     let sw = start_vswitchd(&dir.0, &config, &[]);
     std::thread::sleep(Duration::from_millis(1000));
     let r = measure(&dir.0, &NAMES, 200e6, "scenario 3");
@@ -410,11 +338,10 @@ fn a_vnic_under_its_share_gets_what_it_asks_for() {
 fn a_reservation_holds_under_contention_from_more_shares() {
     let dir = Scratch::new();
     let (ta, tb) = (unique("bwr"), unique("bws"));
-    let v1 = format!(
-        "{}  shares = 100\n  reservation_mbps = 60\n",
-        pcap_vnic(&dir.0, 1, 2, "bond0", BIG)
-    );
-    let config = shares_config(&dir.0, &unique("bwr"), (&ta, &tb), &v1);
+    let v1 = pcap_vnic(&dir.0, 1, 2, "bond0", BIG)
+        .set("shares", 100)
+        .set("reservation_mbps", 60);
+    let config = shares_config(&dir.0, "bwr", (&ta, &tb), v1);
     let sw = start_vswitchd(&dir.0, &config, &[]);
     let cap = 200e6;
     std::thread::sleep(Duration::from_millis(1000));
@@ -460,36 +387,21 @@ fn mb(r: &[f64]) -> Vec<f64> {
 fn degraded_bond_sheds_the_lower_priority() {
     let dir = Scratch::new();
     let (ta, tb) = (unique("bwc"), unique("bwd"));
-    let config = format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={ta}"
-speed_mbps = 50
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={tb}"
-speed_mbps = 50
-[[bond]]
-name = "bond0"
-mode = "hash-l3l4"
-members = ["nic0", "nic1"]
-degraded = "drop-lower-priority"
-[[vm]]
-name = "vm1"
-priority = 8
-{v1}[[vm]]
-name = "vm2"
-priority = 2
-{v2}"#,
-        prefix = unique("bw5"),
-        v1 = pcap_vnic(&dir.0, 1, 0, "bond0", BIG),
-        v2 = pcap_vnic(&dir.0, 2, 1, "bond0", BIG),
-    );
+    let config = Topology::new("bw5")
+        .nic(Nic::tap("nic0", 0, &ta).speed_mbps(50))
+        .nic(Nic::tap("nic1", 1, &tb).speed_mbps(50))
+        .bond(
+            Bond::new("bond0", &["nic0", "nic1"])
+                .mode("hash-l3l4")
+                .set("degraded", "drop-lower-priority"),
+        )
+        .vm(Vm::new("vm1")
+            .set("priority", 8)
+            .vnic(pcap_vnic(&dir.0, 1, 0, "bond0", BIG)))
+        .vm(Vm::new("vm2")
+            .set("priority", 2)
+            .vnic(pcap_vnic(&dir.0, 2, 1, "bond0", BIG)))
+        .render();
     let sw = start_vswitchd(&dir.0, &config, &[]);
     let names = ["vm1.0", "vm2.0"];
     let window = Duration::from_millis(2000);
@@ -539,29 +451,16 @@ priority = 2
 #[test]
 fn shaping_holds_the_average_rate() {
     let dir = Scratch::new();
-    let config = format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_null0,no-rx=1"
-speed_mbps = 10000
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap={p},infinite_rx=1"
-  mac = "02:00:00:00:00:01"
-  uplink = "nic0"
-  average_bps = 100000000
-  peak_bps = 200000000
-  burst_bytes = 1000000
-"#,
-        prefix = unique("bw6"),
-        p = pcap(&dir.0, 1, FRAME),
-    );
+    let config = Topology::new("bw6")
+        .nic(Nic::null("nic0", 0).speed_mbps(10000))
+        .vm(Vm::new("vm1").vnic(
+            Vnic::pcap(0, &pcap(&dir.0, 1, FRAME), "02:00:00:00:00:01", "nic0").shaping(
+                100_000_000,
+                200_000_000,
+                1_000_000,
+            ),
+        ))
+        .render();
     let sw = start_vswitchd(&dir.0, &config, &[]);
     std::thread::sleep(Duration::from_millis(500));
     let r = vnic_sent_bps(&dir.0, &["vm1.0"], FRAME, Duration::from_secs(6));
@@ -590,26 +489,11 @@ fn bandwidth_policy_cost() {
     let dir = Scratch::new();
     let p = pcap(&dir.0, 1, FRAME);
     let mpps = |on: bool| {
-        let config = format!(
-            r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-bandwidth = {on}
-[[nic]]
-name = "nic0"
-devargs = "net_null0,no-rx=1"
-speed_mbps = 100000
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap={p},infinite_rx=1"
-  mac = "02:00:00:00:00:01"
-  uplink = "nic0"
-"#,
-            prefix = unique("bwc"),
-        );
+        let config = Topology::new("bwc")
+            .dataplane("bandwidth", on)
+            .nic(Nic::null("nic0", 0).speed_mbps(100000))
+            .vm(Vm::new("vm1").vnic(Vnic::pcap(0, &p, "02:00:00:00:00:01", "nic0")))
+            .render();
         let sw = start_vswitchd(&dir.0, &config, &[]);
         std::thread::sleep(Duration::from_millis(500));
         let r = vnic_sent_bps(&dir.0, &["vm1.0"], 1, Duration::from_millis(2500));

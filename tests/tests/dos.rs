@@ -16,48 +16,33 @@ const VM3: &str = "02:00:00:00:02:03";
 const EXT: &str = "02:00:00:00:02:99";
 const ATTACKER: &str = "02:00:00:00:02:66";
 
-fn config(prefix: &str, tap: &str, s1: &str, s2: &str, s3: &str) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={tap}"
-[[vm]]
-name = "vm1"
-priority = 8
-dos_max_pps = 8000
-dos_max_half_open_per_sec = 1000
-dos_window_ms = 50
-dos_clear_after_ms = 500
-dos_responses = ["drop", "rate-limit:1000", "alert"]
-dos_signatures = ["evil proto=udp dport=6666 payload@0=deadbeef"]
-  [[vm.vnic]]
-  socket = "{s1}"
-  mac = "{VM1}"
-  uplink = "nic0"
-[[vm]]
-name = "vm2"
-priority = 5
-  [[vm.vnic]]
-  socket = "{s2}"
-  mac = "{VM2}"
-  uplink = "nic0"
-[[vm]]
-name = "vm3"
-priority = 5
-dos_max_pps = 8000
-dos_clear_after_ms = 500
-dos_responses = ["delay:20ms:8192"]
-  [[vm.vnic]]
-  socket = "{s3}"
-  mac = "{VM3}"
-  uplink = "nic0"
-"#
-    )
+/// VM1 with every DoS detector and response, VM2 with none, VM3 delaying suspicious
+/// frames; all behind one tap NIC.
+fn config(tap: &str, s1: &str, s2: &str, s3: &str) -> String {
+    Topology::new("vsw")
+        .nic(Nic::tap("nic0", 0, tap))
+        .vm(Vm::new("vm1")
+            .set("priority", 8)
+            .set("dos_max_pps", 8000)
+            .set("dos_max_half_open_per_sec", 1000)
+            .set("dos_window_ms", 50)
+            .set("dos_clear_after_ms", 500)
+            .set("dos_responses", ["drop", "rate-limit:1000", "alert"])
+            .set(
+                "dos_signatures",
+                ["evil proto=udp dport=6666 payload@0=deadbeef"],
+            )
+            .vnic(Vnic::vhost(s1, VM1, "nic0")))
+        .vm(Vm::new("vm2")
+            .set("priority", 5)
+            .vnic(Vnic::vhost(s2, VM2, "nic0")))
+        .vm(Vm::new("vm3")
+            .set("priority", 5)
+            .set("dos_max_pps", 8000)
+            .set("dos_clear_after_ms", 500)
+            .set("dos_responses", ["delay:20ms:8192"])
+            .vnic(Vnic::vhost(s3, VM3, "nic0")))
+        .render()
 }
 
 /// (tx_pkts, dos drops) of port `port`, from `vsctl stats`.
@@ -74,19 +59,12 @@ fn counters(dir: &std::path::Path, port: &str) -> (u64, u64) {
 
 /// Runs one attack from the tap's kernel side; returns the frames it sent.
 fn attack(tap: &str, opts: &[String]) -> u64 {
-    let mut a = args![
-        "--port",
-        format!("net_af_packet0,iface={tap}"),
-        "--mode",
-        "txonly",
-        "--src-mac",
-        ATTACKER,
-        "--dst-mac",
-        VM1,
-        "--drain-ms",
-        50
-    ];
-    a.extend(opts.iter().cloned());
+    let a = VsperfArgs::new()
+        .host(0, tap)
+        .txonly(ATTACKER, VM1)
+        .drain_ms(50)
+        .extend(opts)
+        .build();
     let r = vsperf_run("attacker", &a, Duration::from_secs(30));
     r["ports"][0]["tx_pkts"].as_u64().unwrap()
 }
@@ -145,7 +123,7 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let tap = unique("vsd");
     let sock = |n: &str| dir.path(n).display().to_string();
     let (s1, s2, s3) = (sock("vm1.sock"), sock("vm2.sock"), sock("vm3.sock"));
-    let mut sw = start_vswitchd(d, &config(&unique("vsw"), &tap, &s1, &s2, &s3), &[]);
+    let mut sw = start_vswitchd(d, &config(&tap, &s1, &s2, &s3), &[]);
     assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
     set_link(&tap, true);
 
@@ -153,39 +131,22 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     let vms_started = Instant::now();
     let vms = vsperf(
         "vms",
-        &args![
-            "--wait-link",
-            10,
+        &VsperfArgs::new()
+            .wait_link(10)
             // Until SIGTERM at the end (a loaded host makes the phases slower).
-            "--duration",
-            120,
-            "--drain-ms",
-            300,
-            "--port",
-            format!("net_virtio_user0,path={s1},queues=1"),
-            "--mode",
-            "rxonly",
-            "--port",
-            format!("net_virtio_user1,path={s2},queues=1"),
-            "--mode",
-            "rxonly",
-            "--port",
-            format!("net_af_packet0,iface={tap}"),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            EXT,
-            "--dst-mac",
-            VM2,
-            "--rate",
-            "5kpps",
-            "--dport",
-            80,
-            "--port",
-            format!("net_virtio_user2,path={s3},queues=1"),
-            "--mode",
-            "echo",
-        ],
+            .duration(120)
+            .drain_ms(300)
+            .vm(0, &s1)
+            .rxonly()
+            .vm(1, &s2)
+            .rxonly()
+            .host(0, &tap)
+            .txonly(EXT, VM2)
+            .rate("5kpps")
+            .opt("dport", 80)
+            .vm(2, &s3)
+            .opt("mode", "echo")
+            .build(),
     );
     sw.wait_for("vNIC link changed", Duration::from_secs(15));
     std::thread::sleep(Duration::from_secs(2));
@@ -419,31 +380,16 @@ fn failover_response_moves_the_attacked_vm_to_the_alternate_uplink_and_back() {
     let d = &dir.0;
     let (tap_a, tap_b) = (unique("vfa"), unique("vfb"));
     let s1 = dir.path("vm1.sock").display().to_string();
-    let config = format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={tap_a}"
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={tap_b}"
-[[vm]]
-name = "vm1"
-dos_max_pps = 8000
-dos_window_ms = 50
-dos_clear_after_ms = 500
-dos_responses = ["failover:nic1", "alert"]
-  [[vm.vnic]]
-  socket = "{s1}"
-  mac = "{VM1}"
-  uplink = "nic0"
-"#,
-        prefix = unique("vsf"),
-    );
+    let config = Topology::new("vsf")
+        .nic(Nic::tap("nic0", 0, &tap_a))
+        .nic(Nic::tap("nic1", 1, &tap_b))
+        .vm(Vm::new("vm1")
+            .set("dos_max_pps", 8000)
+            .set("dos_window_ms", 50)
+            .set("dos_clear_after_ms", 500)
+            .set("dos_responses", ["failover:nic1", "alert"])
+            .vnic(Vnic::vhost(&s1, VM1, "nic0")))
+        .render();
     let mut sw = start_vswitchd(d, &config, &[]);
     assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap_a)
         && iface_exists(&tap_b)));
@@ -451,22 +397,13 @@ dos_responses = ["failover:nic1", "alert"]
     set_link(&tap_b, true);
     let vm = vsperf(
         "vm1",
-        &args![
-            "--wait-link",
-            10,
-            "--duration",
-            12,
-            "--port",
-            format!("net_virtio_user0,path={s1},queues=1"),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            EXT,
-            "--rate",
-            "2kpps",
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(12)
+            .vm(0, &s1)
+            .txonly(VM1, EXT)
+            .rate("2kpps")
+            .build(),
     );
     sw.wait_for("vNIC link changed", Duration::from_secs(15));
     let tx = |port: &str| counters(d, port).0;
@@ -484,22 +421,13 @@ dos_responses = ["failover:nic1", "alert"]
     // A UDP flood against VM1 through nic0, in the background for 3 s.
     let flood = vsperf(
         "attacker",
-        &args![
-            "--port",
-            format!("net_af_packet0,iface={tap_a}"),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            ATTACKER,
-            "--dst-mac",
-            VM1,
-            "--proto",
-            "udp",
-            "--flows",
-            64,
-            "--duration",
-            3,
-        ],
+        &VsperfArgs::new()
+            .host(0, &tap_a)
+            .txonly(ATTACKER, VM1)
+            .opt("proto", "udp")
+            .opt("flows", 64)
+            .duration(3)
+            .build(),
     );
     let moved = nth_line(
         &sw,

@@ -12,39 +12,17 @@ const VM3: &str = "02:00:00:00:00:03";
 const EXT: &str = "02:00:00:00:00:99";
 
 fn config(dir: &Scratch, tap_a: &str, tap_b: &str) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={tap_a}"
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={tap_b}"
-[[bond]]
-name = "bond0"
-members = ["nic0", "nic1"]
-mode = "active-backup"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  socket = "{s1}"
-  mac = "{VM1}"
-  uplink = "bond0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  socket = "{s2}"
-  mac = "{VM2}"
-  uplink = "bond0"
-"#,
-        prefix = unique("vhp"),
-        s1 = dir.path("vm1.sock").display(),
-        s2 = dir.path("vm2.sock").display(),
-    )
+    let vm = |name: &str, mac: &str| {
+        let sock = dir.path(&format!("{name}.sock")).display().to_string();
+        Vm::new(name).vnic(Vnic::vhost(&sock, mac, "bond0"))
+    };
+    Topology::new("vhp")
+        .nic(Nic::tap("nic0", 0, tap_a))
+        .nic(Nic::tap("nic1", 1, tap_b))
+        .bond(Bond::new("bond0", &["nic0", "nic1"]).mode("active-backup"))
+        .vm(vm("vm1", VM1))
+        .vm(vm("vm2", VM2))
+        .render()
 }
 
 fn ok(dir: &Scratch, args: &[&str]) {
@@ -68,34 +46,16 @@ fn ports_come_and_go_while_other_vms_traffic_flows_without_loss() {
     let rate = 4000u64;
     let vms = vsperf(
         "vms",
-        &args![
-            "--wait-link",
-            10,
-            "--duration",
-            12,
-            "--drain-ms",
-            300,
-            "--port",
-            format!(
-                "net_virtio_user0,path={},queues=1",
-                dir.path("vm1.sock").display()
-            ),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            VM2,
-            "--rate",
-            format!("{rate}pps"),
-            "--port",
-            format!(
-                "net_virtio_user1,path={},queues=1",
-                dir.path("vm2.sock").display()
-            ),
-            "--mode",
-            "rxonly",
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(12)
+            .drain_ms(300)
+            .vm(0, &dir.path("vm1.sock").display().to_string())
+            .txonly(VM1, VM2)
+            .rate(format!("{rate}pps"))
+            .vm(1, &dir.path("vm2.sock").display().to_string())
+            .rxonly()
+            .build(),
     );
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -135,30 +95,17 @@ fn ports_come_and_go_while_other_vms_traffic_flows_without_loss() {
     // process) sends 1500 frames; the host behind the new tap receives them.
     let r3 = vsperf_run(
         "vm3",
-        &args![
-            "--wait-link",
-            10,
-            "--duration",
-            2,
-            "--drain-ms",
-            300,
-            "--port",
-            format!("net_virtio_user2,path={vm3_sock},queues=1"),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM3,
-            "--dst-mac",
-            EXT,
-            "--rate",
-            "1kpps",
-            "--count",
-            1500,
-            "--port",
-            format!("net_af_packet0,iface={tap_c}"),
-            "--mode",
-            "rxonly",
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(2)
+            .drain_ms(300)
+            .vm(2, &vm3_sock)
+            .txonly(VM3, EXT)
+            .rate("1kpps")
+            .count(1500)
+            .host(0, &tap_c)
+            .rxonly()
+            .build(),
         Duration::from_secs(30),
     );
     assert_eq!(r3["ports"][0]["tx_pkts"], 1500, "{r3}");
@@ -245,29 +192,16 @@ fn bandwidth_settings_change_live() {
         })
         .collect();
     write_pcap(&pcap, &frames);
-    let config = format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_null0,no-rx=1"
-speed_mbps = 1000
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap={p},infinite_rx=1"
-  mac = "02:00:00:00:00:01"
-  uplink = "nic0"
-  average_bps = 100000000
-  peak_bps = 200000000
-  burst_bytes = 1000000
-"#,
-        prefix = unique("vhb"),
-        p = pcap.display(),
-    );
+    let config = Topology::new("vhb")
+        .nic(Nic::null("nic0", 0).speed_mbps(1000))
+        .vm(
+            Vm::new("vm1").vnic(Vnic::pcap(0, &pcap, "02:00:00:00:00:01", "nic0").shaping(
+                100_000_000,
+                200_000_000,
+                1_000_000,
+            )),
+        )
+        .render();
     let sw = start_vswitchd(&dir.0, &config, &[]);
     std::thread::sleep(Duration::from_millis(500));
     let rate = |what: &str| {

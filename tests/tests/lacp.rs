@@ -30,7 +30,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tests::{last_json, port_counters, start_vswitchd, unique, wait_until, Proc, Scratch};
+use tests::{
+    last_json, port_counters, start_vswitchd, unique, wait_until, Bond, Nic, Proc, Scratch,
+    Topology, Vm, Vnic,
+};
 
 /// Tests here start DPDK processes on the same two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -146,53 +149,29 @@ const SRC_MAC: &str = "02:00:00:00:0a:01";
 /// testpmd flowgen's fixed destination MAC.
 const SINK_MAC: &str = "00:01:02:03:04:01";
 
-/// vswitchd config: a LACP bond of two taps (`extra_bond` appended to `[[bond]]`), a
-/// pcap source vNIC and a null sink vNIC, plus `extra` at the end.
-fn switch_config(
-    prefix: &str,
-    taps: [&str; 2],
-    pcap: &Path,
-    extra_bond: &str,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-mbufs = 8191
-[[nic]]
-name = "n0"
-devargs = "net_tap0,iface={t0}"
-[[nic]]
-name = "n1"
-devargs = "net_tap1,iface={t1}"
-[[bond]]
-name = "bond0"
-members = ["n0", "n1"]
-mode = "hash-l3l4"
-lacp = "active"
-lacp_rate = "fast"
-{extra_bond}
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  name = "src"
-  devargs = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
-  mac = "{SRC_MAC}"
-  uplink = "bond0"
-  [[vm.vnic]]
-  name = "sink"
-  devargs = "net_null0,no-rx=1"
-  mac = "{SINK_MAC}"
-  uplink = "bond0"
-{extra}
-"#,
-        t0 = taps[0],
-        t1 = taps[1],
-        pcap = pcap.display()
-    )
+/// The switch's bond: the two taps, hash-l3l4, active LACP at the fast rate.
+fn lacp_bond() -> Bond {
+    Bond::new("bond0", &["n0", "n1"])
+        .mode("hash-l3l4")
+        .set("lacp", "active")
+        .set("lacp_rate", "fast")
+}
+
+/// The source vNIC: replays `pcap` forever.
+fn pcap_source(pcap: &Path) -> Vnic {
+    Vnic::pcap(0, pcap, SRC_MAC, "bond0").set("name", "src")
+}
+
+/// vswitchd topology: `bond` of two taps, VM1 with the `src` vNIC and a null sink vNIC.
+fn switch_topology(taps: [&str; 2], bond: Bond, src: Vnic) -> Topology {
+    Topology::new("lwvs")
+        .dataplane("mbufs", 8191)
+        .nic(Nic::tap("n0", 0, taps[0]))
+        .nic(Nic::tap("n1", 1, taps[1]))
+        .bond(bond)
+        .vm(Vm::new("vm1")
+            .vnic(src)
+            .vnic(Vnic::null(0, SINK_MAC, "bond0").set("name", "sink")))
 }
 
 /// `dpdk-testpmd` in interactive mode, driven through stdin; stdout line-buffered.
@@ -356,7 +335,7 @@ fn interop_with_dpdk_bonding_mode4() {
     let mut pmd = TestPmd::start(&unique("lwtp"), [&t0, &t1]);
     let vs = start_vswitchd(
         &dir.0,
-        &switch_config(&unique("lwvs"), [&s0, &s1], &pcap, "", ""),
+        &switch_topology([&s0, &s1], lacp_bond(), pcap_source(&pcap)).render(),
         &[],
     );
     wire(&s0, &t0);
@@ -558,13 +537,12 @@ fn silent_partner(fallback: &str, secs: f64) -> serde_json::Value {
     let _ifaces = Ifaces(vec![s0.clone(), s1.clone()]);
     let pcap = dir.path("src.pcap");
     write_pcap(&pcap, [2, 0, 0, 0, 0x0a, 1], [2, 0, 0, 0, 0x0b, 1], 64);
-    let cfg = switch_config(
-        &unique("lwvs"),
+    let cfg = switch_topology(
         [&s0, &s1],
-        &pcap,
-        &format!("lacp_fallback = \"{fallback}\""),
-        "",
-    );
+        lacp_bond().set("lacp_fallback", fallback),
+        pcap_source(&pcap),
+    )
+    .render();
     let run_for = secs.to_string();
     let vs = start_vswitchd(&dir.0, &cfg, &["--run-for", &run_for]);
     let (code, out) = vs.wait(Duration::from_secs(60));
@@ -623,18 +601,11 @@ fn malformed_slow_frames_are_counted_and_dropped() {
     let _ifaces = Ifaces(vec![s0.clone(), s1.clone(), s2.clone()]);
     let pcap = dir.path("src.pcap");
     write_pcap(&pcap, [2, 0, 0, 0, 0x0a, 1], [2, 0, 0, 0, 0x0b, 1], 1);
-    let cfg = switch_config(
-        &unique("lwvs"),
-        [&s0, &s1],
-        &pcap,
-        "",
-        &format!("[[nic]]\nname = \"n2\"\ndevargs = \"net_tap2,iface={s2}\"\n"),
-    );
-    // The pcap source is not needed here; keep it but it only adds load: replace by null.
-    let cfg = cfg.replace(
-        &format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
-        "net_null1,no-rx=1",
-    );
+    // The pcap source is not needed here (it only adds load): a null port instead.
+    let src = Vnic::null(1, SRC_MAC, "bond0").set("name", "src");
+    let cfg = switch_topology([&s0, &s1], lacp_bond(), src)
+        .nic(Nic::tap("n2", 2, &s2))
+        .render();
     let vs = start_vswitchd(&dir.0, &cfg, &[]);
     // From the kernel side of the taps: frames written there arrive at the switch.
     let script = r#"
@@ -698,7 +669,7 @@ fn lacp_does_not_flap_with_the_worker_saturated_for_60s() {
     let mut pmd = TestPmd::start(&unique("lwtp"), [&t0, &t1]);
     let vs = start_vswitchd(
         &dir.0,
-        &switch_config(&unique("lwvs"), [&s0, &s1], &pcap, "", ""),
+        &switch_topology([&s0, &s1], lacp_bond(), pcap_source(&pcap)).render(),
         &[],
     );
     wire(&s0, &t0);

@@ -31,82 +31,44 @@ impl Topo {
     }
 
     /// Two VMs on an active-backup bond of two tap NICs.
-    fn config(&self, vhost_mode: &str) -> String {
-        format!(
-            r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={a}"
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={b}"
-[[bond]]
-name = "bond0"
-members = ["nic0", "nic1"]
-mode = "active-backup"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  socket = "{s1}"
-  vhost_mode = "{mode}"
-  mac = "{VM1}"
-  uplink = "bond0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  socket = "{s2}"
-  vhost_mode = "{mode}"
-  mac = "{VM2}"
-  uplink = "bond0"
-"#,
-            prefix = unique("vsw"),
-            a = self.tap_a,
-            b = self.tap_b,
-            s1 = self.vm1_sock,
-            s2 = self.vm2_sock,
-            mode = vhost_mode,
-        )
+    fn topology(&self, vhost_mode: &str) -> Topology {
+        self.topology_with_vm1_uplink(vhost_mode, "bond0")
     }
 
-    fn vm_port(&self, sock: &str, idx: usize) -> String {
-        format!("net_virtio_user{idx},path={sock},queues=1")
+    fn topology_with_vm1_uplink(&self, vhost_mode: &str, vm1_uplink: &str) -> Topology {
+        let vm = |name: &str, sock: &str, mac: &str, uplink: &str| {
+            Vm::new(name).vnic(Vnic::vhost(sock, mac, uplink).set("vhost_mode", vhost_mode))
+        };
+        Topology::new("vsw")
+            .nic(Nic::tap("nic0", 0, &self.tap_a))
+            .nic(Nic::tap("nic1", 1, &self.tap_b))
+            .bond(Bond::new("bond0", &["nic0", "nic1"]).mode("active-backup"))
+            .vm(vm("vm1", &self.vm1_sock, VM1, vm1_uplink))
+            .vm(vm("vm2", &self.vm2_sock, VM2, "bond0"))
+    }
+
+    fn config(&self, vhost_mode: &str) -> String {
+        self.topology(vhost_mode).render()
     }
 }
 
 /// One vsperf process plays VM1 (port 0), VM2 (port 1) and the external host behind
 /// each tap (ports 2 and 3). `vm1_opts` configures what VM1 sends; `host_opts` what
 /// the host on tap A sends.
-fn phase(t: &Topo, vm1_opts: &[String], host_opts: &[String]) -> serde_json::Value {
-    let mut a = args![
-        "--wait-link",
-        10,
-        "--duration",
-        4,
-        "--drain-ms",
-        300,
-        "--port",
-        t.vm_port(&t.vm1_sock, 0),
-    ];
-    a.extend(vm1_opts.iter().cloned());
-    a.extend(args![
-        "--port",
-        t.vm_port(&t.vm2_sock, 1),
-        "--mode",
-        "rxonly"
-    ]);
-    a.extend(args!["--port", format!("net_af_packet0,iface={}", t.tap_a)]);
-    a.extend(host_opts.iter().cloned());
-    a.extend(args![
-        "--port",
-        format!("net_af_packet1,iface={}", t.tap_b),
-        "--mode",
-        "rxonly"
-    ]);
-    vsperf_run("vsperf", &a, Duration::from_secs(40))
+fn phase(t: &Topo, vm1: VsperfArgs, host: VsperfArgs) -> serde_json::Value {
+    let a = VsperfArgs::new()
+        .wait_link(10)
+        .duration(4)
+        .drain_ms(300)
+        .vm(0, &t.vm1_sock)
+        .append(vm1)
+        .vm(1, &t.vm2_sock)
+        .rxonly()
+        .host(0, &t.tap_a)
+        .append(host)
+        .host(1, &t.tap_b)
+        .rxonly();
+    vsperf_run("vsperf", &a.build(), Duration::from_secs(40))
 }
 
 /// Frames vsperf port `i` put on the wire, which must be most of what it was asked to
@@ -117,8 +79,16 @@ fn sent(r: &serde_json::Value, i: usize) -> u64 {
     tx
 }
 
-fn rxonly() -> Vec<String> {
-    args!["--mode", "rxonly"]
+fn rxonly() -> VsperfArgs {
+    VsperfArgs::new().rxonly()
+}
+
+/// `count` frames from `src` to `dst` at 20 kpps.
+fn send(src: &str, dst: &str, count: u64) -> VsperfArgs {
+    VsperfArgs::new()
+        .txonly(src, dst)
+        .count(count)
+        .rate("20kpps")
 }
 
 #[test]
@@ -135,22 +105,7 @@ fn l2_switching_between_vms_and_nics() {
     let n = 2000u64;
 
     // VM1 -> VM2 unicast: delivered locally, never sent out.
-    let r = phase(
-        &t,
-        &args![
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            VM2,
-            "--count",
-            n,
-            "--rate",
-            "20kpps"
-        ],
-        &rxonly(),
-    );
+    let r = phase(&t, send(VM1, VM2, n), rxonly());
     assert_eq!(
         rx_from(&r, 1, VM1),
         sent(&r, 0),
@@ -163,22 +118,7 @@ fn l2_switching_between_vms_and_nics() {
     );
 
     // VM1 -> external MAC: leaves on the bond's active member with VM1's source MAC.
-    let r = phase(
-        &t,
-        &args![
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            EXT,
-            "--count",
-            n,
-            "--rate",
-            "20kpps"
-        ],
-        &rxonly(),
-    );
+    let r = phase(&t, send(VM1, EXT, n), rxonly());
     assert_eq!(
         rx_from(&r, 2, VM1),
         sent(&r, 0),
@@ -196,22 +136,7 @@ fn l2_switching_between_vms_and_nics() {
     );
 
     // Host -> VM2 by destination MAC; VM1 gets nothing.
-    let r = phase(
-        &t,
-        &rxonly(),
-        &args![
-            "--mode",
-            "txonly",
-            "--src-mac",
-            EXT,
-            "--dst-mac",
-            VM2,
-            "--count",
-            n,
-            "--rate",
-            "20kpps"
-        ],
-    );
+    let r = phase(&t, rxonly(), send(EXT, VM2, n));
     assert_eq!(
         rx_from(&r, 1, EXT),
         sent(&r, 2),
@@ -224,22 +149,7 @@ fn l2_switching_between_vms_and_nics() {
     );
 
     // Broadcast from VM1: VM2 and the uplink get it.
-    let r = phase(
-        &t,
-        &args![
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            "ff:ff:ff:ff:ff:ff",
-            "--count",
-            n,
-            "--rate",
-            "20kpps"
-        ],
-        &rxonly(),
-    );
+    let r = phase(&t, send(VM1, "ff:ff:ff:ff:ff:ff", n), rxonly());
     assert_eq!(
         rx_from(&r, 1, VM1),
         sent(&r, 0),
@@ -252,52 +162,15 @@ fn l2_switching_between_vms_and_nics() {
     );
 
     // Broadcast from the host reaches both VMs.
-    let r = phase(
-        &t,
-        &rxonly(),
-        &args![
-            "--mode",
-            "txonly",
-            "--src-mac",
-            EXT,
-            "--dst-mac",
-            "ff:ff:ff:ff:ff:ff",
-            "--count",
-            n,
-            "--rate",
-            "20kpps"
-        ],
-    );
+    let r = phase(&t, rxonly(), send(EXT, "ff:ff:ff:ff:ff:ff", n));
     assert_eq!(rx_from(&r, 0, EXT), sent(&r, 2), "{r}");
     assert_eq!(rx_from(&r, 1, EXT), sent(&r, 2), "{r}");
 
     // Spoofed source MAC from VM1: dropped and counted; unknown unicast from the host: dropped.
     let r = phase(
         &t,
-        &args![
-            "--mode",
-            "txonly",
-            "--src-mac",
-            "02:00:00:00:00:66",
-            "--dst-mac",
-            VM2,
-            "--count",
-            n,
-            "--rate",
-            "20kpps"
-        ],
-        &args![
-            "--mode",
-            "txonly",
-            "--src-mac",
-            EXT,
-            "--dst-mac",
-            "02:00:00:00:00:77",
-            "--count",
-            500,
-            "--rate",
-            "20kpps"
-        ],
+        send("02:00:00:00:00:66", VM2, n),
+        send(EXT, "02:00:00:00:00:77", 500),
     );
     let spoofed_sent = sent(&r, 0);
     assert!(spoofed_sent >= n * 9 / 10, "{r}");
@@ -343,50 +216,28 @@ fn vm_reconnect_keeps_switch_forwarding() {
     // VM2 and the host run throughout: the host sends to VM2 at 5 kpps for 8 s.
     let other = vsperf(
         "vm2+host",
-        &args![
-            "--wait-link",
-            10,
-            "--duration",
-            8,
-            "--drain-ms",
-            300,
-            "--port",
-            t.vm_port(&t.vm2_sock, 1),
-            "--mode",
-            "rxonly",
-            "--port",
-            format!("net_af_packet0,iface={}", t.tap_a),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            EXT,
-            "--dst-mac",
-            VM2,
-            "--rate",
-            "5kpps",
-            "--timeline-ms",
-            100,
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(8)
+            .drain_ms(300)
+            .vm(1, &t.vm2_sock)
+            .rxonly()
+            .host(0, &t.tap_a)
+            .txonly(EXT, VM2)
+            .rate("5kpps")
+            .timeline_ms(100)
+            .build(),
     );
     // VM1 connects, sends to VM2, and is killed without warning.
     let vm1 = vsperf(
         "vm1",
-        &args![
-            "--wait-link",
-            10,
-            "--duration",
-            30,
-            "--port",
-            t.vm_port(&t.vm1_sock, 0),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            VM2,
-            "--rate",
-            "5kpps"
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(30)
+            .vm(0, &t.vm1_sock)
+            .txonly(VM1, VM2)
+            .rate("5kpps")
+            .build(),
     );
     std::thread::sleep(Duration::from_secs(2));
     vm1.signal("KILL");
@@ -395,22 +246,13 @@ fn vm_reconnect_keeps_switch_forwarding() {
     // VM1 comes back and sends 1000 frames to VM2.
     let r1 = vsperf_run(
         "vm1-again",
-        &args![
-            "--wait-link",
-            10,
-            "--port",
-            t.vm_port(&t.vm1_sock, 0),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            VM2,
-            "--count",
-            1000,
-            "--rate",
-            "10kpps"
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .vm(0, &t.vm1_sock)
+            .txonly(VM1, VM2)
+            .count(1000)
+            .rate("10kpps")
+            .build(),
         Duration::from_secs(30),
     );
     assert_eq!(r1["ports"][0]["tx_pkts"].as_u64(), Some(1000), "{r1}");
@@ -444,28 +286,22 @@ fn client_mode_switch_restart_reconnects_to_running_vms() {
     // virtio-user notice the departed switch and listen again, as QEMU does.
     let mut vms = vsperf(
         "vms",
-        &args![
-            "--duration",
-            120,
-            "--drain-ms",
-            200,
-            "--timeline-ms",
-            10,
-            "--port",
-            format!("net_virtio_user0,path={},server=1,queues=1", t.vm1_sock),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            VM2,
-            "--rate",
-            "10kpps",
-            "--port",
-            format!("net_virtio_user1,path={},server=1,queues=1", t.vm2_sock),
-            "--mode",
-            "rxonly",
-        ],
+        &VsperfArgs::new()
+            .duration(120)
+            .drain_ms(200)
+            .timeline_ms(10)
+            .port(format!(
+                "net_virtio_user0,path={},server=1,queues=1",
+                t.vm1_sock
+            ))
+            .txonly(VM1, VM2)
+            .rate("10kpps")
+            .port(format!(
+                "net_virtio_user1,path={},server=1,queues=1",
+                t.vm2_sock
+            ))
+            .rxonly()
+            .build(),
     );
     // DPDK's virtio-user server blocks in accept() until a client connects, so only
     // VM1's socket exists before the switch starts; the switch's client-mode reconnect
@@ -565,12 +401,7 @@ fn client_mode_switch_restart_reconnects_to_running_vms() {
 fn bad_config_is_refused_with_a_clear_message() {
     let t = Topo::new();
     let path = t.dir.path("bad.toml");
-    std::fs::write(
-        &path,
-        t.config("server")
-            .replace("uplink = \"bond0\"\n[[vm]]", "uplink = \"nic0\"\n[[vm]]"),
-    )
-    .unwrap();
+    std::fs::write(&path, t.topology_with_vm1_uplink("server", "nic0").render()).unwrap();
     let out = std::process::Command::new(bin("vswitchd"))
         .arg("--config")
         .arg(&path)
@@ -598,42 +429,23 @@ fn two_workers_deliver_to_guests_with_one_queue_pair() {
     // vm1→w0, vm2→w1), so VM2's frames to VM1 are sent by worker 1 while VM1's go out
     // from worker 0: both must reach guests that enabled a single queue pair.
     let t = Topo::new();
-    let cfg = t.config("server").replace("cores = [1]", "cores = [0, 1]");
+    let cfg = t.topology("server").cores(&[0, 1]).render();
     let sw = start_vswitchd(&t.dir.0, &cfg, &[]);
     let r = vsperf_run(
         "vms",
-        &args![
-            "--wait-link",
-            10,
-            "--duration",
-            4,
-            "--drain-ms",
-            300,
-            "--port",
-            t.vm_port(&t.vm1_sock, 0),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            VM2,
-            "--count",
-            2000,
-            "--rate",
-            "10kpps",
-            "--port",
-            t.vm_port(&t.vm2_sock, 1),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM2,
-            "--dst-mac",
-            VM1,
-            "--count",
-            2000,
-            "--rate",
-            "10kpps",
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(4)
+            .drain_ms(300)
+            .vm(0, &t.vm1_sock)
+            .txonly(VM1, VM2)
+            .count(2000)
+            .rate("10kpps")
+            .vm(1, &t.vm2_sock)
+            .txonly(VM2, VM1)
+            .count(2000)
+            .rate("10kpps")
+            .build(),
         Duration::from_secs(40),
     );
     assert_eq!(

@@ -62,49 +62,41 @@ struct Rig {
 /// A VM with one vNIC: (name, MAC, spoof_check).
 type VmSpec<'a> = (&'a str, &'a str, bool);
 
+/// The run options of the link-pull tests: 30 s, drained for 100 ms, an rx timeline
+/// every [`TL_MS`] ms; the VMs' and the observers' ports follow.
+fn pull_run() -> VsperfArgs {
+    VsperfArgs::new()
+        .wait_link(10)
+        .duration(30)
+        .drain_ms(100)
+        .timeline_ms(TL_MS)
+}
+
+/// bond0 = {nic0, nic1}; a test adds its mode and failback policy.
+fn bond0() -> Bond {
+    Bond::new("bond0", &["nic0", "nic1"])
+}
+
 impl Rig {
-    /// Starts vswitchd with `bond_lines` (mode, failback, ...) for bond0 and brings both
-    /// taps up; returns once both members are usable.
-    fn start(bond_lines: &str, vms: &[VmSpec]) -> Rig {
+    /// Starts vswitchd with `bond` (see [`bond0`]) and brings both taps up; returns
+    /// once both members are usable.
+    fn start(bond: Bond, vms: &[VmSpec]) -> Rig {
         let dir = Scratch::new();
         let tap_a = unique("tma");
         let tap_b = unique("tmb");
-        let mut cfg = format!(
-            r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-link_poll_ms = 10
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={tap_a}"
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={tap_b}"
-[[bond]]
-name = "bond0"
-members = ["nic0", "nic1"]
-{bond_lines}
-"#,
-            prefix = unique("vtm"),
-        );
+        let mut topo = Topology::new("vtm")
+            .dataplane("link_poll_ms", 10)
+            .nic(Nic::tap("nic0", 0, &tap_a))
+            .nic(Nic::tap("nic1", 1, &tap_b))
+            .bond(bond);
         let mut socks = Vec::new();
         for (name, mac, spoof) in vms {
             let s = dir.path(&format!("{name}.sock")).display().to_string();
-            cfg += &format!(
-                r#"
-[[vm]]
-name = "{name}"
-  [[vm.vnic]]
-  socket = "{s}"
-  mac = "{mac}"
-  uplink = "bond0"
-  spoof_check = {spoof}
-"#
-            );
+            topo = topo
+                .vm(Vm::new(name).vnic(Vnic::vhost(&s, mac, "bond0").set("spoof_check", *spoof)));
             socks.push(s);
         }
+        let cfg = topo.render();
         let sw = start_vswitchd(&dir.0, &cfg, &[]);
         assert!(
             wait_until(Duration::from_secs(10), || iface_exists(&tap_a)
@@ -195,20 +187,24 @@ name = "{name}"
     }
 
     fn vm_port(&self, i: usize) -> String {
-        format!("net_virtio_user{i},path={},queues=1", self.socks[i])
+        virtio_user(i, &self.socks[i])
     }
 
-    fn observers(&self) -> Vec<String> {
-        args![
-            "--port",
-            format!("net_af_packet0,iface={}", self.tap_a),
-            "--mode",
-            "rxonly",
-            "--port",
-            format!("net_af_packet1,iface={}", self.tap_b),
-            "--mode",
-            "rxonly",
-        ]
+    /// VM1 sending to the external MAC at [`RATE`].
+    fn vm1_to_ext(&self) -> VsperfArgs {
+        VsperfArgs::new()
+            .port(self.vm_port(0))
+            .txonly(VM1, EXT)
+            .rate(format!("{RATE}pps"))
+    }
+
+    /// The hosts behind both taps, receiving.
+    fn observers(&self) -> VsperfArgs {
+        VsperfArgs::new()
+            .host(0, &self.tap_a)
+            .rxonly()
+            .host(1, &self.tap_b)
+            .rxonly()
     }
 
     /// Waits until the switch has received `n` frames from vNIC `vnic`.
@@ -386,33 +382,17 @@ fn accounting(r: &Value, vm: usize, obs: &[usize]) -> (u64, u64, u64) {
 fn active_backup_pull(failback: &str) {
     let delay_ms = 1000u64;
     let rig = Rig::start(
-        &format!(
-            "mode = \"active-backup\"\nfailback = \"{failback}\"\nfailback_delay_ms = {delay_ms}"
-        ),
+        bond0()
+            .mode("active-backup")
+            .set("failback", failback)
+            .set("failback_delay_ms", delay_ms),
         &[("vm1", VM1, true)],
     );
     assert_eq!(rig.active().as_deref(), Some("nic0"), "{}", rig.bond());
-    let mut a = args![
-        "--wait-link",
-        10,
-        "--duration",
-        30,
-        "--drain-ms",
-        100,
-        "--timeline-ms",
-        TL_MS,
-        "--port",
-        rig.vm_port(0),
-        "--mode",
-        "txonly",
-        "--src-mac",
-        VM1,
-        "--dst-mac",
-        EXT,
-        "--rate",
-        format!("{RATE}pps"),
-    ];
-    a.extend(rig.observers());
+    let a = pull_run()
+        .append(rig.vm1_to_ext())
+        .append(rig.observers())
+        .build();
     let traffic = vsperf("vm1+observer", &a);
     rig.wait_traffic("vm1.0", 2000);
 
@@ -622,32 +602,13 @@ fn active_backup_link_pull_manual_failback() {
 #[test]
 fn hash_l3l4_link_pull_moves_flows_and_fails_back() {
     let rig = Rig::start(
-        "mode = \"hash-l3l4\"\nfailback = \"immediate\"",
+        bond0().mode("hash-l3l4").set("failback", "immediate"),
         &[("vm1", VM1, true)],
     );
-    let mut a = args![
-        "--wait-link",
-        10,
-        "--duration",
-        30,
-        "--drain-ms",
-        100,
-        "--timeline-ms",
-        TL_MS,
-        "--port",
-        rig.vm_port(0),
-        "--mode",
-        "txonly",
-        "--src-mac",
-        VM1,
-        "--dst-mac",
-        EXT,
-        "--rate",
-        format!("{RATE}pps"),
-        "--flows",
-        64,
-    ];
-    a.extend(rig.observers());
+    let a = pull_run()
+        .append(rig.vm1_to_ext().opt("flows", 64))
+        .append(rig.observers())
+        .build();
     let traffic = vsperf("vm1+observer", &a);
     rig.wait_traffic("vm1.0", 2000);
     let w = rig.window_vnics(400, &["vm1.0"]);
@@ -742,7 +703,7 @@ fn share(what: &str, (n0, n1): (u64, u64), min_total: u64) -> f64 {
 /// Every hash policy spreads 1024 flows evenly; each hashes only its own fields.
 #[test]
 fn hash_policies_spread_1024_flows_evenly() {
-    let rig = Rig::start("mode = \"hash-l3l4\"", &[("vm1", VM1, false)]);
+    let rig = Rig::start(bond0().mode("hash-l3l4"), &[("vm1", VM1, false)]);
     let set_mode = |m: &str| {
         let (code, _, err) = vsctl(rig.dir(), &["set-bond", "bond0", &format!("mode={m}")]);
         assert_eq!(code, 0, "set-bond mode={m}: {err}");
@@ -752,24 +713,14 @@ fn hash_policies_spread_1024_flows_evenly() {
     // L3/L4 hashes: one VM, one MAC pair, 1024 flows varying both IPs and both ports.
     let traffic = vsperf(
         "vm1",
-        &args![
-            "--wait-link",
-            10,
-            "--duration",
-            30,
-            "--port",
-            rig.vm_port(0),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            VM1,
-            "--dst-mac",
-            EXT,
-            "--rate",
-            "20kpps",
-            "--flows",
-            1024,
-        ],
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(30)
+            .port(rig.vm_port(0))
+            .txonly(VM1, EXT)
+            .rate("20kpps")
+            .opt("flows", 1024)
+            .build(),
     );
     rig.wait_traffic("vm1.0", 1000);
     for m in [
@@ -835,24 +786,16 @@ fn hash_policies_spread_1024_flows_evenly() {
         let before = rig.tx();
         let r = vsperf_run(
             "mac-replay",
-            &args![
-                "--wait-link",
-                10,
-                "--duration",
-                1,
-                "--drain-ms",
-                100,
-                "--port",
-                format!("net_pcap0,rx_pcap={}", pcap.display()),
-                "--mode",
-                "io",
-                "--peer",
-                1,
-                "--port",
-                format!("{},queue_size=1024", rig.vm_port(0)),
-                "--mode",
-                "rxonly",
-            ],
+            &VsperfArgs::new()
+                .wait_link(10)
+                .duration(1)
+                .drain_ms(100)
+                .port(format!("net_pcap0,rx_pcap={}", pcap.display()))
+                .opt("mode", "io")
+                .opt("peer", 1)
+                .port(format!("{},queue_size=1024", rig.vm_port(0)))
+                .rxonly()
+                .build(),
             Duration::from_secs(30),
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -895,50 +838,19 @@ fn hash_policies_spread_1024_flows_evenly() {
 #[test]
 fn vm_pinned_crosswise_failover_and_failback() {
     let rig = Rig::start(
-        "mode = \"vm-pinned\"\nfailback = \"immediate\"",
+        bond0().mode("vm-pinned").set("failback", "immediate"),
         &[("vm1", VM1, true), ("vm2", VM2, true)],
     );
     let (r1, r2) = (10_000u64, 4_000u64);
-    let mut a = args![
-        "--wait-link",
-        10,
-        "--duration",
-        30,
-        "--drain-ms",
-        100,
-        "--timeline-ms",
-        TL_MS,
-        "--port",
-        rig.vm_port(0),
-        "--mode",
-        "txonly",
-        "--src-mac",
-        VM1,
-        "--dst-mac",
-        EXT,
-        "--rate",
-        format!("{r1}pps"),
-        "--port",
-        rig.vm_port(1),
-        "--mode",
-        "txonly",
-        "--src-mac",
-        VM2,
-        "--dst-mac",
-        EXT,
-        "--rate",
-        format!("{r2}pps"),
-    ];
-    a.extend(args![
-        "--port",
-        format!("net_af_packet0,iface={}", rig.tap_a),
-        "--mode",
-        "rxonly",
-        "--port",
-        format!("net_af_packet1,iface={}", rig.tap_b),
-        "--mode",
-        "rxonly",
-    ]);
+    let a = pull_run()
+        .port(rig.vm_port(0))
+        .txonly(VM1, EXT)
+        .rate(format!("{r1}pps"))
+        .port(rig.vm_port(1))
+        .txonly(VM2, EXT)
+        .rate(format!("{r2}pps"))
+        .append(rig.observers())
+        .build();
     let traffic = vsperf("vms+observer", &a);
     rig.wait_traffic("vm1.0", 1000);
     rig.wait_traffic("vm2.0", 400);

@@ -124,70 +124,40 @@ fn pcap(dir: &Scratch, name: &str, src: &str) -> String {
     out.display().to_string()
 }
 
-fn config(
-    dir: &Scratch,
-    prefix: &str,
-    taps: &[String; 2],
-    qmp_low: &Path,
-    qmp_broken: &Path,
-) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={a}"
-speed_mbps = 100
-[[nic]]
-name = "nic1"
-devargs = "net_tap1,iface={b}"
-speed_mbps = 100
-[[bond]]
-name = "bond0"
-members = ["nic0", "nic1"]
-mode = "balance-slb"
-failback = "immediate"
-degraded = "drop-lower-priority"
-suspend_starved_vms = true
-starve_grace_ms = 1500
-[[vm]]
-name = "high"
-priority = 8
-suspend_when_starved = false
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap={ph},infinite_rx=1"
-  mac = "{HIGH}"
-  uplink = "bond0"
-[[vm]]
-name = "low"
-priority = 2
-qmp = "{ql}"
-  [[vm.vnic]]
-  devargs = "net_pcap1,rx_pcap={pl},infinite_rx=1"
-  mac = "{LOW}"
-  uplink = "bond0"
-[[vm]]
-name = "broken"
-priority = 2
-qmp = "{qb}"
-suspend_when_starved = true
-starve_grace_ms = 1500
-  [[vm.vnic]]
-  devargs = "net_pcap2,rx_pcap={pb},infinite_rx=1"
-  mac = "{BROKEN}"
-  uplink = "bond0"
-"#,
-        a = taps[0],
-        b = taps[1],
-        ph = pcap(dir, "high.pcap", HIGH),
-        pl = pcap(dir, "low.pcap", LOW),
-        pb = pcap(dir, "broken.pcap", BROKEN),
-        ql = qmp_low.display(),
-        qb = qmp_broken.display(),
-    )
+/// A balance-slb bond of two 100 Mb/s taps that suspends starved VMs, and three VMs
+/// replaying pcaps: "high" (never suspended), "low" (QMP at `qmp_low`) and "broken"
+/// (QMP at `qmp_broken`).
+fn config(dir: &Scratch, taps: &[String; 2], qmp_low: &Path, qmp_broken: &Path) -> String {
+    let source = |idx: usize, name: &str, mac: &str| {
+        let p = pcap(dir, &format!("{name}.pcap"), mac);
+        Vnic::pcap(idx, Path::new(&p), mac, "bond0")
+    };
+    Topology::new("vsw")
+        .nic(Nic::tap("nic0", 0, &taps[0]).speed_mbps(100))
+        .nic(Nic::tap("nic1", 1, &taps[1]).speed_mbps(100))
+        .bond(
+            Bond::new("bond0", &["nic0", "nic1"])
+                .mode("balance-slb")
+                .set("failback", "immediate")
+                .set("degraded", "drop-lower-priority")
+                .set("suspend_starved_vms", true)
+                .set("starve_grace_ms", 1500),
+        )
+        .vm(Vm::new("high")
+            .set("priority", 8)
+            .set("suspend_when_starved", false)
+            .vnic(source(0, "high", HIGH)))
+        .vm(Vm::new("low")
+            .set("priority", 2)
+            .set("qmp", qmp_low.display().to_string())
+            .vnic(source(1, "low", LOW)))
+        .vm(Vm::new("broken")
+            .set("priority", 2)
+            .set("qmp", qmp_broken.display().to_string())
+            .set("suspend_when_starved", true)
+            .set("starve_grace_ms", 1500)
+            .vnic(source(2, "broken", BROKEN)))
+        .render()
 }
 
 fn vm_show(dir: &Path, vm: &str) -> serde_json::Value {
@@ -229,7 +199,7 @@ fn starved_vm_is_suspended_on_degradation_and_resumed_after_failback() {
     let (_qemu, qmp_switch, qmp_test) = qemu(&dir);
     let broken_sock = dir.path("broken-qmp.sock");
     let _garbage = garbage_qmp(&broken_sock);
-    let cfg = config(&dir, &unique("vsw"), &taps, &qmp_switch, &broken_sock);
+    let cfg = config(&dir, &taps, &qmp_switch, &broken_sock);
     let mut sw = start(&dir, &cfg, &taps);
     let d = &dir.0;
 
@@ -366,40 +336,30 @@ fn dos_attack_suspends_lower_priority_vm_and_requests_migration() {
     let tap = unique("vmd");
     let (_qemu, qmp_switch, qmp_test) = qemu(&dir);
     let hook_log = dir.path("hook.log");
-    let cfg = format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_tap0,iface={tap}"
-[[vm]]
-name = "victim"
-priority = 8
-hook = "echo \"$VSWITCH_ACTION $VSWITCH_VM\" >> {log} #"
-dos_max_pps = 5000
-dos_clear_after_ms = 500
-dos_responses = ["suspend-lower-priority", "migrate", "alert"]
-  [[vm.vnic]]
-  devargs = "net_null0,no-rx=1"
-  mac = "{VICTIM}"
-  uplink = "nic0"
-[[vm]]
-name = "bystander"
-priority = 2
-qmp = "{qmp}"
-suspend_for_dos = true
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "{BYSTANDER}"
-  uplink = "nic0"
-"#,
-        prefix = unique("vsw"),
-        log = hook_log.display(),
-        qmp = qmp_switch.display(),
-    );
+    let cfg = Topology::new("vsw")
+        .nic(Nic::tap("nic0", 0, &tap))
+        .vm(Vm::new("victim")
+            .set("priority", 8)
+            .set(
+                "hook",
+                format!(
+                    "echo \"$VSWITCH_ACTION $VSWITCH_VM\" >> {} #",
+                    hook_log.display()
+                ),
+            )
+            .set("dos_max_pps", 5000)
+            .set("dos_clear_after_ms", 500)
+            .set(
+                "dos_responses",
+                ["suspend-lower-priority", "migrate", "alert"],
+            )
+            .vnic(Vnic::null(0, VICTIM, "nic0")))
+        .vm(Vm::new("bystander")
+            .set("priority", 2)
+            .set("qmp", qmp_switch.display().to_string())
+            .set("suspend_for_dos", true)
+            .vnic(Vnic::null(1, BYSTANDER, "nic0")))
+        .render();
     let mut sw = start_vswitchd(&dir.0, &cfg, &[]);
     assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
     set_link(&tap, true);

@@ -7,44 +7,25 @@ use std::time::Duration;
 
 use tests::*;
 
-fn config(prefix: &str) -> String {
-    format!(
-        r#"
-[eal]
-file_prefix = "{prefix}"
-[dataplane]
-cores = [1]
-[[nic]]
-name = "nic0"
-devargs = "net_null0,no-rx=1"
-speed_mbps = 1000
-[[nic]]
-name = "nic1"
-devargs = "net_null1,no-rx=1"
-speed_mbps = 1000
-[[nic]]
-name = "nic2"
-devargs = "net_null2,no-rx=1"
-[[bond]]
-name = "bond0"
-members = ["nic0", "nic1"]
-mode = "vm-pinned"
-failback = "manual"
-[[vm]]
-name = "vm1"
-priority = 7
-  [[vm.vnic]]
-  devargs = "net_null3,no-rx=1"
-  mac = "02:00:00:00:00:01"
-  uplink = "bond0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  devargs = "net_null4,no-rx=1"
-  mac = "02:00:00:00:00:02"
-  uplink = "bond0"
-"#
-    )
+/// bond0 = {nic0, nic1}, vm-pinned with manual failback.
+fn bond0() -> Bond {
+    Bond::new("bond0", &["nic0", "nic1"])
+        .mode("vm-pinned")
+        .set("failback", "manual")
+}
+
+/// Three null NICs (two in `bond`) and two VMs on null vNICs.
+fn config(bond: Bond) -> String {
+    Topology::new("vsc")
+        .nic(Nic::null("nic0", 0).speed_mbps(1000))
+        .nic(Nic::null("nic1", 1).speed_mbps(1000))
+        .nic(Nic::null("nic2", 2))
+        .bond(bond)
+        .vm(Vm::new("vm1")
+            .set("priority", 7)
+            .vnic(Vnic::null(3, "02:00:00:00:00:01", "bond0")))
+        .vm(Vm::new("vm2").vnic(Vnic::null(4, "02:00:00:00:00:02", "bond0")))
+        .render()
 }
 
 fn json(out: &str) -> serde_json::Value {
@@ -54,7 +35,7 @@ fn json(out: &str) -> serde_json::Value {
 #[test]
 fn vsctl_drives_a_running_switch() {
     let dir = Scratch::new();
-    let sw = start_vswitchd(&dir.0, &config(&unique("vsc")), &[]);
+    let sw = start_vswitchd(&dir.0, &config(bond0()), &[]);
     std::thread::sleep(Duration::from_millis(300));
 
     // show: the tree, as text and JSON.
@@ -242,10 +223,7 @@ fn vsctl_drives_a_running_switch() {
 fn corrupted_config_is_refused_with_its_line_and_never_overwritten() {
     let dir = Scratch::new();
     let path = dir.path("vswitch.toml");
-    let text = config(&unique("vsc")).replace(
-        "mode = \"vm-pinned\"",
-        "mode = \"vm-pinned\"\nfailback_delay_ms = \"soon\"",
-    );
+    let text = config(bond0().set("failback_delay_ms", "soon"));
     std::fs::write(&path, &text).unwrap();
     let out = std::process::Command::new(bin("vswitchd"))
         .arg("--config")
