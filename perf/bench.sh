@@ -18,6 +18,7 @@
 #   --callgrind    also count instructions per forwarded frame with valgrind (case 1, 64 B)
 #   --failover     also run the failover-under-load timeline and write docs/failover.svg
 #   --smoke        1 rep, 1 s, 64 B only: a quick functional pass
+#   --peers LIST   run only these peers (switch testpmd 5tswap ovs), e.g. "switch ovs"
 #   --out DIR      scratch and raw logs (default /tmp/vsbench.$$)
 #
 # Cases (see docs/BENCHMARKS.md):
@@ -37,7 +38,7 @@
 # core 0. Mpps is computed from the forwarder's own counters: for vswitchd the delta of
 # the sinks' tx_pkts between two `vsctl stats` snapshots S seconds apart; for testpmd
 # the median of its periodic "Tx-pps" of the sink port over a window as long; for OVS
-# the delta of the sink's tx_packets (ovs-vsctl get Interface statistics).
+# the delta of the sinks' datapath TX packets (ovs-appctl dpctl/show -s).
 set -u -o pipefail
 
 DURATION=5
@@ -46,6 +47,7 @@ SIZES="64 1518"
 CASES="1 2 3a 3b 4"
 WITH_OVS=0
 WITH_5TSWAP=0
+PEERS_ONLY=""
 CALLGRIND=0
 FAILOVER=0
 OUT=""
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         --failover) FAILOVER=1; shift ;;
         --smoke) REPS=1; DURATION=1; SIZES=64; shift ;;
         --out) OUT=$2; shift 2 ;;
+        --peers) PEERS_ONLY=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -u/{/^set -u/d;p}' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -346,7 +349,16 @@ run_ovs() {
             ovs_vsctl add-port br0 vm2 -- set Interface vm2 type=dpdk options:dpdk-devargs=net_null0,no-rx=1
             sleep 1; ovs_appctl fdb/add br0 vm2 0 $VM2 >/dev/null; sink="vm2" ;;
     esac
-    ovs_tx() { local s=0 i v; for i in $sink; do v=$(ovs_vsctl get Interface "$i" statistics:tx_packets 2>/dev/null || echo 0); s=$((s + v)); done; echo $s; }
+    # Live transmit counters of the sinks, from the datapath (`dpctl/show -s` reads each
+    # netdev's stats when asked). Not the Interface table's `statistics`: ovs-vswitchd
+    # refreshes those only every stats-update-interval (5 s at least), so a window of a
+    # few seconds saw either no change or 5 s worth of frames.
+    ovs_tx() {
+        ovs_appctl dpctl/show -s | awk -v sinks=" $sink " '
+            match($0, /port [0-9]+: [^ ]+ \(/) { split(substr($0, RSTART, RLENGTH), w, " "); name = w[3] }
+            /TX packets:/ { split($2, a, ":"); if (index(sinks, " " name " ")) s += a[2] }
+            END { print s + 0 }'
+    }
     if [ "$c" = 2 ]; then
         local i
         for i in $(seq 1 100); do [ -S "$OVS_DIR/vm1" ] && break; sleep 0.1; done
@@ -382,6 +394,8 @@ case4_available() {
 
 PEERS="switch testpmd"
 [ "$WITH_5TSWAP" = 1 ] && PEERS="$PEERS 5tswap"
+[ -n "$PEERS_ONLY" ] && PEERS=${PEERS_ONLY//ovs/}
+[[ " $PEERS_ONLY " == *" ovs "* ]] && WITH_OVS=1
 if [ "$WITH_OVS" = 1 ]; then
     if ovs_prepare; then PEERS="$PEERS ovs"; else log "Open vSwitch unavailable: skipping it"; fi
 fi
