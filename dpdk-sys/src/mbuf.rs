@@ -137,23 +137,6 @@ impl Mbuf {
         Some(unsafe { std::slice::from_raw_parts_mut(addr.add(off), len) })
     }
 
-    /// Hints the CPU to fetch the first cache line of the frame's data, so that
-    /// parsing it a few frames later does not stall on memory (as DPDK's l2fwd and
-    /// Open vSwitch do with `rte_prefetch0` across a burst). No effect on behaviour.
-    #[inline]
-    pub fn prefetch(&self) {
-        let m = self.raw();
-        let p = (m.buf_addr as *const u8).wrapping_add(m.data_off as usize);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is only a hint: it never faults and reads nothing the
-        // program can observe, whatever the address (here the frame's own data).
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
-    }
-
     /// Total frame length over all segments.
     #[inline]
     pub fn pkt_len(&self) -> u32 {
