@@ -518,6 +518,8 @@ impl<'a> FrameView<'a> {
         }
         let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
         let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+        // The address reads repeat ip()'s on purpose: a shared helper for both measured
+        // 4 instructions per frame more (perf/callgrind.sh case 1, 169 -> 173).
         let ports = u32::from_be_bytes([h[20], h[21], h[22], h[23]]) as u64;
         Some((
             L3Addrs {
@@ -803,6 +805,8 @@ pub(crate) mod tests {
             let f = reference_parse(&bytes).unwrap();
             prop_assert_eq!(v.dst_mac(), f.dst_mac);
             prop_assert_eq!(v.src_mac(), f.src_mac);
+            prop_assert_eq!(v.dst_key(), f.dst_mac.to_u64());
+            prop_assert_eq!(v.src_key(), f.src_mac.to_u64());
             prop_assert_eq!(v.ethertype(), f.ethertype);
             prop_assert_eq!(v.vlan(), f.vlan);
             prop_assert_eq!(v.l3_offset(), f.l3_offset);
@@ -813,6 +817,12 @@ pub(crate) mod tests {
             let ports = ip.and_then(|i| v.ports(&i));
             prop_assert_eq!(ports.is_some(), f.has_l4);
             prop_assert_eq!(ports.unwrap_or((0, 0)), (f.sport, f.dport));
+            // The one-step IPv4 UDP/TCP read, where it answers, agrees with the above.
+            if let Some((addrs, l4)) = v.udp_tcp_v4() {
+                let (sport, dport) = ports.unwrap();
+                prop_assert_eq!(Some(addrs), f.l3);
+                prop_assert_eq!(l4, (sport as u64) << 16 | dport as u64 | (f.proto as u64) << 32);
+            }
         }
     }
 

@@ -430,6 +430,8 @@ impl Worker {
         };
         match up.dist.burst_pick() {
             BurstPick::Member(m) => self.vnic_burst(snap, port, vnic, v, up, rx, |_, _, _| Some(m)),
+            // The common bond hash gets a loop of its own, with the fields a constant,
+            // so the hash's match on them is compiled away.
             BurstPick::Hash(HashFields::L3L4) => {
                 self.vnic_burst(snap, port, vnic, v, up, rx, |d: &Distribution, f, _| {
                     Some(d.member_of_hash(hash_flow(HashFields::L3L4, f)))

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::time::{MS, SEC};
-use crate::wire::{ethertype, ipproto, Flow, L3Addrs, MacAddr};
+use crate::wire::tests::frame_strategy;
+use crate::wire::{ethertype, ipproto, Flow, FrameView, L3Addrs, MacAddr};
 use proptest::prelude::*;
 
 fn mac(i: u32) -> MacAddr {
@@ -80,8 +81,8 @@ fn moved_to(ev: &[BondEvent]) -> Vec<(u32, usize)> {
 
 // ---------------------------------------------------------------- names and config
 
-#[test]
-fn mode_names_round_trip() {
+/// Every mode, every hash once.
+fn all_modes() -> Vec<Mode> {
     let mut modes = vec![
         Mode::ActiveBackup,
         Mode::RoundRobin,
@@ -92,7 +93,12 @@ fn mode_names_round_trip() {
         Mode::LoadBased,
     ];
     modes.extend(HashFields::ALL.iter().map(|&h| Mode::Hash(h)));
-    for m in modes {
+    modes
+}
+
+#[test]
+fn mode_names_round_trip() {
+    for m in all_modes() {
         let s = m.to_string();
         assert_eq!(s.parse::<Mode>().unwrap(), m, "{s}");
         assert_eq!(
@@ -1431,5 +1437,54 @@ proptest! {
         let f = Flow::parse(&bytes).unwrap();
         let b = bond_up(cfg(Mode::Hash(HashFields::ALL[h])), 3);
         prop_assert!(sel(&b, &f, 0).is_some());
+    }
+}
+
+// ---------------------------------------------------------------- frame view, burst picks
+
+proptest! {
+    /// The lazy view hashes and selects exactly like the parsed flow, in every mode.
+    #[test]
+    fn view_selects_like_flow(bytes in frame_strategy(), slot in 0u32..4, rr in any::<u32>()) {
+        let Ok(view) = FrameView::new_checked(&bytes) else { return Ok(()) };
+        let flow = Flow::parse(&bytes).unwrap();
+        for h in HashFields::ALL {
+            prop_assert_eq!(hash_flow(h, &view), hash_flow(h, &flow), "{}", h);
+        }
+        prop_assert_eq!(view.is_ip(), flow.l3.is_some());
+        for mode in all_modes() {
+            let b = bond_up(cfg(mode), 3);
+            let d = b.distribution();
+            let mut c1 = SelectCtx { rr, pending: [0; MAX_MEMBERS] };
+            let mut c2 = c1;
+            prop_assert_eq!(d.select(&view, slot, &mut c1), d.select(&flow, slot, &mut c2));
+            prop_assert_eq!(c1, c2);
+            for m in 0..3 {
+                prop_assert_eq!(d.accepts_rx_frame(m, &view), d.accepts_rx_frame(m, &flow));
+            }
+        }
+    }
+
+    /// A pick decided once per burst gives every frame the member `select` gives it,
+    /// whatever the mode and whichever members are up.
+    #[test]
+    fn burst_pick_agrees_with_select(bytes in frame_strategy(), slot in 0u32..4, up in 0u8..8) {
+        let Ok(view) = FrameView::new_checked(&bytes) else { return Ok(()) };
+        for mode in all_modes() {
+            let mut b = Bond::new(cfg(mode), 3).unwrap();
+            for m in 0..3 {
+                b.link_changed(m, up & (1 << m) != 0, 0).unwrap();
+            }
+            let d = b.distribution();
+            let mut ctx = SelectCtx::default();
+            let want = d.select(&view, slot, &mut ctx);
+            match d.burst_pick() {
+                BurstPick::Member(m) => prop_assert_eq!(Some(m), want, "{:?}", mode),
+                BurstPick::Hash(f) => {
+                    prop_assert_eq!(Some(d.member_of_hash(hash_flow(f, &view))), want, "{:?}", mode)
+                }
+                BurstPick::PerFrame => {}
+            }
+        }
     }
 }
