@@ -296,10 +296,13 @@ impl<const N: usize> Burst<N> {
     #[inline]
     pub(crate) fn consume_front(&mut self, n: usize) {
         debug_assert!(n <= self.len);
-        if n == 0 {
+        let rest = self.len - n;
+        if n == 0 || rest == 0 {
+            // Nothing taken, or everything: no entries to move (the usual case, and a
+            // memmove call of zero bytes is not free).
+            self.len = rest;
             return;
         }
-        let rest = self.len - n;
         // SAFETY: moves initialised entries n..len to 0..rest; the first n were taken
         // over by DPDK and must not be dropped, which this overwrites.
         unsafe {

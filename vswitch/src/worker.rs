@@ -467,6 +467,9 @@ impl Worker {
         P: Fn(&Distribution, &FrameView, &mut SelectCtx) -> Option<usize>,
     {
         let own_mac = v.mac.to_u64();
+        // Read once, not per frame: the compiler cannot keep these across the stores
+        // the loop makes through `self`.
+        let (spoof_check, bandwidth) = (v.spoof_check, self.shared.bandwidth);
         // The last unicast destination looked up (u64::MAX: none; no MAC key has the
         // upper 16 bits set) and the local vNIC port it is delivered to, if any.
         let mut last_dst = u64::MAX;
@@ -476,7 +479,7 @@ impl Worker {
                 self.stats.ports[port as usize].drop_one(DropReason::Runt);
                 continue;
             };
-            if v.spoof_check && frame.src_key() != own_mac {
+            if spoof_check && frame.src_key() != own_mac {
                 self.stats.ports[port as usize].drop_one(DropReason::Spoofed);
                 continue;
             }
@@ -508,7 +511,7 @@ impl Worker {
                 }
             }
             match pick(&up.dist, &frame, &mut self.select).and_then(|i| up.members.get(i)) {
-                Some(&out) if self.shared.bandwidth => self.admit_uplink(vnic, out, m),
+                Some(&out) if bandwidth => self.admit_uplink(vnic, out, m),
                 Some(&out) => self.enqueue(out, m),
                 None => self.stats.ports[port as usize].drop_one(DropReason::NoUsableMember),
             }
@@ -772,6 +775,11 @@ impl Worker {
 
     /// Sends what the control thread queued (LACPDUs, gratuitous RARPs) on our tx queues.
     fn drain_control_tx(&mut self) {
+        // is_empty is two plain loads; pop on an empty queue also issues a full fence,
+        // every poll iteration.
+        if self.shared.ctl_tx.is_empty() {
+            return;
+        }
         while let Some((port, m)) = self.shared.ctl_tx.pop() {
             if (port as usize) < MAX_PORTS {
                 self.enqueue(port, m);

@@ -273,14 +273,13 @@ fn mix(h: u64, v: u64) -> u64 {
     (h ^ v).wrapping_mul(K1).rotate_left(29)
 }
 
-/// MurmurHash3's 64-bit finaliser: full avalanche in two multiplies.
+/// The last step: the bucket is the top byte ([`bucket_of`]), and the top byte of a
+/// product depends on every bit of its input, so one xor-shift (to bring the high
+/// half's bits down too) and one multiply do what MurmurHash3's two-multiply
+/// finaliser did here, for 5 instructions per frame less (`perf/callgrind.sh`).
 #[inline]
-fn fmix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+fn finish(h: u64) -> u64 {
+    (h ^ (h >> 32)).wrapping_mul(0xff51_afd7_ed55_8ccd)
 }
 
 #[inline]
@@ -421,5 +420,5 @@ pub fn hash_flow<F: FlowFields + ?Sized>(fields: HashFields, flow: &F) -> u64 {
             None => mix(mix(3, l2s()), l2d()),
         },
     };
-    fmix(h)
+    finish(h)
 }
