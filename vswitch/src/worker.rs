@@ -166,9 +166,11 @@ impl VnicBw {
 /// One polling worker.
 pub struct Worker {
     index: usize,
-    queues: WorkerQueues,
-    txbufs: Vec<Burst<TX_BURST>>,
-    pending: u64,
+    /// Rx queues this worker polls.
+    rx: Vec<RxQueue>,
+    /// Tx queues and buffers: a field of its own, so that a frame loop can hold a
+    /// vNIC's bandwidth state (`bw`) and buffer frames at the same time.
+    out: TxPath,
     stats: Arc<WorkerStats>,
     shared: Arc<Shared>,
     select: SelectCtx,
@@ -203,9 +205,13 @@ impl Worker {
             now: 0,
             dos: DosPath::new(index),
             index,
-            queues,
-            txbufs: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
-            pending: 0,
+            rx: queues.rx,
+            out: TxPath {
+                queues: queues.tx,
+                bufs: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
+                pending: 0,
+                stats: stats.clone(),
+            },
             stats,
             shared,
             select: SelectCtx::default(),
@@ -227,7 +233,7 @@ impl Worker {
             max_delay: self.shared.max_queue_delay,
         };
         let mut owned = Vec::new();
-        for q in &self.queues.rx {
+        for q in &self.rx {
             let Some(Some(p)) = snap.ports.get(q.port() as usize) else {
                 continue;
             };
@@ -283,15 +289,20 @@ impl Worker {
         while let Some(msg) = self.shared.mailbox[self.index].pop() {
             n += 1;
             match msg {
-                WorkerMsg::Attach { port, rx, tx } => self.queues.attach(port, rx, tx),
+                WorkerMsg::Attach { port, rx, tx } => {
+                    self.rx.extend(rx);
+                    if let Some(slot) = self.out.queues.get_mut(port as usize) {
+                        *slot = Some(tx);
+                    }
+                }
                 WorkerMsg::Detach { port } => {
                     let p = port as usize;
                     if p < MAX_PORTS {
                         // Sends what is buffered; what the port refuses is freed.
-                        self.flush(p);
-                        self.queues.tx[p] = None;
+                        self.out.flush(p);
+                        self.out.queues[p] = None;
                     }
-                    self.queues.rx.retain(|q| q.port() != port);
+                    self.rx.retain(|q| q.port() != port);
                 }
             }
         }
@@ -336,18 +347,18 @@ impl Worker {
                 self.service_queues();
             }
             let mut got = 0;
-            for qi in 0..self.queues.rx.len() {
-                let n = self.queues.rx[qi].rx_burst(&mut rx);
+            for qi in 0..self.rx.len() {
+                let n = self.rx[qi].rx_burst(&mut rx);
                 if n > 0 {
                     got += n;
-                    let port = self.queues.rx[qi].port();
+                    let port = self.rx[qi].port();
                     self.process(&snap, port, &mut rx);
                 }
             }
             if self.index == 0 {
                 self.drain_control_tx();
             }
-            self.flush_all();
+            self.out.flush_all();
             let now = tsc();
             if got > 0 {
                 busy_cycles += now - last;
@@ -367,7 +378,7 @@ impl Worker {
                 }
             }
         }
-        for b in &mut self.txbufs {
+        for b in &mut self.out.bufs {
             b.free_all();
         }
         for v in self.bw.iter_mut().flatten() {
@@ -376,7 +387,10 @@ impl Worker {
             }
         }
         self.dos.free_all();
-        self.queues
+        WorkerQueues {
+            rx: self.rx,
+            tx: self.out.queues,
+        }
     }
 
     /// Switches one received burst from `port`.
@@ -469,7 +483,15 @@ impl Worker {
         let own_mac = v.mac.to_u64();
         // Read once, not per frame: the compiler cannot keep these across the stores
         // the loop makes through `self`.
-        let (spoof_check, bandwidth) = (v.spoof_check, self.shared.bandwidth);
+        let spoof_check = v.spoof_check;
+        // The vNIC's bandwidth state, looked up once: None when the policy is off (or
+        // the vNIC has none), and frames go straight to the tx buffers.
+        let now = self.now;
+        let mut bw = if self.shared.bandwidth {
+            self.bw.get_mut(vnic as usize).and_then(|b| b.as_mut())
+        } else {
+            None
+        };
         // The last unicast destination looked up (u64::MAX: none; no MAC key has the
         // upper 16 bits set) and the local vNIC port it is delivered to, if any.
         let mut last_dst = u64::MAX;
@@ -492,7 +514,7 @@ impl Worker {
                 // To every other vNIC of the uplink (extra references), then out.
                 for &other in &up.vnics {
                     if other != vnic {
-                        self.enqueue(snap.vnics[other as usize].port, m.share());
+                        self.out.enqueue(snap.vnics[other as usize].port, m.share());
                     }
                 }
             } else {
@@ -506,44 +528,17 @@ impl Worker {
                     };
                 }
                 if let Some(p) = local {
-                    self.enqueue(p, m);
+                    self.out.enqueue(p, m);
                     continue;
                 }
             }
             match pick(&up.dist, &frame, &mut self.select).and_then(|i| up.members.get(i)) {
-                Some(&out) if bandwidth => self.admit_uplink(vnic, out, m),
-                Some(&out) => self.enqueue(out, m),
+                Some(&out) => match &mut bw {
+                    Some(b) => admit_uplink(&mut self.out, b, now, out, m),
+                    None => self.out.enqueue(out, m),
+                },
                 None => self.stats.ports[port as usize].drop_one(DropReason::NoUsableMember),
             }
-        }
-    }
-
-    /// Applies the vNIC's allocation and shaping to a frame bound for the uplink:
-    /// send now, queue (bounded ring, bounded delay) or drop with a reason.
-    #[inline(always)]
-    fn admit_uplink(&mut self, vnic: u32, out_port: u16, m: Mbuf) {
-        let now = self.now;
-        let Some(bw) = self.bw.get_mut(vnic as usize).and_then(|b| b.as_mut()) else {
-            self.enqueue(out_port, m);
-            return;
-        };
-        let len = m.pkt_len();
-        let vport = bw.port;
-        match bw.gate.admit(len, now) {
-            Verdict::Send => self.enqueue(out_port, m),
-            Verdict::Queue => {
-                if let Err(w) = bw.ring.push(Waiting {
-                    mbuf: m,
-                    since: now,
-                    port: out_port,
-                }) {
-                    // The delay ring is full: dropped for the reason it had to wait.
-                    let why = bw.gate.drop_unqueued(len, now);
-                    drop(w);
-                    self.stats.ports[vport as usize].drop_one(bw_reason(why));
-                }
-            }
-            Verdict::Drop(r) => self.stats.ports[vport as usize].drop_one(bw_reason(r)),
         }
     }
 
@@ -604,7 +599,7 @@ impl Worker {
                     Verdict::Queue => break,
                     Verdict::Send => {
                         let w = bw.ring.pop().expect("front was Some");
-                        self.enqueue(w.port, w.mbuf);
+                        self.out.enqueue(w.port, w.mbuf);
                     }
                     Verdict::Drop(r) => {
                         drop(bw.ring.pop());
@@ -694,10 +689,10 @@ impl Worker {
     fn deliver(&mut self, snap: &Snapshot, vnic: u32, flow: Option<&Flow>, m: Mbuf) {
         let port = snap.vnics[vnic as usize].port;
         let Some(flow) = flow else {
-            return self.enqueue(port, m);
+            return self.out.enqueue(port, m);
         };
         match self.dos.inspect(vnic, flow, m) {
-            DosVerdict::Deliver(m) => self.enqueue(port, m),
+            DosVerdict::Deliver(m) => self.out.enqueue(port, m),
             DosVerdict::Dropped => self.stats.ports[port as usize].drop_one(DropReason::DosDrop),
             DosVerdict::Held => {}
         }
@@ -710,18 +705,44 @@ impl Worker {
         self.dos.poll(&self.shared.dos, now);
         while let Some((v, m)) = self.dos.pop_due() {
             match snap.vnics.get(v as usize) {
-                Some(e) if e.live => self.enqueue(e.port, m),
+                Some(e) if e.live => self.out.enqueue(e.port, m),
                 _ => drop(m),
             }
         }
     }
 
+    /// Sends what the control thread queued (LACPDUs, gratuitous RARPs) on our tx queues.
+    fn drain_control_tx(&mut self) {
+        // is_empty is two plain loads; pop on an empty queue also issues a full fence,
+        // every poll iteration.
+        if self.shared.ctl_tx.is_empty() {
+            return;
+        }
+        while let Some((port, m)) = self.shared.ctl_tx.pop() {
+            if (port as usize) < MAX_PORTS {
+                self.out.enqueue(port, m);
+            }
+        }
+    }
+}
+
+/// What a worker transmits through: its tx queue on each port, a tx buffer per port,
+/// and which buffers hold frames (a bit per port).
+struct TxPath {
+    /// The worker's tx queue on each port, by port id.
+    queues: Vec<Option<TxSlot>>,
+    bufs: Vec<Burst<TX_BURST>>,
+    pending: u64,
+    stats: Arc<WorkerStats>,
+}
+
+impl TxPath {
     /// Puts a frame on `port`'s tx buffer, flushing first when it is full.
     #[inline(always)]
     fn enqueue(&mut self, port: u16, m: Mbuf) {
         let p = port as usize;
         self.pending |= 1 << p;
-        if let Err(m) = self.txbufs[p].push(m) {
+        if let Err(m) = self.bufs[p].push(m) {
             self.enqueue_full(p, m);
         }
     }
@@ -731,7 +752,7 @@ impl Worker {
     #[inline(never)]
     fn enqueue_full(&mut self, p: usize, m: Mbuf) {
         self.flush(p);
-        match self.txbufs[p].push(m) {
+        match self.bufs[p].push(m) {
             Ok(()) => self.pending |= 1 << p,
             Err(m) => {
                 drop(m);
@@ -749,12 +770,12 @@ impl Worker {
 
     fn flush(&mut self, p: usize) {
         self.pending &= !(1u64 << p);
-        let buf = &mut self.txbufs[p];
+        let buf = &mut self.bufs[p];
         if buf.is_empty() {
             return;
         }
         let c = &self.stats.ports[p];
-        let Some(txq) = self.queues.tx[p].as_mut() else {
+        let Some(txq) = self.queues[p].as_mut() else {
             for _ in 0..buf.len() {
                 c.drop_one(DropReason::UnknownPort);
             }
@@ -772,19 +793,29 @@ impl Worker {
         bump(&c.tx_pkts, n as u64);
         bump(&c.tx_bytes, bytes);
     }
+}
 
-    /// Sends what the control thread queued (LACPDUs, gratuitous RARPs) on our tx queues.
-    fn drain_control_tx(&mut self) {
-        // is_empty is two plain loads; pop on an empty queue also issues a full fence,
-        // every poll iteration.
-        if self.shared.ctl_tx.is_empty() {
-            return;
-        }
-        while let Some((port, m)) = self.shared.ctl_tx.pop() {
-            if (port as usize) < MAX_PORTS {
-                self.enqueue(port, m);
+/// Applies a vNIC's allocation and shaping (`bw`) to a frame bound for the uplink
+/// member `out_port`: send now, queue (bounded ring, bounded delay) or drop with a
+/// reason.
+#[inline(always)]
+fn admit_uplink(out: &mut TxPath, bw: &mut VnicBw, now: Nanos, out_port: u16, m: Mbuf) {
+    let len = m.pkt_len();
+    match bw.gate.admit(len, now) {
+        Verdict::Send => out.enqueue(out_port, m),
+        Verdict::Queue => {
+            if let Err(w) = bw.ring.push(Waiting {
+                mbuf: m,
+                since: now,
+                port: out_port,
+            }) {
+                // The delay ring is full: dropped for the reason it had to wait.
+                let why = bw.gate.drop_unqueued(len, now);
+                drop(w);
+                out.stats.ports[bw.port as usize].drop_one(bw_reason(why));
             }
         }
+        Verdict::Drop(r) => out.stats.ports[bw.port as usize].drop_one(bw_reason(r)),
     }
 }
 

@@ -178,7 +178,9 @@ impl VnicGate {
     #[inline]
     pub fn admit(&mut self, bytes: u32, now: Nanos) -> Verdict {
         let b = bytes as u64;
-        self.counters.offered_bytes = self.counters.offered_bytes.saturating_add(b);
+        // The per-frame byte and unit counters wrap rather than saturate (a cmov each
+        // less on the fast path): a u64 of bytes lasts 46 years at 100 Gb/s.
+        self.counters.offered_bytes = self.counters.offered_bytes.wrapping_add(b);
         // Nothing queued, same time as the last full check, within what every bucket
         // still had then: a full check would send it too.
         if self.credit != 0 && b <= self.credit && now == self.credit_at && self.queued_bytes == 0 {
@@ -314,8 +316,8 @@ impl VnicGate {
 
     #[inline]
     fn send(&mut self, b: u64) -> Verdict {
-        self.counters.sent_bytes = self.counters.sent_bytes.saturating_add(b);
-        self.counters.sent_units = self.counters.sent_units.saturating_add(1);
+        self.counters.sent_bytes = self.counters.sent_bytes.wrapping_add(b);
+        self.counters.sent_units = self.counters.sent_units.wrapping_add(1);
         Verdict::Send
     }
 
