@@ -59,14 +59,14 @@ fn every_vdev_kind_probes_and_forwards() {
     let memif_sock = dir.join("memif.sock");
     let tap = format!("vsprb{}", std::process::id() % 100000);
     let cases = [
-        ("net_null", format!("net_null0")),
-        ("net_ring", format!("net_ring0")),
+        ("net_null", "net_null0".to_string()),
+        ("net_ring", "net_ring0".to_string()),
         (
             "net_pcap",
             format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
         ),
         ("net_tap", format!("net_tap0,iface={tap}")),
-        ("net_af_packet", format!("net_af_packet0,iface=lo")),
+        ("net_af_packet", "net_af_packet0,iface=lo".to_string()),
         (
             "net_vhost",
             format!("net_vhost0,iface={},queues=1", vhost_sock.display()),

@@ -6,6 +6,9 @@
 //! VMs are `net_virtio_user` ports of one long-running `vsperf` that also sends a
 //! paced stream to VM2 from the tap's kernel side; each attack is its own `vsperf`.
 
+// `args!` builds the Vec that other helpers take by value; here it is only borrowed.
+#![allow(clippy::useless_vec)]
+
 use std::time::{Duration, Instant};
 
 use tests::*;

@@ -515,7 +515,7 @@ fn active_backup_pull(failback: &str) {
     let sw_fb = log_lines(&rig.sw.stderr(), &["member up", "nic0"])
         .iter()
         .filter_map(|l| log_time_of_day(l))
-        .last();
+        .next_back();
     eprintln!(
         "active-backup/{failback}: {det_text}; frames lost {lost} of {sent} (= {:.1} ms at {RATE} pps; \
          the VM's ring refused {refused}); observer: last frame on A at {last_a} ms, first on B at {first_b} ms \

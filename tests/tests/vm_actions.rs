@@ -366,6 +366,7 @@ fn dos_attack_suspends_lower_priority_vm_and_requests_migration() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(qmp_status(&qmp_test), "running");
 
+    #[allow(clippy::useless_vec)] // args! builds a Vec; vsperf() only borrows it
     let attacker = vsperf(
         "attacker",
         &args![

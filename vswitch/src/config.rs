@@ -913,12 +913,12 @@ impl Config {
                     (None, None) => {
                         return bad(format!("{what}: give a vhost-user socket or a devargs"))
                     }
-                    (Some(s), None) => {
-                        if !sockets.insert(s) {
-                            return bad(format!("{what}: socket {s} is used by another vnic"));
-                        }
-                    }
                     _ => {}
+                }
+                if let Some(s) = &v.socket {
+                    if !sockets.insert(s) {
+                        return bad(format!("{what}: socket {s} is used by another vnic"));
+                    }
                 }
                 if v.vhost_mode != "server" && v.vhost_mode != "client" {
                     return bad(format!(

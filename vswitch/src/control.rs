@@ -304,6 +304,8 @@ pub struct Control {
 
 impl Control {
     /// Builds the control state around bonds already created by [`Topology::bonds`].
+    // Called once, from Switch::start, which has each of these in hand.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         topo: Topology,
         bonds: Vec<Bond>,
@@ -648,6 +650,9 @@ impl Control {
                 })
             })
             .collect();
+        // Indexed: `u` addresses the new topology's uplinks, `prev`, and bond_configs,
+        // while `self.uplinks` grows.
+        #[allow(clippy::needless_range_loop)]
         for u in 0..self.topo.uplinks.len() {
             let up = &self.topo.uplinks[u];
             let kept = prev[u].and_then(|p| old_ctl[p].take().map(|c| (p, c)));
@@ -709,6 +714,7 @@ impl Control {
             self.uplinks.push(ctl);
         }
         let mut bw = Vec::with_capacity(self.topo.uplinks.len());
+        #[allow(clippy::needless_range_loop)] // as above
         for u in 0..self.topo.uplinks.len() {
             let up = &self.topo.uplinks[u];
             let kept =

@@ -588,8 +588,7 @@ impl Worker {
         let now = self.now;
         for i in 0..self.owned.len() {
             let v = self.owned[i] as usize;
-            loop {
-                let Some(bw) = self.bw[v].as_mut() else { break };
+            while let Some(bw) = self.bw[v].as_mut() {
                 let Some((len, since)) = bw.ring.front() else {
                     break;
                 };

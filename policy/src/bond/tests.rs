@@ -735,7 +735,8 @@ fn each_hash_spreads_1024_flows_evenly_over_two_members() {
 /// on average, none below 12 or above 56 (about ±4 standard deviations).
 #[test]
 fn hash_fills_every_bucket_when_one_field_varies() {
-    let vary: [(&str, HashFields, fn(u32) -> Flow); 5] = [
+    type Vary = (&'static str, HashFields, fn(u32) -> Flow);
+    let vary: [Vary; 5] = [
         ("source port", HashFields::L3L4, |i| Flow {
             sport: i as u16,
             ..flow(0)

@@ -467,7 +467,7 @@ fn bring_up_time_to_collecting_distributing() {
     while now < 5 * SEC && up_at.is_none() {
         now += MS;
         b.tick(now);
-        if (now - reply_at) % SEC == 0 {
+        if (now - reply_at).is_multiple_of(SEC) {
             p.send(&mut b, 0, now);
             p.send(&mut b, 1, now);
         }
@@ -633,7 +633,7 @@ fn periodic_follows_partner_timeout_bit() {
         if !drain(&mut b, now).is_empty() {
             times.push(now);
         }
-        if now % SEC == 0 {
+        if now.is_multiple_of(SEC) {
             p.send(&mut b, 0, now);
         }
     }
@@ -655,7 +655,7 @@ fn periodic_follows_partner_timeout_bit() {
             times.push(now - start);
         }
         // We asked for fast: the partner keeps sending every second.
-        if now % SEC == 0 {
+        if now.is_multiple_of(SEC) {
             p.send(&mut b, 0, now);
         }
     }
