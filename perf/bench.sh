@@ -108,94 +108,10 @@ pcap() { # pcap SRC DST SIZE -> path
 
 # ---------------------------------------------------------------- vswitchd
 # The config of case $1 at size $2 (the vhost socket of case 2 is $OUT/vm1.sock).
-switch_config() {
-    local c=$1 sz=$2 prefix=$3
-    cat <<EOF
-[eal]
-file_prefix = "$prefix"
-[dataplane]
-cores = [1]
-control_core = 0
-bandwidth = $([ "$c" = 4 ] && echo true || echo false)
-[control]
-socket = "$OUT/vswitchd.ctl"
-EOF
-    case $c in
-    1|2|4)
-        # Case 4: the allocator shares out the bond's capacity, and net_null reports
-        # 10 Gb/s; at 1518 B that (2 x 10 Gb/s = 1.6 Mpps) would be the limit, not
-        # the switch. The null NICs are declared 100 Gb/s so that nothing is dropped.
-        local speed=""
-        [ "$c" = 4 ] && speed="speed_mbps = 100000"
-        cat <<EOF
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-$speed
-[[nic]]
-name = "n1"
-devargs = "net_null1,no-rx=1"
-$speed
-[[bond]]
-name = "bond0"
-members = ["n0", "n1"]
-mode = "hash-l3l4"
-[[vm]]
-name = "vm1"
-EOF
-        [ "$c" = 4 ] && echo 'shares = 500'
-        echo '  [[vm.vnic]]'
-        if [ "$c" = 2 ]; then
-            echo "  socket = \"$OUT/vm1.sock\""
-        else
-            echo "  devargs = \"net_pcap0,rx_pcap=$(pcap $VM1 $EXT "$sz"),infinite_rx=1\""
-        fi
-        [ "$c" = 4 ] && printf '  average_bps = 100000000000\n  burst_bytes = 100000000\n'
-        cat <<EOF
-  mac = "$VM1"
-  uplink = "bond0"
-EOF
-        ;;
-    3a)
-        cat <<EOF
-[[nic]]
-name = "n0"
-devargs = "net_pcap0,rx_pcap=$(pcap $EXT $VM1 "$sz"),infinite_rx=1"
-[[nic]]
-name = "n1"
-devargs = "net_null0,no-rx=1"
-[[bond]]
-name = "bond0"
-members = ["n0", "n1"]
-mode = "hash-l3l4"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "$VM1"
-  uplink = "bond0"
-EOF
-        ;;
-    3b)
-        cat <<EOF
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap=$(pcap $VM1 $VM2 "$sz"),infinite_rx=1"
-  mac = "$VM1"
-  uplink = "n0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "$VM2"
-  uplink = "n0"
-EOF
-        ;;
-    esac
+# The vswitchd configuration of each case (shared with perf/callgrind.sh).
+. "$ROOT/perf/topologies.sh"
+switch_config() { # CASE SIZE PREFIX
+    vs_topology "$1" "$2" "$3" "$OUT/vswitchd.ctl" "$OUT/vm1.sock"
 }
 
 # Frames transmitted by all of vswitchd's ports (in every case only the sink sends).

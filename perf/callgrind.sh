@@ -24,90 +24,15 @@ mkdir -p "$DIR"
 VM1=02:00:00:00:00:01
 VM2=02:00:00:00:00:02
 EXT=02:00:00:00:00:99
-pcap() { # SRC DST -> path
-    local f="$DIR/cg-$1-$2.pcap"
+pcap() { # SRC DST SIZE -> path
+    local f="$DIR/cg-$1-$2-$3.pcap"
     f=${f//:/}
-    [ -f "$f" ] || "$BIN/vsperf" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size 64 --flows 1024 2>/dev/null
+    [ -f "$f" ] || "$BIN/vsperf" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size "$3" --flows 1024 2>/dev/null
     echo "$f"
 }
-
-config() { # CASE
-    local c=$1
-    cat <<CFG
-[eal]
-file_prefix = "vscg$$"
-[dataplane]
-cores = [1]
-control_core = 0
-bandwidth = $([ "$c" = 4 ] && echo true || echo false)
-[control]
-socket = "$DIR/cg.ctl"
-CFG
-    case $c in
-    1|4)
-        cat <<CFG
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-[[nic]]
-name = "n1"
-devargs = "net_null1,no-rx=1"
-[[bond]]
-name = "bond0"
-members = ["n0", "n1"]
-mode = "hash-l3l4"
-[[vm]]
-name = "vm1"
-$([ "$c" = 4 ] && echo 'shares = 500')
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap=$(pcap $VM1 $EXT),infinite_rx=1"
-$([ "$c" = 4 ] && printf '  average_bps = 100000000000\n  burst_bytes = 100000000\n')
-  mac = "$VM1"
-  uplink = "bond0"
-CFG
-        ;;
-    3a)
-        cat <<CFG
-[[nic]]
-name = "n0"
-devargs = "net_pcap0,rx_pcap=$(pcap $EXT $VM1),infinite_rx=1"
-[[nic]]
-name = "n1"
-devargs = "net_null0,no-rx=1"
-[[bond]]
-name = "bond0"
-members = ["n0", "n1"]
-mode = "hash-l3l4"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "$VM1"
-  uplink = "bond0"
-CFG
-        ;;
-    3b)
-        cat <<CFG
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap=$(pcap $VM1 $VM2),infinite_rx=1"
-  mac = "$VM1"
-  uplink = "n0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "$VM2"
-  uplink = "n0"
-CFG
-        ;;
-    *) echo "callgrind.sh: unknown case $c" >&2; return 1 ;;
-    esac
-}
+# The same topologies as perf/bench.sh, at 64 bytes.
+. "$ROOT/perf/topologies.sh"
+config() { vs_topology "$1" 64 "vscg$$" "$DIR/cg.ctl"; }
 
 # The forwarding thread is the one that executed the most instructions.
 busiest() { for f in "$1"-*; do echo "$(awk '/^totals:/ {print $2}' "$f") $f"; done | sort -g | tail -1; }
@@ -137,7 +62,7 @@ done
 
 TESTPMD_BIN=$(command -v dpdk-testpmd || true)
 if [ "${TESTPMD:-1}" != 0 ] && [ -n "$TESTPMD_BIN" ]; then
-    PCAP=$(pcap $VM1 $EXT)
+    PCAP=$(pcap $VM1 $EXT 64)
     timeout -s INT $((RUN_FOR + 10)) valgrind --tool=callgrind --separate-threads=yes \
         --callgrind-out-file="$DIR/tp.cg" "$TESTPMD_BIN" -l 0,1 --no-huge -m 1024 --no-pci --no-telemetry \
         --iova-mode=va --file-prefix "tpcg$$" --vdev "net_pcap0,rx_pcap=$PCAP,infinite_rx=1" \
