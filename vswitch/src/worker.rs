@@ -626,8 +626,15 @@ impl Worker {
         // Whether this member delivers at all (per member); group-addressed frames
         // are checked per frame below.
         let accepts = up.dist.accepts_rx(member as usize);
+        // The DoS path inspects whole flows; without it no IP/L4 header is read. It is
+        // switched on and off between iterations, never within a burst.
+        let dos_on = self.dos.enabled();
+        // The last unicast destination looked up (u64::MAX: none; no MAC key has the
+        // upper 16 bits set), the vNIC it belongs to, and that vNIC with its port when
+        // it is on this uplink (frames are delivered only to those).
         let mut last_dst = u64::MAX;
         let mut found: Option<u32> = None;
+        let mut here: Option<(u32, u16)> = None;
         for m in rx.drain() {
             let Ok(frame) = FrameView::new_checked(m.data()) else {
                 self.stats.ports[port as usize].drop_one(DropReason::Runt);
@@ -645,14 +652,9 @@ impl Worker {
                 self.stats.ports[port as usize].drop_one(DropReason::StandbyMember);
                 continue;
             }
-            // The DoS path inspects whole flows; without it no IP/L4 header is read.
-            let flow = if self.dos.enabled() {
-                Some(frame.flow())
-            } else {
-                None
-            };
-            let flow = flow.as_ref();
             if multicast {
+                let flow = if dos_on { Some(frame.flow()) } else { None };
+                let flow = flow.as_ref();
                 let mut last: Option<u32> = None;
                 for &v in &up.vnics {
                     if let Some(prev) = last.replace(v) {
@@ -668,13 +670,23 @@ impl Worker {
             if dst != last_dst {
                 last_dst = dst;
                 found = snap.macs.lookup_key(dst);
+                here = found.and_then(|v| {
+                    let e = &snap.vnics[v as usize];
+                    (e.uplink == uplink).then_some((v, e.port))
+                });
             }
-            match found {
-                Some(v) if snap.vnics[v as usize].uplink == uplink => {
-                    self.deliver(snap, v, flow, m)
+            if !dos_on {
+                match here {
+                    Some((_, p)) => self.out.enqueue(p, m),
+                    None => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
                 }
+                continue;
+            }
+            let flow = frame.flow();
+            match (here, found) {
+                (Some((v, _)), _) => self.deliver(snap, v, Some(&flow), m),
                 // A VM moved off this uplink by a DoS failover: its attack is still counted.
-                Some(v) if flow.is_some_and(|f| self.dos.account_elsewhere(v, f, &m)) => {
+                (None, Some(v)) if self.dos.account_elsewhere(v, &flow, &m) => {
                     self.stats.ports[port as usize].drop_one(DropReason::DosDrop)
                 }
                 _ => self.stats.ports[port as usize].drop_one(DropReason::UnknownUnicast),
