@@ -30,7 +30,7 @@
 #       backed by net_null.               Ref: testpmd io, net_pcap -> net_null.
 #   3b  VM -> VM: a vNIC backed by net_pcap -> a vNIC backed by net_null.
 #                                         Ref: testpmd io, net_pcap -> net_null.
-#   4   case 1 with shares and a shaper (average_bps 100 Gb/s, a 100 MB burst: limits
+#   4   case 1 with shares and a shaper (average_bps 400 Gb/s, a 100 MB burst: limits
 #       high enough not to drop) on the vNIC.
 #
 # Every forwarding loop runs on core 1 (vswitchd `cores = [1]`; testpmd `-l 0,1`, whose

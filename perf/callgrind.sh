@@ -11,7 +11,7 @@
 # and the rest ("switch"). Then the same for dpdk-testpmd io forwarding (net_pcap ->
 # net_null) unless TESTPMD=0.
 #   1   vNIC (net_pcap) -> hash-l3l4 bond of two net_null NICs, bandwidth policy off
-#   4   case 1 with the bandwidth policy on: shares 500 and a shaper (average_bps 100 G)
+#   4   case 1 with the bandwidth policy on: shares 500 and a shaper (average_bps 400 G)
 #   3a  bond member (net_pcap) -> vNIC (net_null) by destination-MAC lookup
 #   3b  vNIC (net_pcap) -> vNIC (net_null) on the same uplink
 set -u -o pipefail

@@ -1,9 +1,10 @@
 //! Issue 3 smoke: every benchmark topology of `perf/bench.sh` forwards frames to the
 //! right sink, and no mbuf leaks. Correctness only — nothing here looks at speed.
 //!
-//! Each case runs `vswitchd --run-for` briefly with the same port layout the benchmark
-//! uses (net_pcap sources with `infinite_rx=1`, net_null sinks, a vsperf generator
-//! through net_virtio_user for case 2) and checks the final `--json` counters.
+//! Each case runs `vswitchd --run-for` briefly with the benchmark's own configuration
+//! (`perf/topologies.sh`: net_pcap sources with `infinite_rx=1`, net_null sinks, a
+//! vsperf generator through net_virtio_user for case 2) and checks the final `--json`
+//! counters.
 
 use std::time::Duration;
 
@@ -13,51 +14,43 @@ const VM1: &str = "02:00:00:00:00:01";
 const VM2: &str = "02:00:00:00:00:02";
 const EXT: &str = "02:00:00:00:00:99";
 
-fn gen_pcap(dir: &Scratch, src: &str, dst: &str, size: usize) -> String {
-    let out = dir.path(&format!("{}-{size}.pcap", dst.replace(':', "")));
-    let st = std::process::Command::new(bin("vsperf"))
-        .args([
-            "gen-pcap",
-            "--src-mac",
-            src,
-            "--dst-mac",
-            dst,
-            "--flows",
-            "1024",
-        ])
-        .arg("--size")
-        .arg(size.to_string())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("vsperf gen-pcap");
-    assert!(
-        st.status.success(),
-        "gen-pcap: {}",
-        String::from_utf8_lossy(&st.stderr)
+/// The benchmark's own vswitchd configuration of `case` (`perf/topologies.sh`, which
+/// `perf/bench.sh` and `perf/callgrind.sh` source too), with pcaps of `size`-byte
+/// frames made by `vsperf gen-pcap` in `dir`, and `vhost` as case 2's vhost-user socket.
+fn bench_topology(dir: &Scratch, case: &str, size: usize, vhost: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = format!(
+        r#". "{topologies}"
+pcap() {{
+    f="{dir}/$1-$2-$3.pcap"; f=${{f//:/}}
+    [ -f "$f" ] || "{vsperf}" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size "$3" --flows 1024 >&2 || exit 1
+    echo "$f"
+}}
+VM1={VM1} VM2={VM2} EXT={EXT}
+vs_topology "$@""#,
+        topologies = root.join("perf/topologies.sh").display(),
+        dir = dir.0.display(),
+        vsperf = bin("vsperf").display(),
     );
-    out.display().to_string()
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("vs_topology")
+        .arg(case)
+        .arg(size.to_string())
+        .arg(unique("vbs"))
+        .arg(dir.path("vswitchd.ctl"))
+        .arg(vhost)
+        .output()
+        .expect("bash");
+    let cfg = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success() && !cfg.contains("rx_pcap=,"),
+        "perf/topologies.sh case {case}: {}\n{cfg}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cfg
 }
-
-fn header() -> String {
-    format!(
-        "[eal]\nfile_prefix = \"{}\"\n[dataplane]\ncores = [1]\ncontrol_core = 0\nbandwidth = false\n",
-        unique("vbs")
-    )
-}
-
-const NULL_BOND: &str = r#"
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-[[nic]]
-name = "n1"
-devargs = "net_null1,no-rx=1"
-[[bond]]
-name = "bond0"
-members = ["n0", "n1"]
-mode = "hash-l3l4"
-"#;
 
 /// Runs vswitchd for `secs` and returns its final JSON status (exit 0 means no mbuf
 /// was in use at exit; the status says so too).
@@ -106,11 +99,7 @@ fn assert_forwarded(s: &serde_json::Value, source: &str, sinks: &[&str]) {
 fn case1_vm_to_bond_pcap_64_and_1518() {
     let dir = Scratch::new();
     for size in [64, 1518] {
-        let pcap = gen_pcap(&dir, VM1, EXT, size);
-        let cfg = format!(
-            "{}{NULL_BOND}[[vm]]\nname = \"vm1\"\n  [[vm.vnic]]\n  devargs = \"net_pcap0,rx_pcap={pcap},infinite_rx=1\"\n  mac = \"{VM1}\"\n  uplink = \"bond0\"\n",
-            header()
-        );
+        let cfg = bench_topology(&dir, "1", size, "");
         let s = run_switch(&dir, &cfg, 1.5);
         assert_forwarded(&s, "vm1.0", &["n0", "n1"]);
         let (a, b) = (tx(&s, "n0"), tx(&s, "n1"));
@@ -127,32 +116,27 @@ fn case1_vm_to_bond_pcap_64_and_1518() {
     }
 }
 
+/// Case 4: case 1 with the bandwidth policy on (shares and a shaper whose limits are
+/// high enough not to drop): every frame still leaves through the bond, none is
+/// dropped or held back.
+#[test]
+fn case4_policy_on_forwards_everything() {
+    let dir = Scratch::new();
+    for size in [64, 1518] {
+        let cfg = bench_topology(&dir, "4", size, "");
+        assert!(cfg.contains("bandwidth = true") && cfg.contains("average_bps"));
+        let s = run_switch(&dir, &cfg, 1.5);
+        assert_forwarded(&s, "vm1.0", &["n0", "n1"]);
+        let (a, b) = (tx(&s, "n0"), tx(&s, "n1"));
+        assert!(a > 0 && b > 0, "both members carry flows: n0 {a} n1 {b}");
+    }
+}
+
 /// Case 3a: a bond member backed by net_pcap (frames to the VM's MAC) → the vNIC.
 #[test]
 fn case3a_bond_to_vm() {
     let dir = Scratch::new();
-    let pcap = gen_pcap(&dir, EXT, VM1, 64);
-    let cfg = format!(
-        r#"{}
-[[nic]]
-name = "n0"
-devargs = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
-[[nic]]
-name = "n1"
-devargs = "net_null0,no-rx=1"
-[[bond]]
-name = "bond0"
-members = ["n0", "n1"]
-mode = "hash-l3l4"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "{VM1}"
-  uplink = "bond0"
-"#,
-        header()
-    );
+    let cfg = bench_topology(&dir, "3a", 64, "");
     let s = run_switch(&dir, &cfg, 1.5);
     assert_forwarded(&s, "n0", &["vm1.0"]);
     assert_eq!(
@@ -166,27 +150,7 @@ name = "vm1"
 #[test]
 fn case3b_vm_to_vm() {
     let dir = Scratch::new();
-    let pcap = gen_pcap(&dir, VM1, VM2, 64);
-    let cfg = format!(
-        r#"{}
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
-  mac = "{VM1}"
-  uplink = "n0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "{VM2}"
-  uplink = "n0"
-"#,
-        header()
-    );
+    let cfg = bench_topology(&dir, "3b", 64, "");
     let s = run_switch(&dir, &cfg, 1.5);
     assert_forwarded(&s, "vm1.0", &["vm2.0"]);
     assert_eq!(tx(&s, "n0"), 0, "VM-to-VM frames leaked to the uplink: {s}");
@@ -198,10 +162,7 @@ name = "vm2"
 fn case2_virtio_generator_to_bond() {
     let dir = Scratch::new();
     let sock = dir.path("vm1.sock").display().to_string();
-    let cfg = format!(
-        "{}{NULL_BOND}[[vm]]\nname = \"vm1\"\n  [[vm.vnic]]\n  socket = \"{sock}\"\n  mac = \"{VM1}\"\n  uplink = \"bond0\"\n",
-        header()
-    );
+    let cfg = bench_topology(&dir, "2", 64, &sock);
     let sw = start_vswitchd(&dir.0, &cfg, &[]);
     let r = vsperf_run(
         "generator",
