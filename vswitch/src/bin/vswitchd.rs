@@ -145,10 +145,15 @@ fn main() {
         eprintln!("vswitchd: cannot block the shutdown signals: {e}");
         std::process::exit(1);
     }
+    // Colours only for a person at a terminal: a log file or journald gets plain
+    // `key=value` lines (NO_COLOR turns them off anywhere).
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
