@@ -69,6 +69,13 @@ fn port_stats(dir: &std::path::Path, port: &str) -> serde_json::Value {
         .unwrap_or_else(|_| serde_json::Value::String(err))
 }
 
+/// Frames the switch dropped because `port`'s tx queue (a VM's virtio ring) was full.
+fn tx_full(dir: &std::path::Path, port: &str) -> u64 {
+    port_stats(dir, port)["drops"]["tx_full"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tx_full counter for {port}"))
+}
+
 /// Runs one attack from the tap's kernel side; returns the frames it sent.
 fn attack(tap: &str, opts: &[String]) -> u64 {
     let a = VsperfArgs::new()
@@ -156,7 +163,10 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
             .txonly(EXT, VM2)
             .rate("5kpps")
             .opt("dport", 80)
-            .vm(2, &s3)
+            // VM3 echoes the delayed round trip at 20 kpps. A 1024-entry ring (51 ms
+            // of it) rides out this process being descheduled: on a 2-core host it
+            // shares core 0 with the busy-polling attacker.
+            .port(format!("{},queue_size=1024", virtio_user(2, &s3)))
             .opt("mode", "echo")
             .build(),
     );
@@ -306,6 +316,7 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     // 5. A flood on VM3, whose response is to delay suspicious frames by 20 ms: the
     //    attacker's own stamped frames (echoed back by VM3) come back late, none lost.
     let (_, drops_before) = counters(d, "vm3.0");
+    let ring_full_before = tx_full(d, "vm3.0");
     let r = vsperf_run(
         "attacker-latency",
         &args![
@@ -342,9 +353,13 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
     );
     eprintln!("delay response: {sent3} frames at 20 kpps, detected in {} ms, {lost3} lost, RTT min {min} us, p50 {p50} us", detect_ms(&line));
     assert!(p50 >= 20_000.0, "frames were not held 20 ms: {p}");
+    // The delay queue itself loses nothing. A frame the switch could not put on VM3's
+    // full virtio ring (VM3 descheduled) is the VM's loss, counted as tx_full; those
+    // are allowed up to 1 %, the rest to 1 in 1000.
+    let ring_full = tx_full(d, "vm3.0") - ring_full_before;
     assert!(
-        lost3 <= sent3 / 1000,
-        "frames lost on the delayed round trip: {p}\nswitch, vm3.0: {}\nswitch, nic0: {}",
+        lost3.saturating_sub(ring_full) <= sent3 / 1000 && ring_full <= sent3 / 100,
+        "frames lost on the delayed round trip ({ring_full} at VM3's full ring): {p}\nswitch, vm3.0: {}\nswitch, nic0: {}",
         port_stats(d, "vm3.0"),
         port_stats(d, "nic0")
     );
