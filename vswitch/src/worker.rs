@@ -481,8 +481,8 @@ impl Worker {
         P: Fn(&Distribution, &FrameView, &mut SelectCtx) -> Option<usize>,
     {
         let own_mac = v.mac.to_u64();
-        // Read once, not per frame: the compiler cannot keep these across the stores
-        // the loop makes through `self`.
+        // Read once, not per frame: the compiler cannot keep it across the stores the
+        // loop makes through `self`.
         let spoof_check = v.spoof_check;
         // The vNIC's bandwidth state, looked up once: None when the policy is off (or
         // the vNIC has none), and frames go straight to the tx buffers.
