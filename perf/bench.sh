@@ -95,20 +95,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---------------------------------------------------------------- pcaps
-pcap() { # pcap SRC DST SIZE -> path
-    local f="$OUT/$1-$2-$3.pcap"
-    f=${f//:/}
-    if [ ! -f "$f" ]; then
-        "$BIN/vsperf" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size "$3" --flows 1024 2>/dev/null ||
-            { echo "bench.sh: gen-pcap failed" >&2; exit 1; }
-    fi
-    echo "$f"
-}
-
 # ---------------------------------------------------------------- vswitchd
-# The config of case $1 at size $2 (the vhost socket of case 2 is $OUT/vm1.sock).
-# The vswitchd configuration of each case (shared with perf/callgrind.sh).
+# Each case's pcaps and vswitchd configuration (shared with perf/callgrind.sh and the
+# CI smoke test); the vhost socket of case 2 is $OUT/vm1.sock.
+PCAP_DIR=$OUT VSPERF=$BIN/vsperf
 . "$ROOT/perf/topologies.sh"
 switch_config() { # CASE SIZE PREFIX
     vs_topology "$1" "$2" "$3" "$OUT/vswitchd.ctl" "$OUT/vm1.sock"
@@ -172,13 +162,11 @@ run_switch() {
 # ---------------------------------------------------------------- testpmd
 # run_testpmd CASE SIZE -> "MPPS -"
 run_testpmd() {
-    local c=$1 sz=$2 mode=${3:-io} src vdev0
+    local c=$1 sz=$2 mode=${3:-io} vdev0
     [ -n "$TESTPMD" ] || { echo "FAIL dpdk-testpmd not installed"; return; }
     case $c in
-        1|4) src=$(pcap $VM1 $EXT "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
-        3a) src=$(pcap $EXT $VM1 "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
-        3b) src=$(pcap $VM1 $VM2 "$sz"); vdev0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
         2) rm -f "$OUT/vm1.sock"; vdev0="net_vhost0,iface=$OUT/vm1.sock,queues=1" ;;
+        *) vdev0=$(vs_source "$c" "$sz") || { echo "FAIL no pcap"; return; } ;;
     esac
     local log="$OUT/tp-$mode-$c-$sz.log" warm=2
     [ "$c" = 2 ] && warm=4
@@ -223,12 +211,10 @@ ovs_prepare() {
 }
 # run_ovs CASE SIZE -> "MPPS CYCLES" ; bond: balance-slb (balance-tcp needs LACP), NORMAL + static fdb
 run_ovs() {
-    local c=$1 sz=$2 src port0
+    local c=$1 sz=$2 port0
     case $c in
-        1|4) src=$(pcap $VM1 $EXT "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
-        3a) src=$(pcap $EXT $VM1 "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
-        3b) src=$(pcap $VM1 $VM2 "$sz"); port0="net_pcap0,rx_pcap=$src,infinite_rx=1" ;;
         2) port0=vhost ;;
+        *) port0=$(vs_source "$c" "$sz") || { echo "FAIL no pcap"; return; } ;;
     esac
     rm -rf "$OVS_DIR"; mkdir -p "$OVS_DIR"
     ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema

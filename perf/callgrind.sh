@@ -24,13 +24,8 @@ mkdir -p "$DIR"
 VM1=02:00:00:00:00:01
 VM2=02:00:00:00:00:02
 EXT=02:00:00:00:00:99
-pcap() { # SRC DST SIZE -> path
-    local f="$DIR/cg-$1-$2-$3.pcap"
-    f=${f//:/}
-    [ -f "$f" ] || "$BIN/vsperf" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size "$3" --flows 1024 2>/dev/null
-    echo "$f"
-}
-# The same topologies as perf/bench.sh, at 64 bytes.
+# The same pcaps and topologies as perf/bench.sh, at 64 bytes.
+PCAP_DIR=$DIR VSPERF=$BIN/vsperf
 . "$ROOT/perf/topologies.sh"
 config() { vs_topology "$1" 64 "vscg$$" "$DIR/cg.ctl"; }
 
@@ -62,10 +57,10 @@ done
 
 TESTPMD_BIN=$(command -v dpdk-testpmd || true)
 if [ "${TESTPMD:-1}" != 0 ] && [ -n "$TESTPMD_BIN" ]; then
-    PCAP=$(pcap $VM1 $EXT 64)
+    SOURCE=$(vs_source 1 64) || exit 2
     timeout -s INT $((RUN_FOR + 10)) valgrind --tool=callgrind --separate-threads=yes \
         --callgrind-out-file="$DIR/tp.cg" "$TESTPMD_BIN" -l 0,1 --no-huge -m 1024 --no-pci --no-telemetry \
-        --iova-mode=va --file-prefix "tpcg$$" --vdev "net_pcap0,rx_pcap=$PCAP,infinite_rx=1" \
+        --iova-mode=va --file-prefix "tpcg$$" --vdev "$SOURCE" \
         --vdev net_null0,no-rx=1 -- --forward-mode=io --stats-period 5 --no-lsc-interrupt \
         --total-num-mbufs=16384 >"$DIR/tp.log" 2>&1
     read -r TP_IR TP_F < <(busiest "$DIR/tp.cg")

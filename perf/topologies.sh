@@ -2,9 +2,14 @@
 # configuration of each benchmark case, so that the instruction counts and the
 # throughput runs measure the same topology.
 #
-# The caller defines VM1, VM2, EXT (MAC addresses) and a function `pcap SRC DST SIZE`
-# that prints the path of a pcap of SIZE-byte frames from SRC to DST (1024 flows).
+# The caller sets VM1, VM2, EXT (MAC addresses), VSPERF (the vsperf binary) and
+# PCAP_DIR (where the pcaps are made, once each).
 #
+# vs_pcap SRC DST SIZE
+#   prints the path of a pcap of SIZE-byte frames from SRC to DST, 1024 flows
+# vs_source CASE SIZE
+#   prints the devargs of the net_pcap port that replays case 1, 3a, 3b or 4's traffic
+#   (infinite_rx): the same frames for the switch, testpmd and Open vSwitch
 # vs_topology CASE SIZE FILE_PREFIX CONTROL_SOCKET [VHOST_SOCKET]
 #   1   vNIC (net_pcap, infinite_rx) -> hash-l3l4 bond of two net_null NICs
 #   2   the same with a vhost-user vNIC (VHOST_SOCKET) fed by a generator process
@@ -12,8 +17,32 @@
 #       400 Gb/s, a 100 MB burst), limits high enough not to drop
 #   3a  bond member (net_pcap, frames to the VM) -> vNIC (net_null), MAC lookup
 #   3b  vNIC (net_pcap) -> vNIC (net_null) on the same uplink
+vs_pcap() {
+    local f="$PCAP_DIR/$1-$2-$3.pcap"
+    f=${f//:/}
+    if [ ! -f "$f" ]; then
+        "$VSPERF" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size "$3" --flows 1024 >/dev/null 2>&1 ||
+            { echo "vs_pcap: vsperf gen-pcap failed for $f" >&2; return 1; }
+    fi
+    echo "$f"
+}
+
+vs_source() {
+    local f
+    case $1 in
+    1|4) f=$(vs_pcap "$VM1" "$EXT" "$2") ;;
+    3a) f=$(vs_pcap "$EXT" "$VM1" "$2") ;;
+    3b) f=$(vs_pcap "$VM1" "$VM2" "$2") ;;
+    *) echo "vs_source: case $1 has no pcap source" >&2; return 1 ;;
+    esac || return 1
+    echo "net_pcap0,rx_pcap=$f,infinite_rx=1"
+}
+
 vs_topology() {
-    local c=$1 sz=$2 prefix=$3 ctl=$4 vhost=${5:-}
+    local c=$1 sz=$2 prefix=$3 ctl=$4 vhost=${5:-} src=""
+    if [ "$c" != 2 ]; then
+        src=$(vs_source "$c" "$sz") || return 1
+    fi
     cat <<EOF
 [eal]
 file_prefix = "$prefix"
@@ -53,7 +82,7 @@ EOF
             [ -n "$vhost" ] || { echo "vs_topology: case 2 needs a vhost-user socket" >&2; return 1; }
             echo "  socket = \"$vhost\""
         else
-            echo "  devargs = \"net_pcap0,rx_pcap=$(pcap "$VM1" "$EXT" "$sz"),infinite_rx=1\""
+            echo "  devargs = \"$src\""
         fi
         # 400 Gb/s: 1518-byte frames at 8.2 Mpps are already 100 Gb/s (a 100 Gb/s
         # shaper held session 4's first case-4 run at 8.18 Mpps).
@@ -67,7 +96,7 @@ EOF
         cat <<EOF
 [[nic]]
 name = "n0"
-devargs = "net_pcap0,rx_pcap=$(pcap "$EXT" "$VM1" "$sz"),infinite_rx=1"
+devargs = "$src"
 [[nic]]
 name = "n1"
 devargs = "net_null0,no-rx=1"
@@ -91,7 +120,7 @@ devargs = "net_null0,no-rx=1"
 [[vm]]
 name = "vm1"
   [[vm.vnic]]
-  devargs = "net_pcap0,rx_pcap=$(pcap "$VM1" "$VM2" "$sz"),infinite_rx=1"
+  devargs = "$src"
   mac = "$VM1"
   uplink = "n0"
 [[vm]]

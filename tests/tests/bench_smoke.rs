@@ -20,21 +20,17 @@ const EXT: &str = "02:00:00:00:00:99";
 fn bench_topology(dir: &Scratch, case: &str, size: usize, vhost: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let script = format!(
-        r#". "{topologies}"
-pcap() {{
-    f="{dir}/$1-$2-$3.pcap"; f=${{f//:/}}
-    [ -f "$f" ] || "{vsperf}" gen-pcap --out "$f" --src-mac "$1" --dst-mac "$2" --size "$3" --flows 1024 >&2 || exit 1
-    echo "$f"
-}}
-VM1={VM1} VM2={VM2} EXT={EXT}
-vs_topology "$@""#,
-        topologies = root.join("perf/topologies.sh").display(),
-        dir = dir.0.display(),
-        vsperf = bin("vsperf").display(),
+        r#". "{}"; vs_topology "$@""#,
+        root.join("perf/topologies.sh").display()
     );
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(script)
+        .env("VM1", VM1)
+        .env("VM2", VM2)
+        .env("EXT", EXT)
+        .env("VSPERF", bin("vsperf"))
+        .env("PCAP_DIR", &dir.0)
         .arg("vs_topology")
         .arg(case)
         .arg(size.to_string())
