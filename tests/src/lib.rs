@@ -371,10 +371,15 @@ pub fn ports_tx(dir: &Path, names: &[&str]) -> Vec<u64> {
         .collect()
 }
 
+/// A port's whole counter record (rx/tx, every drop reason), from `vsctl stats`.
+pub fn port_stats(dir: &Path, name: &str) -> serde_json::Value {
+    vsctl_json(dir, &["stats", "--port", name])["ports"][0].clone()
+}
+
 /// `rx_pkts` of a port, from `vsctl stats`.
 pub fn port_rx(dir: &Path, name: &str) -> u64 {
-    let s = vsctl_json(dir, &["stats", "--port", name]);
-    s["ports"][0]["rx_pkts"]
+    let s = port_stats(dir, name);
+    s["rx_pkts"]
         .as_u64()
         .unwrap_or_else(|| panic!("no rx_pkts for {name} in {s}"))
 }

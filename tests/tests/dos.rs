@@ -50,23 +50,11 @@ fn config(tap: &str, s1: &str, s2: &str, s3: &str) -> String {
 
 /// (tx_pkts, dos drops) of port `port`, from `vsctl stats`.
 fn counters(dir: &std::path::Path, port: &str) -> (u64, u64) {
-    let (code, out, err) = vsctl(dir, &["--format", "json", "stats", "--port", port]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let p = &v["ports"][0];
+    let p = port_stats(dir, port);
     (
         p["tx_pkts"].as_u64().unwrap(),
         p["drops"]["dos"].as_u64().unwrap_or(0),
     )
-}
-
-/// The switch's whole counter record of `port` (rx/tx and every drop reason), for
-/// failure messages that say where frames went.
-fn port_stats(dir: &std::path::Path, port: &str) -> serde_json::Value {
-    let (_, out, err) = vsctl(dir, &["--format", "json", "stats", "--port", port]);
-    serde_json::from_str::<serde_json::Value>(&out)
-        .map(|v| v["ports"][0].clone())
-        .unwrap_or_else(|_| serde_json::Value::String(err))
 }
 
 /// Frames the switch dropped because `port`'s tx queue (a VM's virtio ring) was full.

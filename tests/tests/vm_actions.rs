@@ -174,10 +174,7 @@ fn vm_show(dir: &Path, vm: &str) -> serde_json::Value {
 }
 
 fn tx_of(dir: &Path, port: &str) -> u64 {
-    let (code, out, err) = vsctl(dir, &["--format", "json", "stats", "--port", port]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["ports"][0]["tx_pkts"].as_u64().unwrap()
+    port_stats(dir, port)["tx_pkts"].as_u64().unwrap()
 }
 
 fn start(dir: &Scratch, cfg: &str, taps: &[String; 2]) -> Proc {
