@@ -3,7 +3,8 @@
 # with DPDK) on the same ports, the same pinned core and the same frames.
 #
 # Usage: perf/bench.sh [--duration S] [--reps N] [--sizes "64 1518"] [--cases "1 2 3a 3b 4"]
-#                      [--with-ovs] [--with-5tswap] [--callgrind] [--failover] [--smoke]
+#                      [--with-ovs] [--with-5tswap] [--with-burst64] [--callgrind]
+#                      [--failover] [--smoke]
 #                      [--out DIR]
 #
 #   --duration S   seconds measured per run, after a 1 s warm-up (default 5)
@@ -15,10 +16,13 @@
 #   --with-5tswap  also run testpmd --forward-mode=5tswap on the same ports (swaps the
 #                  L2-L4 addresses, so it parses like a switch must: the issue's
 #                  "faster than testpmd's own 5-tuple swap" reference)
+#   --with-burst64 also run testpmd io with --burst=64, the burst the switch reads
+#                  (vswitch RX_BURST): the reference at the switch's own burst size,
+#                  next to testpmd's default of 32
 #   --callgrind    also count instructions per forwarded frame with valgrind (case 1, 64 B)
 #   --failover     also run the failover-under-load timeline and write docs/failover.svg
 #   --smoke        1 rep, 1 s, 64 B only: a quick functional pass
-#   --peers LIST   run only these peers (switch testpmd 5tswap ovs), e.g. "switch ovs"
+#   --peers LIST   run only these peers (switch testpmd 5tswap burst64 ovs), e.g. "switch ovs"
 #   --out DIR      scratch and raw logs (default /tmp/vsbench.$$)
 #
 # Cases (see docs/BENCHMARKS.md):
@@ -47,6 +51,7 @@ SIZES="64 1518"
 CASES="1 2 3a 3b 4"
 WITH_OVS=0
 WITH_5TSWAP=0
+WITH_BURST64=0
 PEERS_ONLY=""
 CALLGRIND=0
 FAILOVER=0
@@ -59,6 +64,7 @@ while [ $# -gt 0 ]; do
         --cases) CASES=$2; shift 2 ;;
         --with-ovs) WITH_OVS=1; shift ;;
         --with-5tswap) WITH_5TSWAP=1; shift ;;
+        --with-burst64) WITH_BURST64=1; shift ;;
         --callgrind) CALLGRIND=1; shift ;;
         --failover) FAILOVER=1; shift ;;
         --smoke) REPS=1; DURATION=1; SIZES=64; shift ;;
@@ -160,20 +166,20 @@ run_switch() {
 }
 
 # ---------------------------------------------------------------- testpmd
-# run_testpmd CASE SIZE -> "MPPS -"
+# run_testpmd CASE SIZE [MODE [BURST]] -> "MPPS -"
 run_testpmd() {
-    local c=$1 sz=$2 mode=${3:-io} vdev0
+    local c=$1 sz=$2 mode=${3:-io} burst=${4:-32} vdev0
     [ -n "$TESTPMD" ] || { echo "FAIL dpdk-testpmd not installed"; return; }
     case $c in
         2) rm -f "$OUT/vm1.sock"; vdev0="net_vhost0,iface=$OUT/vm1.sock,queues=1" ;;
         *) vdev0=$(vs_source "$c" "$sz") || { echo "FAIL no pcap"; return; } ;;
     esac
-    local log="$OUT/tp-$mode-$c-$sz.log" warm=2
+    local log="$OUT/tp-$mode-$burst-$c-$sz.log" warm=2
     [ "$c" = 2 ] && warm=4
     # stats every second; the forwarding lcore is 1 (lcore 0 is the main lcore).
     timeout -s INT $((DURATION + warm + 5)) stdbuf -oL "$TESTPMD" -l 0,1 $EAL_COMMON \
         --file-prefix "tpb$$" --vdev "$vdev0" --vdev net_null0,no-rx=1 -- \
-        --forward-mode="$mode" --stats-period 1 --no-lsc-interrupt --total-num-mbufs=16384 \
+        --forward-mode="$mode" --burst="$burst" --stats-period 1 --no-lsc-interrupt --total-num-mbufs=16384 \
         --mbuf-size=2176 >"$log" 2>&1 &
     local tp=$!
     PIDS+=("$tp")
@@ -296,6 +302,7 @@ case4_available() {
 
 PEERS="switch testpmd"
 [ "$WITH_5TSWAP" = 1 ] && PEERS="$PEERS 5tswap"
+[ "$WITH_BURST64" = 1 ] && PEERS="$PEERS burst64"
 [ -n "$PEERS_ONLY" ] && PEERS=${PEERS_ONLY//ovs/}
 [[ " $PEERS_ONLY " == *" ovs "* ]] && WITH_OVS=1
 if [ "$WITH_OVS" = 1 ]; then
@@ -317,6 +324,7 @@ for sz in $SIZES; do
                     switch) res=$(run_switch "$c" "$sz") ;;
                     testpmd) res=$(run_testpmd "$c" "$sz") ;;
                     5tswap) res=$(run_testpmd "$c" "$sz" 5tswap) ;;
+                    burst64) res=$(run_testpmd "$c" "$sz" io 64) ;;
                     ovs) res=$(run_ovs "$c" "$sz") ;;
                 esac
                 log "case $c ${sz}B rep $r $p: $res"
@@ -332,6 +340,7 @@ echo "Mpps, median of $REPS runs of ${DURATION}s (forwarding on core 1; cycles/p
 hdr="| case | size | switch Mpps | testpmd Mpps | switch/testpmd |"
 sep="|---|---|---|---|---|"
 [[ " $PEERS " == *" 5tswap "* ]] && { hdr="$hdr testpmd 5tswap Mpps | switch/5tswap |"; sep="$sep---|---|"; }
+[[ " $PEERS " == *" burst64 "* ]] && { hdr="$hdr testpmd --burst=64 Mpps | switch/burst64 |"; sep="$sep---|---|"; }
 [[ " $PEERS " == *" ovs "* ]] && { hdr="$hdr OVS Mpps | switch/OVS |"; sep="$sep---|---|"; }
 echo "$hdr switch cycles/pkt | fails |"
 echo "$sep---|---|"
@@ -347,6 +356,10 @@ for sz in $SIZES; do
         if [[ " $PEERS " == *" 5tswap "* ]]; then
             t5=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "5tswap" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
             row="$row $t5 | $(ratio "$sw" "$t5") |"
+        fi
+        if [[ " $PEERS " == *" burst64 "* ]]; then
+            t6=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "burst64" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
+            row="$row $t6 | $(ratio "$sw" "$t6") |"
         fi
         if [[ " $PEERS " == *" ovs "* ]]; then
             ov=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "ovs" && $5 != "FAIL" {print $5}' "$RESULTS" | median)

@@ -244,10 +244,11 @@ impl<const N: usize> Burst<N> {
     /// Adds an mbuf; gives it back when full.
     #[inline(always)]
     pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
-        if self.len == N {
+        // `get_mut`, not a compare with N and an index: one check instead of two.
+        let Some(slot) = self.bufs.get_mut(self.len) else {
             return Err(m);
-        }
-        self.bufs[self.len].write(m);
+        };
+        slot.write(m);
         self.len += 1;
         Ok(())
     }

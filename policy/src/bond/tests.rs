@@ -736,7 +736,7 @@ fn each_hash_spreads_1024_flows_evenly_over_two_members() {
 #[test]
 fn hash_fills_every_bucket_when_one_field_varies() {
     type Vary = (&'static str, HashFields, fn(u32) -> Flow);
-    let vary: [Vary; 5] = [
+    let vary: [Vary; 8] = [
         ("source port", HashFields::L3L4, |i| Flow {
             sport: i as u16,
             ..flow(0)
@@ -760,6 +760,28 @@ fn hash_fills_every_bucket_when_one_field_varies() {
             ..flow(0)
         }),
         ("source MAC", HashFields::L2Src, non_ip),
+        // Fields varying together must not cancel out (an xor of unmixed fields
+        // would): both ports, and a source address with its source port.
+        ("source and destination port", HashFields::L3L4, |i| Flow {
+            sport: i as u16,
+            dport: i as u16,
+            ..flow(0)
+        }),
+        ("source address and port", HashFields::L3L4, |i| Flow {
+            l3: Some(L3Addrs {
+                src: ipv4(0x0a00_0000 + i),
+                dst: ipv4(1),
+            }),
+            sport: i as u16,
+            ..flow(0)
+        }),
+        ("both addresses", HashFields::L3L4, |i| Flow {
+            l3: Some(L3Addrs {
+                src: ipv4(0x0a00_0000 + i),
+                dst: ipv4(0x0a00_0000 + i),
+            }),
+            ..flow(0)
+        }),
     ];
     for (what, fields, f) in vary {
         let mut n = [0u32; HASH_BUCKETS];
