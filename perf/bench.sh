@@ -115,10 +115,8 @@ switch_tx() { "$BIN/vsctl" --socket "$OUT/vswitchd.ctl" --format json stats | jq
 
 # Generator for case 2 (core 0): runs until killed.
 start_generator() { # SIZE SOCKETPATH PREFIX
-    "$BIN/vsperf" run --file-prefix "$3" --lcores 0 --port "net_virtio_user0,path=$2,queues=1" \
-        --mode txonly --rate max --src-mac $VM1 --dst-mac $EXT --flows 1024 --size "$1" \
-        --duration 600 --wait-link 15 --stats-period 0 -q --json >"$OUT/gen.json" 2>"$OUT/gen.err" &
-    GEN=$!
+    vs_generator "$1" "$2" "$3" "$OUT/gen.json" "$OUT/gen.err"
+    GEN=$VS_GEN
     PIDS+=("$GEN")
 }
 stop_generator() { kill -INT "$GEN" 2>/dev/null; wait "$GEN" 2>/dev/null; }

@@ -10,6 +10,10 @@
 # vs_source CASE SIZE
 #   prints the devargs of the net_pcap port that replays case 1, 3a, 3b or 4's traffic
 #   (infinite_rx): the same frames for the switch, testpmd and Open vSwitch
+# vs_generator SIZE VHOST_SOCKET FILE_PREFIX JSON ERR [WAIT_LINK_S]
+#   starts vsperf in the background on core 0 as case 2's VM: txonly at full speed,
+#   SIZE-byte frames from VM1 to EXT, 1024 flows, through net_virtio_user to
+#   VHOST_SOCKET; sets VS_GEN to its pid (SIGINT ends it)
 # vs_topology CASE SIZE FILE_PREFIX CONTROL_SOCKET [VHOST_SOCKET]
 #   1   vNIC (net_pcap, infinite_rx) -> hash-l3l4 bond of two net_null NICs
 #   2   the same with a vhost-user vNIC (VHOST_SOCKET) fed by a generator process
@@ -25,6 +29,15 @@ vs_pcap() {
             { echo "vs_pcap: vsperf gen-pcap failed for $f" >&2; return 1; }
     fi
     echo "$f"
+}
+
+vs_generator() {
+    # Backgrounded here, not by the caller: `vs_generator ... &` would make $! a
+    # subshell, which does not pass SIGINT on to vsperf.
+    "$VSPERF" run --file-prefix "$3" --lcores 0 --port "net_virtio_user0,path=$2,queues=1" \
+        --mode txonly --rate max --src-mac "$VM1" --dst-mac "$EXT" --flows 1024 --size "$1" \
+        --duration 600 --wait-link "${6:-15}" --stats-period 0 -q --json >"$4" 2>"$5" &
+    VS_GEN=$!
 }
 
 vs_source() {
