@@ -440,48 +440,30 @@ impl Worker {
         let Some(up) = snap.uplinks.get(v.uplink as usize) else {
             return self.drop_burst(port, DropReason::UnknownPort, rx);
         };
+        // One loop per pick, the pick inlined into it.
+        macro_rules! burst {
+            ($pick:expr) => {
+                self.vnic_burst(snap, port, vnic, v, up, rx, $pick)
+            };
+        }
         match up.dist.burst_pick() {
-            BurstPick::Member(m) => self.vnic_burst(
-                snap,
-                port,
-                vnic,
-                v,
-                up,
-                rx,
+            BurstPick::Member(m) => burst!(
                 #[inline(always)]
-                |_, _, _| Some(m),
+                |_, _, _| Some(m)
             ),
             // The common bond hash gets a loop of its own, with the fields a constant,
             // so the hash's match on them is compiled away.
-            BurstPick::Hash(HashFields::L3L4) => self.vnic_burst(
-                snap,
-                port,
-                vnic,
-                v,
-                up,
-                rx,
+            BurstPick::Hash(HashFields::L3L4) => burst!(
                 #[inline(always)]
-                |d: &Distribution, f, _| Some(d.member_of_hash(hash_flow(HashFields::L3L4, f))),
+                |d: &Distribution, f, _| Some(d.member_of_hash(hash_flow(HashFields::L3L4, f)))
             ),
-            BurstPick::Hash(fields) => self.vnic_burst(
-                snap,
-                port,
-                vnic,
-                v,
-                up,
-                rx,
+            BurstPick::Hash(fields) => burst!(
                 #[inline(always)]
-                |d: &Distribution, f, _| Some(d.member_of_hash(hash_flow(fields, f))),
+                |d: &Distribution, f, _| Some(d.member_of_hash(hash_flow(fields, f)))
             ),
-            BurstPick::PerFrame => self.vnic_burst(
-                snap,
-                port,
-                vnic,
-                v,
-                up,
-                rx,
+            BurstPick::PerFrame => burst!(
                 #[inline(always)]
-                |d: &Distribution, f, ctx| d.select(f, vnic, ctx),
+                |d: &Distribution, f, ctx| d.select(f, vnic, ctx)
             ),
         }
     }
