@@ -335,34 +335,33 @@ done
 # ---------------------------------------------------------------- table
 echo
 echo "Mpps, median of $REPS runs of ${DURATION}s (forwarding on core 1; cycles/pkt from the forwarder's own stats)"
-hdr="| case | size | switch Mpps | testpmd Mpps | switch/testpmd |"
-sep="|---|---|---|---|---|"
-[[ " $PEERS " == *" 5tswap "* ]] && { hdr="$hdr testpmd 5tswap Mpps | switch/5tswap |"; sep="$sep---|---|"; }
-[[ " $PEERS " == *" burst64 "* ]] && { hdr="$hdr testpmd --burst=64 Mpps | switch/burst64 |"; sep="$sep---|---|"; }
-[[ " $PEERS " == *" ovs "* ]] && { hdr="$hdr OVS Mpps | switch/OVS |"; sep="$sep---|---|"; }
+# peer_median CASE SIZE PEER [FIELD]: the median of a peer's runs that did not fail
+# (field 5: Mpps, 6: cycles/pkt).
+peer_median() {
+    awk -v c="$1" -v s="$2" -v p="$3" -v f="${4:-5}" '$1 == c && $2 == s && $3 == p && $5 != "FAIL" {print $f}' "$RESULTS" | median
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+# The reference columns: testpmd io always, the others when they ran.
+declare -A COL_NAME=([testpmd]="testpmd" [5tswap]="testpmd 5tswap" [burst64]="testpmd --burst=64" [ovs]="OVS")
+declare -A COL_RATIO=([testpmd]="testpmd" [5tswap]="5tswap" [burst64]="burst64" [ovs]="OVS")
+COLS=testpmd
+for p in 5tswap burst64 ovs; do [[ " $PEERS " == *" $p "* ]] && COLS="$COLS $p"; done
+hdr="| case | size | switch Mpps |"
+sep="|---|---|---|"
+for p in $COLS; do hdr="$hdr ${COL_NAME[$p]} Mpps | switch/${COL_RATIO[$p]} |"; sep="$sep---|---|"; done
 echo "$hdr switch cycles/pkt | fails |"
 echo "$sep---|---|"
 for sz in $SIZES; do
     for c in $CASES; do
         grep -q "^$c $sz " "$RESULTS" || continue
-        sw=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "switch" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
-        tp=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "testpmd" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
-        cpp=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "switch" && $5 != "FAIL" {print $6}' "$RESULTS" | median)
+        sw=$(peer_median "$c" "$sz" switch)
+        cpp=$(peer_median "$c" "$sz" switch 6)
         fails=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $5 == "FAIL"' "$RESULTS" | wc -l)
-        ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
-        row="| $c | $sz | $sw | $tp | $(ratio "$sw" "$tp") |"
-        if [[ " $PEERS " == *" 5tswap "* ]]; then
-            t5=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "5tswap" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
-            row="$row $t5 | $(ratio "$sw" "$t5") |"
-        fi
-        if [[ " $PEERS " == *" burst64 "* ]]; then
-            t6=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "burst64" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
-            row="$row $t6 | $(ratio "$sw" "$t6") |"
-        fi
-        if [[ " $PEERS " == *" ovs "* ]]; then
-            ov=$(awk -v c="$c" -v s="$sz" '$1 == c && $2 == s && $3 == "ovs" && $5 != "FAIL" {print $5}' "$RESULTS" | median)
-            row="$row $ov | $(ratio "$sw" "$ov") |"
-        fi
+        row="| $c | $sz | $sw |"
+        for p in $COLS; do
+            ref=$(peer_median "$c" "$sz" "$p")
+            row="$row $ref | $(ratio "$sw" "$ref") |"
+        done
         echo "$row $cpp | $fails |"
     done
 done

@@ -497,8 +497,6 @@ impl Worker {
             v,
             vnic,
             port,
-            own_mac: v.mac.to_u64(),
-            spoof_check: v.spoof_check,
             now: self.now,
             last_dst: u64::MAX,
             local: None,
@@ -755,9 +753,6 @@ struct VnicRx<'s> {
     v: &'s VnicEntry,
     vnic: u32,
     port: u16,
-    own_mac: u64,
-    /// Read once, not per frame.
-    spoof_check: bool,
     now: Nanos,
     /// The last unicast destination looked up (u64::MAX: none; no MAC key has the
     /// upper 16 bits set) and the local vNIC port it is delivered to, if any.
@@ -788,7 +783,7 @@ fn vnic_frame<P>(
         out.stats.ports[port as usize].drop_one(DropReason::Runt);
         return;
     };
-    if st.spoof_check && frame.src_key() != st.own_mac {
+    if st.v.spoof_check && frame.src_key() != st.v.mac.to_u64() {
         out.stats.ports[port as usize].drop_one(DropReason::Spoofed);
         return;
     }

@@ -393,20 +393,28 @@ impl FlowFields for FrameView<'_> {
         if let Some(w) = self.udp_tcp_v4_words() {
             return Some(w);
         }
-        self.l3l4().map(|(a, l4)| (fold_pair(&a), l4))
+        l3l4_general(self).map(|(a, l4)| (fold_pair(&a), l4))
     }
     #[inline(always)]
     fn l3l4(&self) -> Option<(L3Addrs, u64)> {
         if let Some(v4) = self.udp_tcp_v4() {
             return Some(v4);
         }
-        let ip = self.ip()?;
-        let ports = match self.ports(&ip) {
-            Some((s, d)) => ((s as u64) << 16) | d as u64,
-            None => 0,
-        };
-        Some((ip.addrs, ports | ((ip.proto as u64) << 32)))
+        l3l4_general(self)
     }
+}
+
+/// [`FlowFields::l3l4`] of any frame, through [`FrameView::ip`] and
+/// [`FrameView::ports`]: the fallback after the one-step IPv4 UDP/TCP read (which it
+/// agrees with, so the caller need not try that read again).
+#[inline]
+fn l3l4_general(f: &FrameView) -> Option<(L3Addrs, u64)> {
+    let ip = f.ip()?;
+    let ports = match f.ports(&ip) {
+        Some((s, d)) => ((s as u64) << 16) | d as u64,
+        None => 0,
+    };
+    Some((ip.addrs, ports | ((ip.proto as u64) << 32)))
 }
 
 /// Hashes the fields `fields` selects from `flow`. Deterministic, stable per flow, a few
