@@ -27,5 +27,5 @@ pub mod mbuf;
 pub mod port;
 
 pub use eal::{Eal, EalError};
-pub use mbuf::{Burst, Mbuf, Mempool};
+pub use mbuf::{Burst, Drain, Mbuf, Mempool};
 pub use port::{Link, Port, PortError, PortInfo, PortStats, RxQueue, SharedTxQueue, TxQueue};

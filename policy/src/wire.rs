@@ -528,7 +528,7 @@ impl<'a> FrameView<'a> {
         let off = self.l3_offset as usize;
         // One length check covers a TCP header (40 bytes from the IP header) and so a
         // UDP one; only frames shorter than that check the protocol's own length.
-        let Some(h) = self.buf.get(off..off + 40) else {
+        let Some(h) = self.buf.get(off..off + V4_WHOLE_L4) else {
             return v4_header_short(self.buf, off);
         };
         let h: &[u8; 24] = h[..24].try_into().ok()?;
@@ -649,6 +649,15 @@ impl EthHeaderKey {
     /// *Fast path*.
     #[inline(always)]
     pub fn view<'a>(&self, buf: &'a [u8]) -> Option<FrameView<'a>> {
+        self.view_as(buf, self.ethertype)
+    }
+
+    /// [`view`](Self::view) for a caller that passes this key's
+    /// [`ethertype`](Self::ethertype) in: as a constant, it lets the compiler drop the
+    /// view's ethertype checks from a loop compiled for that ethertype. *Fast path*.
+    #[inline(always)]
+    pub fn view_as<'a>(&self, buf: &'a [u8], ethertype: u16) -> Option<FrameView<'a>> {
+        debug_assert_eq!(ethertype, self.ethertype);
         let eth: &[u8; field::HEADER_LEN] = buf.get(..field::HEADER_LEN)?.try_into().ok()?;
         let (lo, hi) = header_words(eth);
         if lo != self.lo || hi != self.hi {
@@ -657,12 +666,27 @@ impl EthHeaderKey {
         Some(FrameView {
             buf,
             eth,
-            ethertype: self.ethertype,
+            ethertype,
             vlan: 0,
             l3_offset: field::HEADER_LEN as u16,
         })
     }
+
+    /// The ethertype of the frames this key matches (untagged: the outer one).
+    #[inline(always)]
+    pub fn ethertype(&self) -> u16 {
+        self.ethertype
+    }
 }
+
+/// Bytes from an IPv4 header (without options) to the end of a TCP header.
+const V4_WHOLE_L4: usize = 40;
+
+/// The length from which an untagged IPv4 frame's L3 and L4 fields are read in one
+/// step ([`FrameView::udp_tcp_v4_words`]). A loop over frames of one
+/// [`EthHeaderKey`] that checks this length once per frame spares the view and the
+/// read their own length checks.
+pub const V4_RUN_MIN_LEN: usize = field::HEADER_LEN + V4_WHOLE_L4;
 
 /// The two overlapping little-endian words of an Ethernet header.
 #[inline(always)]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use policy::bond::Distribution;
+use policy::bond::{Distribution, HASH_BUCKETS};
 use policy::wire::MacAddr;
 
 use crate::stats::MAX_PORTS;
@@ -46,7 +46,8 @@ pub struct PortEntry {
     pub role: PortRole,
 }
 
-/// The port id of a vNIC slot that holds no vNIC ([`VnicEntry::vacant`]).
+/// No port: the port id of a vNIC slot that holds no vNIC ([`VnicEntry::vacant`]),
+/// and of a hash bucket without a usable member ([`UplinkPorts::by_bucket`]).
 pub const NO_PORT: u16 = u16::MAX;
 
 /// One vNIC slot. Slots are stable for a vNIC's life (workers, bonds, allocators and
@@ -108,6 +109,45 @@ pub struct UplinkEntry {
     pub vnics: Vec<u32>,
     /// Which member a frame leaves on; which members may receive.
     pub dist: Distribution,
+    /// Derived from `members` and `dist` by [`Snapshot::new`]; whatever it held
+    /// before is replaced.
+    pub ports: UplinkPorts,
+}
+
+/// The member ports of an uplink as the fast path reads them: derived once per
+/// snapshot, so that a hashed frame finds its port with one load.
+#[derive(Debug, Clone)]
+pub struct UplinkPorts {
+    /// The port of each hash bucket's member ([`NO_PORT`]: no usable member).
+    pub by_bucket: [u16; HASH_BUCKETS],
+    /// A bit per member port (bit `port`; port ids are below [`MAX_PORTS`]).
+    pub mask: u64,
+}
+
+impl Default for UplinkPorts {
+    fn default() -> Self {
+        UplinkPorts {
+            by_bucket: [NO_PORT; HASH_BUCKETS],
+            mask: 0,
+        }
+    }
+}
+
+impl UplinkPorts {
+    /// The ports of `members` (DPDK port ids in member order) under `dist`.
+    pub fn new(members: &[u16], dist: &Distribution) -> UplinkPorts {
+        let mut p = UplinkPorts::default();
+        for (b, port) in p.by_bucket.iter_mut().enumerate() {
+            if let Some(&m) = dist.bucket_member(b as u8).and_then(|i| members.get(i)) {
+                *port = m;
+            }
+        }
+        p.mask = members
+            .iter()
+            .filter(|&&m| (m as usize) < MAX_PORTS)
+            .fold(0, |a, &m| a | 1 << m);
+        p
+    }
 }
 
 /// Destination-MAC table: open addressing over a power-of-two array, built once per
@@ -192,8 +232,11 @@ impl Snapshot {
     pub fn new(
         ports: Vec<PortEntry>,
         vnics: Vec<VnicEntry>,
-        uplinks: Vec<UplinkEntry>,
+        mut uplinks: Vec<UplinkEntry>,
     ) -> Snapshot {
+        for up in &mut uplinks {
+            up.ports = UplinkPorts::new(&up.members, &up.dist);
+        }
         let mut by_id: Vec<Option<PortEntry>> = vec![None; MAX_PORTS];
         for p in ports {
             let id = p.id as usize;
@@ -273,5 +316,55 @@ mod tests {
             MacTable::build(&[]).lookup(MacAddr([2, 0, 0, 0, 0, 1])),
             None
         );
+    }
+
+    /// Every bucket's port is the port of the member the distribution gives it, for
+    /// each set of members up; with none up, no bucket has a port.
+    #[test]
+    fn uplink_ports_follow_the_distribution() {
+        use policy::bond::{Bond, BondConfig, HashFields, Mode};
+        let members = [7u16, 3, 12];
+        let cfg = BondConfig {
+            mode: Mode::Hash(HashFields::L3L4),
+            ..BondConfig::default()
+        };
+        for up in 0u8..8 {
+            let mut b = Bond::new(cfg.clone(), members.len()).unwrap();
+            for m in 0..members.len() {
+                b.link_changed(m, up & (1 << m) != 0, 0).unwrap();
+            }
+            let d = b.distribution();
+            let p = UplinkPorts::new(&members, &d);
+            assert_eq!(p.mask, 1 << 7 | 1 << 3 | 1 << 12);
+            let mut seen = [0usize; 3];
+            for bucket in 0..HASH_BUCKETS {
+                match d.bucket_member(bucket as u8) {
+                    Some(i) => {
+                        assert_eq!(
+                            p.by_bucket[bucket], members[i],
+                            "bucket {bucket}, up {up:03b}"
+                        );
+                        assert!(up & (1 << i) != 0, "bucket {bucket} on member {i}, down");
+                        seen[i] += 1;
+                    }
+                    None => assert_eq!(p.by_bucket[bucket], NO_PORT),
+                }
+            }
+            // Every member up owns some buckets; with none up, none has any.
+            for (i, &n) in seen.iter().enumerate() {
+                assert_eq!(
+                    n > 0,
+                    up & (1 << i) != 0,
+                    "member {i}, up {up:03b}: {n} buckets"
+                );
+            }
+        }
+        // A bucket whose member has no port (a distribution wider than the members).
+        let mut b = Bond::new(cfg, 2).unwrap();
+        b.link_changed(0, true, 0).unwrap();
+        b.link_changed(1, true, 0).unwrap();
+        let p = UplinkPorts::new(&[5], &b.distribution());
+        assert!(p.by_bucket.iter().all(|&x| x == 5 || x == NO_PORT));
+        assert!(p.by_bucket.contains(&5) && p.by_bucket.contains(&NO_PORT));
     }
 }

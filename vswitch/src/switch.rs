@@ -449,6 +449,7 @@ fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError
             dist: policy::bond::Bond::new(Default::default(), nics.len().max(1))
                 .map_err(|e| SwitchError::Other(e.to_string()))?
                 .distribution(),
+            ports: Default::default(),
         });
         bond_configs.push(bc);
         member_names.push(nics.to_vec());
