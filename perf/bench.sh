@@ -282,11 +282,22 @@ run_ovs() {
         'BEGIN { if (n1 <= n0) print "FAIL no traffic"; else printf "%.3f %s\n", (n1 - n0) / (t1 - t0) / 1e6, cpp }'
 }
 ovs_stop() {
+    local pids="" f
+    for f in vswitchd ovsdb; do
+        [ -f "$OVS_DIR/$f.pid" ] && pids="$pids $(cat "$OVS_DIR/$f.pid")"
+    done
     ovs_appctl exit >/dev/null 2>&1 || true
-    [ -f "$OVS_DIR/vswitchd.pid" ] && kill "$(cat "$OVS_DIR/vswitchd.pid")" 2>/dev/null
     ovs-appctl --target="$OVS_DIR/ovsdb.ctl" exit >/dev/null 2>&1 || true
-    [ -f "$OVS_DIR/ovsdb.pid" ] && kill "$(cat "$OVS_DIR/ovsdb.pid")" 2>/dev/null
-    sleep 0.5
+    # Wait for both to be gone (its PMD thread still spinning would slow the next run
+    # on this core), up to 10 s, then kill what is left.
+    for _ in $(seq 1 100); do
+        local alive=0
+        for f in $pids; do kill -0 "$f" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && return 0
+        sleep 0.1
+    done
+    for f in $pids; do kill -9 "$f" 2>/dev/null; done
+    sleep 0.2
 }
 
 # ---------------------------------------------------------------- main loop

@@ -240,3 +240,100 @@ fn bandwidth_settings_change_live() {
     let saved = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
     assert!(!saved.contains("average_bps"), "{saved}");
 }
+
+/// A stream's destination is decided again whenever the topology changes, although
+/// its frames keep one Ethernet header (a worker carries the last checked header of a
+/// vNIC from burst to burst, and at 2 kpps every burst is one frame of that header):
+/// VM1's frames to a MAC no vNIC has leave through the bond; once a vNIC with that MAC
+/// is plugged in they reach it and no longer leave; once it is removed they leave
+/// through the bond again.
+#[test]
+fn a_stream_follows_its_destination_as_vnics_come_and_go() {
+    let dir = Scratch::new();
+    let (tap_a, tap_b) = (unique("hsa"), unique("hsb"));
+    let sw = start_vswitchd(&dir.0, &config(&dir, &tap_a, &tap_b), &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap_a)
+        && iface_exists(&tap_b)));
+    set_link(&tap_a, true);
+    set_link(&tap_b, true);
+
+    let stream = vsperf(
+        "vm1",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(40)
+            .vm(0, &dir.path("vm1.sock").display().to_string())
+            .txonly(VM1, VM3)
+            .rate("2000pps")
+            .build(),
+    );
+    // The host behind the active member (active-backup: nic0) for 2 s.
+    let host = |name: &str| {
+        let r = vsperf_run(
+            name,
+            &VsperfArgs::new()
+                .wait_link(10)
+                .duration(2)
+                .host(0, &tap_a)
+                .rxonly()
+                .build(),
+            Duration::from_secs(30),
+        );
+        rx_from(&r, 0, VM1)
+    };
+    let before = host("host-before");
+    assert!(
+        before > 2000,
+        "before VM3: {before} of VM1's frames left through the bond"
+    );
+
+    let vm3_sock = dir.path("vm3.sock").display().to_string();
+    ok(&dir, &["add-vm", "vm3"]);
+    ok(
+        &dir,
+        &[
+            "add-vnic", "vm3", "--mac", VM3, "--socket", &vm3_sock, "--uplink", "bond0",
+        ],
+    );
+    let r3 = vsperf_run(
+        "vm3",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(2)
+            .vm(2, &vm3_sock)
+            .rxonly()
+            .build(),
+        Duration::from_secs(30),
+    );
+    let to_vm3 = rx_from(&r3, 0, VM1);
+    assert!(
+        to_vm3 > 2000,
+        "VM3 plugged in: it received {to_vm3} of VM1's frames: {r3}"
+    );
+    let during = host("host-during");
+    assert_eq!(
+        during, 0,
+        "VM3 plugged in: {during} of VM1's frames still left through the bond"
+    );
+
+    ok(&dir, &["del-vnic", "vm3.0"]);
+    let after = host("host-after");
+    assert!(
+        after > 2000,
+        "VM3 removed: {after} of VM1's frames left through the bond"
+    );
+
+    let (code, _) = stream.stop(Duration::from_secs(20));
+    assert!(code.is_some(), "the generator did not stop");
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    let status = last_json(&out);
+    assert_eq!(status["mbufs_in_use_at_exit"], 0, "{out}");
+    for p in ["nic0", "nic1", "vm1.0", "vm2.0"] {
+        assert_eq!(
+            drops(port_counters(&status, p), "unknown_port"),
+            0,
+            "{status}"
+        );
+    }
+}

@@ -187,6 +187,12 @@ pub struct Worker {
     now: Nanos,
     /// DoS accounting and mitigation on NIC → vNIC delivery.
     dos: DosPath,
+    /// By vNIC index: the Ethernet header of the last frame of the vNIC that passed
+    /// the checks, and its local destination port if any (`VnicRx::seen`), kept from
+    /// one burst to the next. Cleared whenever the snapshot changes, since what the
+    /// checks and the destination depend on (the vNIC's MAC and spoof check, the MAC
+    /// table, the uplink) all come from it.
+    seen: Vec<Option<(EthHeaderKey, Option<u16>)>>,
 }
 
 impl Worker {
@@ -219,6 +225,7 @@ impl Worker {
             stats,
             shared,
             select: SelectCtx::default(),
+            seen: Vec::new(),
         };
         w.sync_vnics(&snap);
         w
@@ -226,9 +233,12 @@ impl Worker {
 
     /// Makes the per-vNIC bandwidth state match the vNICs whose rx queue this worker
     /// owns in `snap`: creates it for new ones, updates changed shaping, frees the
-    /// delay ring of vNICs it no longer polls. Runs at start, on every snapshot reload
-    /// and after a queue hand-over — never per frame.
+    /// delay ring of vNICs it no longer polls; forgets the headers carried from burst
+    /// to burst (`seen`). Runs at start, on every snapshot reload and after a queue
+    /// hand-over — never per frame.
     fn sync_vnics(&mut self, snap: &Snapshot) {
+        self.seen.clear();
+        self.seen.resize(snap.vnics.len(), None);
         if self.bw.len() < snap.vnics.len() {
             self.bw.resize_with(snap.vnics.len(), || None);
         }
@@ -506,20 +516,19 @@ impl Worker {
             now: self.now,
             last_dst: u64::MAX,
             local: None,
-            seen: None,
+            seen: self.seen.get(vnic as usize).copied().flatten(),
         };
         // A frame whose Ethernet header does not repeat the last checked one goes
         // through `vnic_frame`, out of line, for the reason given at `rx_from_nic`.
         // The frames after it that do repeat it are a run, switched by an inner loop
         // with the key and the destination in locals: one loop per destination kind,
         // and for the uplink one per bandwidth state, so none of them is re-decided
-        // per frame.
+        // per frame. The key carries over from the vNIC's previous burst, so a burst
+        // may start with a run.
         let mut bytes = 0u64;
         let mut frames = rx.drain();
-        let mut next = frames.next();
-        while let Some(m) = next.take() {
-            bytes += m.pkt_len() as u64;
-            vnic_frame(&mut st, &mut self.out, &mut self.select, &mut bw, &pick, m);
+        let mut next = None;
+        loop {
             match st.seen {
                 Some((key, Some(p))) => {
                     for m in frames.by_ref() {
@@ -569,9 +578,14 @@ impl Worker {
                 }
                 None => {}
             }
-            if next.is_none() {
-                next = frames.next();
-            }
+            let Some(m) = next.take().or_else(|| frames.next()) else {
+                break;
+            };
+            bytes += m.pkt_len() as u64;
+            vnic_frame(&mut st, &mut self.out, &mut self.select, &mut bw, &pick, m);
+        }
+        if let Some(s) = self.seen.get_mut(vnic as usize) {
+            *s = st.seen;
         }
         bump(&self.stats.ports[port as usize].rx_bytes, bytes);
     }
