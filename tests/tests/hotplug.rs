@@ -32,6 +32,22 @@ fn ok(dir: &Scratch, args: &[&str]) {
     eprintln!("vsctl {} took {:?}", args.join(" "), t.elapsed());
 }
 
+/// Stops the switch of `config`'s topology: it must exit 0 with no mbuf in use, and
+/// nothing may have been switched to a port that was gone (the hand-over order holds).
+fn stop_clean(sw: Proc) {
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    let status = last_json(&out);
+    assert_eq!(status["mbufs_in_use_at_exit"], 0, "{out}");
+    for p in ["nic0", "nic1", "vm1.0", "vm2.0"] {
+        assert_eq!(
+            drops(port_counters(&status, p), "unknown_port"),
+            0,
+            "{status}"
+        );
+    }
+}
+
 #[test]
 fn ports_come_and_go_while_other_vms_traffic_flows_without_loss() {
     let dir = Scratch::new();
@@ -157,18 +173,7 @@ fn ports_come_and_go_while_other_vms_traffic_flows_without_loss() {
     let saved = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
     assert!(!saved.contains("vm3") && !saved.contains(&tap_c), "{saved}");
     assert!(saved.contains("vm2-null"), "{saved}");
-    let (code, out) = sw.stop(Duration::from_secs(20));
-    assert_eq!(code, Some(0), "{out}");
-    let status = last_json(&out);
-    assert_eq!(status["mbufs_in_use_at_exit"], 0, "{out}");
-    // Nothing was switched to a port that was gone (the hand-over order holds).
-    for p in ["nic0", "nic1", "vm1.0", "vm2.0"] {
-        assert_eq!(
-            drops(port_counters(&status, p), "unknown_port"),
-            0,
-            "{status}"
-        );
-    }
+    stop_clean(sw);
 }
 
 /// `vsctl set-vnic` bandwidth settings take effect on the running switch: a vNIC
@@ -325,15 +330,5 @@ fn a_stream_follows_its_destination_as_vnics_come_and_go() {
 
     let (code, _) = stream.stop(Duration::from_secs(20));
     assert!(code.is_some(), "the generator did not stop");
-    let (code, out) = sw.stop(Duration::from_secs(20));
-    assert_eq!(code, Some(0), "{out}");
-    let status = last_json(&out);
-    assert_eq!(status["mbufs_in_use_at_exit"], 0, "{out}");
-    for p in ["nic0", "nic1", "vm1.0", "vm2.0"] {
-        assert_eq!(
-            drops(port_counters(&status, p), "unknown_port"),
-            0,
-            "{status}"
-        );
-    }
+    stop_clean(sw);
 }

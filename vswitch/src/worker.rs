@@ -548,32 +548,26 @@ impl Worker {
                     // length needed for the one-step L3+L4 read constants, so the
                     // hash's ethertype and length checks are compiled away; shorter
                     // frames leave the run for `vnic_frame`.
+                    macro_rules! run {
+                        ($et:expr, $min_len:expr) => {
+                            uplink_run(
+                                &mut frames,
+                                key,
+                                $et,
+                                $min_len,
+                                &mut st,
+                                &mut self.out,
+                                &mut self.select,
+                                &mut bw,
+                                &pick,
+                                &mut bytes,
+                            )
+                        };
+                    }
                     next = if key.ethertype() == ethertype::IPV4 {
-                        uplink_run(
-                            &mut frames,
-                            key,
-                            ethertype::IPV4,
-                            V4_RUN_MIN_LEN,
-                            &mut st,
-                            &mut self.out,
-                            &mut self.select,
-                            &mut bw,
-                            &pick,
-                            &mut bytes,
-                        )
+                        run!(ethertype::IPV4, V4_RUN_MIN_LEN)
                     } else {
-                        uplink_run(
-                            &mut frames,
-                            key,
-                            key.ethertype(),
-                            0,
-                            &mut st,
-                            &mut self.out,
-                            &mut self.select,
-                            &mut bw,
-                            &pick,
-                            &mut bytes,
-                        )
+                        run!(key.ethertype(), 0)
                     };
                 }
                 None => {}
@@ -1037,10 +1031,10 @@ struct TxPath {
 }
 
 /// Frames buffered for one port, and their bytes.
-#[derive(Default)]
 ///
 /// `bytes` comes first so that it is not next to `frames`' count: adjacent, the
 /// compiler added the two in one vector operation, six instructions for two adds.
+#[derive(Default)]
 #[repr(C)]
 struct TxBuf {
     /// The bytes of `frames`, added up as they are buffered (while the frame's mbuf is
