@@ -926,9 +926,8 @@ where
         return None;
     };
     // Frames within the gate's credit are sent at once and accounted together
-    // (`VnicGate::credit_now`); any other frame goes through the full admission.
-    let mut credit = b.gate.credit_now(now);
-    let (mut sent, mut units) = (0u64, 0u64);
+    // (`VnicGate::credit_run`); any other frame goes through the full admission.
+    let mut run = b.gate.credit_run(now);
     let mut rest = None;
     for m in frames.by_ref() {
         let data = m.data();
@@ -946,19 +945,15 @@ where
             no_member(out, port);
             continue;
         };
-        if (1..=credit).contains(&(len as u64)) {
-            credit -= len as u64;
-            sent += len as u64;
-            units += 1;
+        if run.take(len as u64) {
             out.push_marked(o, m, len);
         } else {
-            b.gate.spend_credit(std::mem::take(&mut sent), units);
-            units = 0;
+            b.gate.spend(run);
             admit_uplink(out, b, now, o, m);
-            credit = b.gate.credit_now(now);
+            run = b.gate.credit_run(now);
         }
     }
-    b.gate.spend_credit(sent, units);
+    b.gate.spend(run);
     rest
 }
 
@@ -1054,18 +1049,12 @@ impl TxPath {
     /// [`enqueue`](Self::enqueue) of a frame whose length the caller has read already.
     #[inline(always)]
     fn enqueue_len(&mut self, port: u16, m: Mbuf, len: u32) {
-        // Port ids are below MAX_PORTS (checked when a port is added), so the mask
-        // changes none of them; it replaces a bounds check.
         let p = port as usize % MAX_PORTS;
-        let buf = &mut self.bufs[p];
         // Marked pending by its first frame only.
-        if buf.frames.is_empty() {
+        if self.bufs[p].frames.is_empty() {
             self.pending |= 1 << p;
         }
-        match buf.frames.push(m) {
-            Ok(()) => buf.bytes += len as u64,
-            Err(m) => self.enqueue_full(p, m),
-        }
+        self.push_marked(port, m, len);
     }
 
     /// [`enqueue_len`](Self::enqueue_len) onto a buffer the caller has marked pending
@@ -1073,6 +1062,8 @@ impl TxPath {
     /// finds nothing to send).
     #[inline(always)]
     fn push_marked(&mut self, port: u16, m: Mbuf, len: u32) {
+        // Port ids are below MAX_PORTS (checked when a port is added), so the mask
+        // changes none of them; it replaces a bounds check.
         let p = port as usize % MAX_PORTS;
         let buf = &mut self.bufs[p];
         debug_assert!(self.pending & (1 << p) != 0);

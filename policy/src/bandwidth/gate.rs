@@ -54,6 +54,34 @@ pub struct GateCounters {
     pub dropped_bytes: [u64; DropReason::COUNT],
 }
 
+/// Frames sent on a gate's credit at one time, not yet accounted
+/// ([`VnicGate::credit_run`], [`VnicGate::spend`]).
+#[derive(Clone, Copy, Debug)]
+#[must_use = "a credit run must be given back to VnicGate::spend"]
+pub struct CreditRun {
+    /// Credit left.
+    credit: u64,
+    /// Bytes and frames taken.
+    bytes: u64,
+    units: u64,
+}
+
+impl CreditRun {
+    /// Takes a frame of `bytes` when it fits the credit left (and is not empty, which
+    /// `admit` would check in full): `true` means it is sent. *Fast path*.
+    #[inline(always)]
+    pub fn take(&mut self, bytes: u64) -> bool {
+        if (1..=self.credit).contains(&bytes) {
+            self.credit -= bytes;
+            self.bytes += bytes;
+            self.units += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Admission control for one vNIC, owned by the worker that polls it.
 ///
 /// Holds the share bucket (refilled at the rate the control thread allocated) and
@@ -191,35 +219,38 @@ impl VnicGate {
         self.admit_checked(b, now)
     }
 
-    /// What [`admit`](Self::admit) would send at `now` without a full check: the
-    /// credit left from the last full check when it was at `now` and nothing is
-    /// queued, else 0. *Fast path*, once per run of frames.
+    /// A run of frames at `now` sent on the credit left from the last full check:
+    /// the credit when that check was at `now` and nothing is queued, else none.
+    /// *Fast path*, once per run of frames.
     ///
-    /// A caller switching a run of frames at one `now` may send each frame of `b`
-    /// bytes with `1 <= b <= credit` at once, lowering its copy of the credit by `b`,
-    /// and then account the run with [`spend_credit`](Self::spend_credit): the
-    /// verdicts, counters and buckets are those of calling `admit` frame by frame
-    /// (property-tested). Any other frame goes to `admit`, after the frames before it
-    /// were accounted.
+    /// Each frame the run [`take`](CreditRun::take)s is sent at once; a frame it
+    /// refuses goes to [`admit`](Self::admit) after the run so far is accounted with
+    /// [`spend`](Self::spend). The verdicts, counters and buckets are those of calling
+    /// `admit` frame by frame (property-tested).
     #[inline]
-    pub fn credit_now(&self, now: Nanos) -> u64 {
-        if now == self.credit_at && self.queued_bytes == 0 {
+    pub fn credit_run(&self, now: Nanos) -> CreditRun {
+        let credit = if now == self.credit_at && self.queued_bytes == 0 {
             self.credit
         } else {
             0
+        };
+        CreditRun {
+            credit,
+            bytes: 0,
+            units: 0,
         }
     }
 
-    /// Accounts `units` frames of `bytes` in all, sent on [`credit_now`](Self::credit_now)'s
-    /// credit: what that many [`admit`](Self::admit)s sending on credit record.
+    /// Accounts the frames `run` took: what that many [`admit`](Self::admit)s sending
+    /// on credit record.
     #[inline]
-    pub fn spend_credit(&mut self, bytes: u64, units: u64) {
-        debug_assert!(bytes <= self.credit);
-        self.credit -= bytes;
-        self.uncharged += bytes;
-        self.counters.offered_bytes = self.counters.offered_bytes.wrapping_add(bytes);
-        self.counters.sent_bytes = self.counters.sent_bytes.wrapping_add(bytes);
-        self.counters.sent_units = self.counters.sent_units.wrapping_add(units);
+    pub fn spend(&mut self, run: CreditRun) {
+        debug_assert!(run.bytes <= self.credit);
+        self.credit -= run.bytes;
+        self.uncharged += run.bytes;
+        self.counters.offered_bytes = self.counters.offered_bytes.wrapping_add(run.bytes);
+        self.counters.sent_bytes = self.counters.sent_bytes.wrapping_add(run.bytes);
+        self.counters.sent_units = self.counters.sent_units.wrapping_add(run.units);
     }
 
     /// [`admit`](Self::admit) without credit: the full check.
@@ -624,7 +655,7 @@ mod tests {
         #[derive(Clone, Debug)]
         enum Op {
             Admit(u32),
-            /// Frames at one time through `credit_now`/`spend_credit`, falling back to
+            /// Frames at one time through `credit_run`/`spend`, falling back to
             /// `admit` as the worker's run loop does.
             Run(Vec<u32>),
             Advance(u64),
@@ -677,29 +708,23 @@ mod tests {
                             }
                         }
                         Op::Run(frames) => {
-                            let mut credit = fast.credit_now(now);
-                            let (mut bytes, mut units) = (0, 0);
+                            let mut run = fast.credit_run(now);
                             for b in frames {
                                 full.credit = 0;
                                 let want = full.admit(b, now);
-                                let len = b as u64;
-                                if (1..=credit).contains(&len) {
-                                    credit -= len;
-                                    bytes += len;
-                                    units += 1;
+                                if run.take(b as u64) {
                                     prop_assert_eq!(want, Verdict::Send);
                                 } else {
-                                    fast.spend_credit(bytes, units);
-                                    (bytes, units) = (0, 0);
+                                    fast.spend(run);
                                     let v = fast.admit(b, now);
                                     prop_assert_eq!(v, want);
                                     if v == Verdict::Queue {
                                         queue.push_back((b, now));
                                     }
-                                    credit = fast.credit_now(now);
+                                    run = fast.credit_run(now);
                                 }
                             }
-                            fast.spend_credit(bytes, units);
+                            fast.spend(run);
                         }
                         Op::Advance(d) => now += d,
                         Op::Poll => {

@@ -97,7 +97,7 @@ mod token_bucket;
 mod sim;
 
 pub use allocator::{AllocatorConfig, ShareAllocator};
-pub use gate::{GateConfig, GateCounters, Verdict, VnicGate};
+pub use gate::{CreditRun, GateConfig, GateCounters, Verdict, VnicGate};
 pub use shaper::{Shaper, DEFAULT_PEAK_PERIOD};
 pub use token_bucket::TokenBucket;
 
