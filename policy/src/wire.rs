@@ -502,7 +502,7 @@ impl<'a> FrameView<'a> {
     /// [`ports`](Self::ports), which agree with this where both answer). *Fast path*.
     #[inline(always)]
     pub fn udp_tcp_v4(&self) -> Option<(L3Addrs, u64)> {
-        self.v4_header().map(v4_fields)
+        self.v4_header().map(|(h, proto)| v4_fields(h, proto))
     }
 
     /// [`udp_tcp_v4`](Self::udp_tcp_v4) as the two words the L3+L4 hash takes
@@ -510,18 +510,19 @@ impl<'a> FrameView<'a> {
     /// addresses in one 8-byte load. *Fast path*.
     #[inline(always)]
     pub fn udp_tcp_v4_words(&self) -> Option<(u64, u64)> {
-        let h = self.v4_header()?;
-        let mut a = [0u8; 8];
+        let (h, proto) = self.v4_header()?;
+        // Both words as they lie in the header, as `l3l4_words` defines them.
+        let (mut a, mut p) = ([0u8; 8], [0u8; 4]);
         a.copy_from_slice(&h[12..20]);
-        // `src << 32 | dst`, xored with what folding IPv4-mapped addresses adds.
-        let pair = u64::from_be_bytes(a) ^ V4_PAIR_FOLD;
-        Some((pair, v4_l4(h)))
+        p.copy_from_slice(&h[20..24]);
+        Some((u64::from_le_bytes(a), u32::from_le_bytes(p) as u64 | proto))
     }
 
-    /// The first 24 bytes of the IP header when the frame is IPv4 without options,
-    /// not a fragment, and its UDP or TCP header is whole.
+    /// The first 24 bytes of the IP header, and its protocol shifted to bit 32, when
+    /// the frame is IPv4 without options, not a fragment, and its UDP or TCP header is
+    /// whole.
     #[inline(always)]
-    fn v4_header(&self) -> Option<&'a [u8; 24]> {
+    fn v4_header(&self) -> Option<(&'a [u8; 24], u64)> {
         if self.ethertype != ethertype::IPV4 {
             return None;
         }
@@ -532,17 +533,12 @@ impl<'a> FrameView<'a> {
             return v4_header_short(self.buf, off);
         };
         let h: &[u8; 24] = h[..24].try_into().ok()?;
-        // Version 4, IHL 5 (byte 0); no more-fragments flag, fragment offset 0 (the
-        // low 6 bits of byte 6, byte 7): one masked compare of the first 8 bytes.
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&h[..8]);
-        if u64::from_le_bytes(w) & 0xff3f_0000_0000_00ff != 0x45 {
+        // Version 4, IHL 5.
+        if h[0] != 0x45 {
             return None;
         }
-        if h[9] != ipproto::UDP && h[9] != ipproto::TCP {
-            return None;
-        }
-        Some(h)
+        let proto = v4_whole_udp_tcp(h)?;
+        Some((h, proto))
     }
 
     /// The key of this frame's Ethernet header, when the frame is untagged (a tag's
@@ -586,42 +582,52 @@ impl<'a> FrameView<'a> {
 /// [`FrameView::v4_header`] of a frame with fewer than 40 bytes from its IP header
 /// (at `off`): a UDP datagram may still be whole.
 #[cold]
-fn v4_header_short(buf: &[u8], off: usize) -> Option<&[u8; 24]> {
+fn v4_header_short(buf: &[u8], off: usize) -> Option<(&[u8; 24], u64)> {
     let h: &[u8; 24] = buf.get(off..off + 24)?.try_into().ok()?;
     let need = match h[9] {
         ipproto::UDP => 28,
         ipproto::TCP => 40,
         _ => return None,
     };
-    // Version 4, IHL 5; no more-fragments flag, fragment offset 0.
-    if h[0] != 0x45 || h[6] & 0x3f != 0 || h[7] != 0 || buf.len() < off + need {
+    if h[0] != 0x45 || buf.len() < off + need {
         return None;
     }
-    Some(h)
+    Some((h, v4_whole_udp_tcp(h)?))
 }
 
-/// What [`fold_pair`](crate::bond::fold_pair) of two IPv4-mapped addresses adds to
-/// `src << 32 | dst`: the mapping's `ffff` in each half.
-pub const V4_PAIR_FOLD: u64 = 0x0000_ffff_0000_ffff;
-
-/// The addresses and the L4 word of a [`FrameView::v4_header`].
+/// The protocol of IPv4 header `h`, shifted to bit 32, when it is UDP or TCP and the
+/// packet is not a fragment (no more-fragments flag, fragment offset 0).
+///
+/// One load and one mask: bytes 6..10 (flags and fragment offset, TTL, protocol)
+/// without the don't-fragment and reserved flags and the TTL leave the protocol
+/// alone in the top byte exactly when the packet is whole.
 #[inline(always)]
-fn v4_fields(h: &[u8; 24]) -> (L3Addrs, u64) {
+fn v4_whole_udp_tcp(h: &[u8; 24]) -> Option<u64> {
+    // A whole-array copy, so it is one load: from single bytes, the masked-out TTL
+    // left three byte loads and shifts.
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&h[6..10]);
+    let w = u32::from_le_bytes(b) & 0xff00_ff3f;
+    if w != (ipproto::UDP as u32) << 24 && w != (ipproto::TCP as u32) << 24 {
+        return None;
+    }
+    Some((w as u64) << 8)
+}
+
+/// The addresses and the L4 word of a [`FrameView::v4_header`] (`proto`: its
+/// protocol at bit 32).
+#[inline(always)]
+fn v4_fields(h: &[u8; 24], proto: u64) -> (L3Addrs, u64) {
     let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
     let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+    let ports = u32::from_be_bytes([h[20], h[21], h[22], h[23]]) as u64;
     (
         L3Addrs {
             src: 0xffff_0000_0000u128 | src as u128,
             dst: 0xffff_0000_0000u128 | dst as u128,
         },
-        v4_l4(h),
+        ports | proto,
     )
-}
-
-/// `sport << 16 | dport | proto << 32` of a [`FrameView::v4_header`].
-#[inline(always)]
-fn v4_l4(h: &[u8; 24]) -> u64 {
-    u32::from_be_bytes([h[20], h[21], h[22], h[23]]) as u64 | (h[9] as u64) << 32
 }
 
 /// The Ethernet header (first 14 bytes) of an untagged frame, as two overlapping
@@ -967,7 +973,7 @@ pub(crate) mod tests {
             // The one-step IPv4 UDP/TCP read, where it answers, agrees with the above.
             prop_assert_eq!(
                 v.udp_tcp_v4_words(),
-                v.udp_tcp_v4().map(|(a, l4)| (crate::bond::fold_pair(&a), l4))
+                v.udp_tcp_v4().map(|(a, l4)| crate::bond::l3l4_words(&a, l4))
             );
             if let Some((addrs, l4)) = v.udp_tcp_v4() {
                 let (sport, dport) = ports.unwrap();

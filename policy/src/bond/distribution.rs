@@ -318,20 +318,35 @@ pub trait FlowFields {
     /// The IP addresses and the L4 word hashed by [`HashFields::L3L4`]: the ports
     /// (`sport << 16 | dport`, 0 without an L4 header) with the protocol at bit 32.
     fn l3l4(&self) -> Option<(L3Addrs, u64)>;
-    /// [`l3l4`](Self::l3l4) as [`HashFields::L3L4`] hashes it: both addresses folded
-    /// into one word ([`fold_pair`]), and the L4 word.
+    /// [`l3l4`](Self::l3l4) as [`HashFields::L3L4`] hashes it ([`l3l4_words`]).
     #[inline(always)]
     fn l3l4_words(&self) -> Option<(u64, u64)> {
-        self.l3l4().map(|(a, l4)| (fold_pair(&a), l4))
+        self.l3l4().map(|(a, l4)| l3l4_words(&a, l4))
     }
 }
 
-/// Both addresses of `a` in one word: `fold(src).rotate_left(32) ^ fold(dst)`, so an
-/// IPv4 pair keeps every bit (`src << 32 | dst`, xored with a constant,
-/// [`V4_PAIR_FOLD`](crate::wire::V4_PAIR_FOLD)).
+/// The two words [`HashFields::L3L4`] hashes, from addresses `a` and the L4 word `l4`
+/// of [`FlowFields::l3l4`]: both addresses in one word, and the L4 word with its port
+/// bytes in wire order.
+///
+/// An IPv4 pair is its 8 address bytes as they lie in the header (source first),
+/// loaded little-endian: the fast path ([`FrameView::udp_tcp_v4_words`]) hashes its
+/// two loads as they are, without swapping bytes. Other pairs are folded
+/// (`fold(src).rotate_left(32) ^ fold(dst)`), keeping every bit of each half.
 #[inline]
-pub fn fold_pair(a: &L3Addrs) -> u64 {
-    fold(a.src).rotate_left(32) ^ fold(a.dst)
+pub fn l3l4_words(a: &L3Addrs, l4: u64) -> (u64, u64) {
+    let l4 = (l4 as u32).swap_bytes() as u64 | (l4 & !0xffff_ffff);
+    let pair = match (ipv4_of(a.src), ipv4_of(a.dst)) {
+        (Some(s), Some(d)) => ((s as u64) << 32 | d as u64).swap_bytes(),
+        _ => fold(a.src).rotate_left(32) ^ fold(a.dst),
+    };
+    (pair, l4)
+}
+
+/// The IPv4 address of an IPv4-mapped address (`::ffff:a.b.c.d`).
+#[inline]
+fn ipv4_of(x: u128) -> Option<u32> {
+    (x >> 32 == 0xffff).then_some(x as u32)
 }
 
 impl FlowFields for Flow {
@@ -393,7 +408,7 @@ impl FlowFields for FrameView<'_> {
         if let Some(w) = self.udp_tcp_v4_words() {
             return Some(w);
         }
-        l3l4_general(self).map(|(a, l4)| (fold_pair(&a), l4))
+        l3l4_general(self).map(|(a, l4)| l3l4_words(&a, l4))
     }
     #[inline(always)]
     fn l3l4(&self) -> Option<(L3Addrs, u64)> {
@@ -447,8 +462,10 @@ pub fn hash_flow<F: FlowFields + ?Sized>(fields: HashFields, flow: &F) -> u64 {
         // The two addresses share one round (an IPv4 pair fits 64 bits whole), and the
         // L4 word (40 bits) is xored into its product: one multiply here and one in
         // `finish`, where three rounds did the same spread (perf/callgrind.sh case 1).
+        // No rotation after the multiply: `finish` folds the product's high half
+        // down, which is what the rotation did (the bucket tests hold either way).
         HashFields::L3L4 => match flow.l3l4_words() {
-            Some((pair, l4)) => mix(7, pair) ^ l4,
+            Some((pair, l4)) => (pair ^ 7).wrapping_mul(K1) ^ l4,
             None => mix(mix(3, l2s()), l2d()),
         },
     };

@@ -736,7 +736,7 @@ fn each_hash_spreads_1024_flows_evenly_over_two_members() {
 #[test]
 fn hash_fills_every_bucket_when_one_field_varies() {
     type Vary = (&'static str, HashFields, fn(u32) -> Flow);
-    let vary: [Vary; 8] = [
+    let vary: [Vary; 9] = [
         ("source port", HashFields::L3L4, |i| Flow {
             sport: i as u16,
             ..flow(0)
@@ -773,6 +773,15 @@ fn hash_fills_every_bucket_when_one_field_varies() {
                 dst: ipv4(1),
             }),
             sport: i as u16,
+            ..flow(0)
+        }),
+        // IPv4 addresses are hashed as the header's bytes load little-endian: the
+        // varying low octets of the destination are the word's top bits.
+        ("destination address", HashFields::L3L4, |i| Flow {
+            l3: Some(L3Addrs {
+                src: ipv4(1),
+                dst: ipv4(0x0a00_0000 + i),
+            }),
             ..flow(0)
         }),
         ("both addresses", HashFields::L3L4, |i| Flow {
