@@ -533,12 +533,7 @@ impl<'a> FrameView<'a> {
             return v4_header_short(self.buf, off);
         };
         let h: &[u8; 24] = h[..24].try_into().ok()?;
-        // Version 4, IHL 5.
-        if h[0] != 0x45 {
-            return None;
-        }
-        let proto = v4_whole_udp_tcp(h)?;
-        Some((h, proto))
+        Some((h, v4_whole_udp_tcp(h)?))
     }
 
     /// The key of this frame's Ethernet header, when the frame is untagged (a tag's
@@ -584,25 +579,31 @@ impl<'a> FrameView<'a> {
 #[cold]
 fn v4_header_short(buf: &[u8], off: usize) -> Option<(&[u8; 24], u64)> {
     let h: &[u8; 24] = buf.get(off..off + 24)?.try_into().ok()?;
-    let need = match h[9] {
-        ipproto::UDP => 28,
-        ipproto::TCP => 40,
-        _ => return None,
+    let proto = v4_whole_udp_tcp(h)?;
+    // The IP header and a UDP header (8 bytes) or a TCP one (20).
+    let need = if proto == (ipproto::UDP as u64) << 32 {
+        28
+    } else {
+        40
     };
-    if h[0] != 0x45 || buf.len() < off + need {
+    if buf.len() < off + need {
         return None;
     }
-    Some((h, v4_whole_udp_tcp(h)?))
+    Some((h, proto))
 }
 
-/// The protocol of IPv4 header `h`, shifted to bit 32, when it is UDP or TCP and the
-/// packet is not a fragment (no more-fragments flag, fragment offset 0).
+/// The protocol of IPv4 header `h`, shifted to bit 32, when the header has no options
+/// (version 4, IHL 5), the protocol is UDP or TCP and the packet is not a fragment (no
+/// more-fragments flag, fragment offset 0).
 ///
-/// One load and one mask: bytes 6..10 (flags and fragment offset, TTL, protocol)
-/// without the don't-fragment and reserved flags and the TTL leave the protocol
-/// alone in the top byte exactly when the packet is whole.
+/// After byte 0, one load and one mask: bytes 6..10 (flags and fragment offset, TTL,
+/// protocol) without the don't-fragment and reserved flags and the TTL leave the
+/// protocol alone in the top byte exactly when the packet is whole.
 #[inline(always)]
 fn v4_whole_udp_tcp(h: &[u8; 24]) -> Option<u64> {
+    if h[0] != 0x45 {
+        return None;
+    }
     // A whole-array copy, so it is one load: from single bytes, the masked-out TTL
     // left three byte loads and shifts.
     let mut b = [0u8; 4];
@@ -975,6 +976,13 @@ pub(crate) mod tests {
                 v.udp_tcp_v4_words(),
                 v.udp_tcp_v4().map(|(a, l4)| crate::bond::l3l4_words(&a, l4))
             );
+            // ... and answers for every IPv4 frame without options whose UDP or TCP
+            // header is whole (fragments have no L4 header).
+            let one_step = f.ethertype == ethertype::IPV4
+                && bytes.get(f.l3_offset as usize) == Some(&0x45)
+                && (f.proto == ipproto::UDP || f.proto == ipproto::TCP)
+                && f.has_l4;
+            prop_assert_eq!(v.udp_tcp_v4().is_some(), one_step);
             if let Some((addrs, l4)) = v.udp_tcp_v4() {
                 let (sport, dport) = ports.unwrap();
                 prop_assert_eq!(Some(addrs), f.l3);
