@@ -497,8 +497,15 @@ fn interop_with_dpdk_bonding_mode4() {
         "partner silent: both members out of distribution after {:.2} s (short timeout 3 s)",
         expired.as_secs_f64()
     );
-    assert!(log_lines(&vs, mark, &["LACP partner expired"]) >= 2);
-    assert!(log_lines(&vs, mark, &["no usable member"]) >= 1);
+    // Logged by the control thread around the members' lines and read from the pipe
+    // in chunks: waited for (briefly), not counted at once, which raced the reader.
+    for (parts, n) in [(["LACP partner expired"], 2), (["no usable member"], 1)] {
+        assert!(
+            wait_log(&vs, mark, &parts, n, Duration::from_secs(2)),
+            "fewer than {n} {parts:?} lines:\n{}",
+            plain(&vs.stderr()[mark..])
+        );
+    }
 
     let (code, out) = vs.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "vswitchd exit status (mbuf leak is 3)");
