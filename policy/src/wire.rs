@@ -328,6 +328,10 @@ pub struct FrameView<'a> {
     ethertype: u16,
     vlan: u16,
     l3_offset: u16,
+    /// The frame is known to be IPv4 without options (its IP header's first byte is
+    /// 0x45), from an [`EthHeaderKey`] that compares that byte too
+    /// ([`EthHeaderKey::view_v4`]); the one-step read need not check it again.
+    v4_plain: bool,
 }
 
 impl<'a> FrameView<'a> {
@@ -361,6 +365,7 @@ impl<'a> FrameView<'a> {
             ethertype: et,
             vlan,
             l3_offset: off as u16,
+            v4_plain: false,
         })
     }
 
@@ -511,11 +516,15 @@ impl<'a> FrameView<'a> {
     #[inline(always)]
     pub fn udp_tcp_v4_words(&self) -> Option<(u64, u64)> {
         let (h, proto) = self.v4_header()?;
-        // Both words as they lie in the header, as `l3l4_words` defines them.
+        // Both words as they lie in the header, the protocol xored into the pair (from
+        // bit 32 to bit 24), as `l3l4_words` defines them.
         let (mut a, mut p) = ([0u8; 8], [0u8; 4]);
         a.copy_from_slice(&h[12..20]);
         p.copy_from_slice(&h[20..24]);
-        Some((u64::from_le_bytes(a), u32::from_le_bytes(p) as u64 | proto))
+        Some((
+            u64::from_le_bytes(a) ^ proto >> 8,
+            u32::from_le_bytes(p) as u64,
+        ))
     }
 
     /// The first 24 bytes of the IP header, and its protocol shifted to bit 32, when
@@ -533,18 +542,19 @@ impl<'a> FrameView<'a> {
             return v4_header_short(self.buf, off);
         };
         let h: &[u8; 24] = h[..24].try_into().ok()?;
-        Some((h, v4_whole_udp_tcp(h)?))
+        Some((h, v4_whole_udp_tcp(h, self.v4_plain)?))
     }
 
     /// The key of this frame's Ethernet header, when the frame is untagged (a tag's
-    /// VLAN ID lies beyond the 14 bytes the key compares). *Fast path*.
+    /// VLAN ID lies beyond the bytes the key compares) and has a byte after the
+    /// header. *Fast path*.
     #[inline(always)]
     pub fn header_key(&self) -> Option<EthHeaderKey> {
         let raw = u16::from_be_bytes([self.eth[12], self.eth[13]]);
         if raw == ethertype::VLAN || raw == ethertype::QINQ {
             return None;
         }
-        let (lo, hi) = header_words(self.eth);
+        let (lo, hi) = key_words(self.buf.get(..KEY_LEN)?.try_into().ok()?);
         Some(EthHeaderKey {
             lo,
             hi,
@@ -579,7 +589,7 @@ impl<'a> FrameView<'a> {
 #[cold]
 fn v4_header_short(buf: &[u8], off: usize) -> Option<(&[u8; 24], u64)> {
     let h: &[u8; 24] = buf.get(off..off + 24)?.try_into().ok()?;
-    let proto = v4_whole_udp_tcp(h)?;
+    let proto = v4_whole_udp_tcp(h, false)?;
     // The IP header and a UDP header (8 bytes) or a TCP one (20).
     let need = if proto == (ipproto::UDP as u64) << 32 {
         28
@@ -593,15 +603,16 @@ fn v4_header_short(buf: &[u8], off: usize) -> Option<(&[u8; 24], u64)> {
 }
 
 /// The protocol of IPv4 header `h`, shifted to bit 32, when the header has no options
-/// (version 4, IHL 5), the protocol is UDP or TCP and the packet is not a fragment (no
-/// more-fragments flag, fragment offset 0).
+/// (version 4, IHL 5; not checked when the caller knows it, `plain`), the protocol is
+/// UDP or TCP and the packet is not a fragment (no more-fragments flag, fragment
+/// offset 0).
 ///
 /// After byte 0, one load and one mask: bytes 6..10 (flags and fragment offset, TTL,
 /// protocol) without the don't-fragment and reserved flags and the TTL leave the
 /// protocol alone in the top byte exactly when the packet is whole.
 #[inline(always)]
-fn v4_whole_udp_tcp(h: &[u8; 24]) -> Option<u64> {
-    if h[0] != 0x45 {
+fn v4_whole_udp_tcp(h: &[u8; 24], plain: bool) -> Option<u64> {
+    if !plain && h[0] != 0x45 {
         return None;
     }
     // A whole-array copy, so it is one load: from single bytes, the masked-out TTL
@@ -631,9 +642,9 @@ fn v4_fields(h: &[u8; 24], proto: u64) -> (L3Addrs, u64) {
     )
 }
 
-/// The Ethernet header (first 14 bytes) of an untagged frame, as two overlapping
-/// 8-byte loads, with its ethertype: what [`FrameView::new_checked`] decodes from a
-/// frame without VLAN tags.
+/// The Ethernet header (first 14 bytes) of an untagged frame and the byte after it,
+/// as two overlapping 8-byte loads, with its ethertype: what
+/// [`FrameView::new_checked`] decodes from a frame without VLAN tags.
 ///
 /// A frame whose first 14 bytes are the same has the same MACs and ethertype and no
 /// tag, so whatever was decided from those alone (the spoof check, the destination
@@ -641,17 +652,26 @@ fn v4_fields(h: &[u8; 24], proto: u64) -> (L3Addrs, u64) {
 /// burst: frames of one VM to one peer share their header, and
 /// [`view`](Self::view) replaces the checked constructor, the spoof, slow-protocol
 /// and multicast checks and the destination lookup by two loads and two compares.
+///
+/// The 15th byte comes free (the second load ends there instead of at byte 14, the
+/// first still covers byte 6): of an IPv4 frame it is the IP header's version and
+/// length, so frames of a key of an IPv4 header without options
+/// ([`is_v4_plain`](Self::is_v4_plain)) are known to have none
+/// ([`view_v4`](Self::view_v4)). Of other frames it is the first byte of their
+/// payload (an IPv6 header's version and traffic class, an ARP hardware type), the
+/// same within a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EthHeaderKey {
     /// Bytes 0..8 (destination MAC, first two of the source), little-endian.
     lo: u64,
-    /// Bytes 6..14 (source MAC, ethertype), little-endian.
+    /// Bytes 7..15 (source MAC but its first byte, ethertype, the next byte),
+    /// little-endian.
     hi: u64,
     ethertype: u16,
 }
 
 impl EthHeaderKey {
-    /// The view of `buf` when its first 14 bytes are this key's: the same view
+    /// The view of `buf` when its first 15 bytes are this key's: the same view
     /// [`FrameView::new_checked`] gives (property-tested). `None` for any other frame.
     /// *Fast path*.
     #[inline(always)]
@@ -665,17 +685,38 @@ impl EthHeaderKey {
     #[inline(always)]
     pub fn view_as<'a>(&self, buf: &'a [u8], ethertype: u16) -> Option<FrameView<'a>> {
         debug_assert_eq!(ethertype, self.ethertype);
-        let eth: &[u8; field::HEADER_LEN] = buf.get(..field::HEADER_LEN)?.try_into().ok()?;
-        let (lo, hi) = header_words(eth);
+        self.view_known(buf, ethertype, false)
+    }
+
+    /// [`view`](Self::view) for a key that [`is_v4_plain`](Self::is_v4_plain): the
+    /// view knows its frame's IP header has no options, so the one-step L3+L4 read
+    /// ([`FrameView::udp_tcp_v4_words`]) does not check that again. *Fast path*.
+    #[inline(always)]
+    pub fn view_v4<'a>(&self, buf: &'a [u8]) -> Option<FrameView<'a>> {
+        debug_assert!(self.is_v4_plain());
+        self.view_known(buf, ethertype::IPV4, true)
+    }
+
+    #[inline(always)]
+    fn view_known<'a>(
+        &self,
+        buf: &'a [u8],
+        ethertype: u16,
+        v4_plain: bool,
+    ) -> Option<FrameView<'a>> {
+        let k: &[u8; KEY_LEN] = buf.get(..KEY_LEN)?.try_into().ok()?;
+        let (lo, hi) = key_words(k);
         if lo != self.lo || hi != self.hi {
             return None;
         }
+        let eth: &[u8; field::HEADER_LEN] = k[..field::HEADER_LEN].try_into().ok()?;
         Some(FrameView {
             buf,
             eth,
             ethertype,
             vlan: 0,
             l3_offset: field::HEADER_LEN as u16,
+            v4_plain,
         })
     }
 
@@ -683,6 +724,13 @@ impl EthHeaderKey {
     #[inline(always)]
     pub fn ethertype(&self) -> u16 {
         self.ethertype
+    }
+
+    /// Whether this key's frames are IPv4 without IP options (version 4, header
+    /// length 5: the byte after the Ethernet header is 0x45).
+    #[inline(always)]
+    pub fn is_v4_plain(&self) -> bool {
+        self.ethertype == ethertype::IPV4 && (self.hi >> 56) as u8 == 0x45
     }
 }
 
@@ -695,14 +743,17 @@ const V4_WHOLE_L4: usize = 40;
 /// read their own length checks.
 pub const V4_RUN_MIN_LEN: usize = field::HEADER_LEN + V4_WHOLE_L4;
 
-/// The two overlapping little-endian words of an Ethernet header.
+/// The bytes an [`EthHeaderKey`] compares: the Ethernet header and the byte after it.
+const KEY_LEN: usize = field::HEADER_LEN + 1;
+
+/// The two overlapping little-endian words of an [`EthHeaderKey`]'s bytes.
 #[inline(always)]
-fn header_words(e: &[u8; field::HEADER_LEN]) -> (u64, u64) {
-    // Whole-array copies, so each is one load: byte-wise arrays sharing bytes 6 and 7
-    // were left as 14 single-byte loads.
+fn key_words(e: &[u8; KEY_LEN]) -> (u64, u64) {
+    // Whole-array copies, so each is one load: byte-wise arrays sharing byte 7 were
+    // left as single-byte loads.
     let (mut lo, mut hi) = ([0u8; 8], [0u8; 8]);
     lo.copy_from_slice(&e[..8]);
-    hi.copy_from_slice(&e[6..]);
+    hi.copy_from_slice(&e[7..]);
     (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
 }
 
@@ -991,11 +1042,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// Two frames with the same first 14 bytes as often as not.
+    /// Two frames with the same first 15 bytes as often as not.
     fn frame_pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
         (frame_strategy(), frame_strategy(), any::<bool>()).prop_map(|(a, mut b, same)| {
-            if same && a.len() >= 14 && b.len() >= 14 {
-                b[..14].copy_from_slice(&a[..14]);
+            if same && a.len() >= 15 && b.len() >= 15 {
+                b[..15].copy_from_slice(&a[..15]);
             }
             (a, b)
         })
@@ -1007,10 +1058,23 @@ pub(crate) mod tests {
             let Ok(va) = FrameView::new_checked(&a) else { return Ok(()) };
             let raw = u16::from_be_bytes([a[12], a[13]]);
             let key = va.header_key();
-            prop_assert_eq!(key.is_some(), raw != ethertype::VLAN && raw != ethertype::QINQ);
+            prop_assert_eq!(
+                key.is_some(),
+                raw != ethertype::VLAN && raw != ethertype::QINQ && a.len() >= 15
+            );
             let Some(key) = key else { return Ok(()) };
             let view = key.view(&b);
-            prop_assert_eq!(view.is_some(), b.len() >= 14 && a[..14] == b[..14]);
+            prop_assert_eq!(view.is_some(), b.len() >= 15 && a[..15] == b[..15]);
+            prop_assert_eq!(key.is_v4_plain(), va.ethertype() == ethertype::IPV4 && a[14] == 0x45);
+            if key.is_v4_plain() {
+                // The view that skips the IP header's first byte reads the same.
+                let v4 = key.view_v4(&b);
+                prop_assert_eq!(v4.is_some(), view.is_some());
+                if let (Some(v4), Some(v)) = (v4, view) {
+                    prop_assert_eq!(v4.udp_tcp_v4(), v.udp_tcp_v4());
+                    prop_assert_eq!(v4.udp_tcp_v4_words(), v.udp_tcp_v4_words());
+                }
+            }
             let Some(v) = view else { return Ok(()) };
             let c = FrameView::new_checked(&b).unwrap();
             prop_assert_eq!(v.dst_key(), c.dst_key());

@@ -21,7 +21,11 @@
 //!   check), and hashes only the fields they name (one MAC pair, or one IP pair, stays
 //!   on one member);
 //! - vm-pinned: each VM leaves on its own member, both on the survivor after a pull
-//!   (crosswise failover, claim 8), and back after failback.
+//!   (crosswise failover, claim 8), and back after failback;
+//! - the L3+L4 hash frame by frame (`net_pcap` members that write what they send):
+//!   every kind of frame the fast path treats apart leaves once, unchanged, on the
+//!   member the policy's own hash names, with the bandwidth policy off and on; without
+//!   a usable member every frame is counted as a `no_usable_member` drop.
 //!
 //! Timing on a shared 2-core machine is noisy: the VM and the observer are one
 //! `vsperf` process on core 0, which this test process, `ip` and `vsctl` also use, so a
@@ -955,4 +959,390 @@ fn vm_pinned_crosswise_failover_and_failback() {
         ms(back_at - up)
     );
     rig.finish();
+}
+
+/// The bond's L3+L4 hash, frame by frame, on frames of every kind the switch's fast
+/// path treats apart: a vNIC replays (once) runs of frames sharing their Ethernet
+/// header — UDP and TCP (the one-step read), ICMP and fragments (which leave the
+/// loop for the general read), IPv4 with options, UDP datagrams too short for the
+/// loop, IPv6, ARP — into a hash-l3l4 bond of two `net_pcap` members that write what
+/// they send. Every frame leaves exactly once, unchanged, on the member the policy's
+/// own hash names (bucket `b` belongs to member `b % 2` with both members up), and
+/// nothing is dropped.
+#[test]
+fn l3l4_hash_picks_the_policys_member_for_every_kind_of_frame() {
+    use policy::bond::{bucket_of, hash_flow, HashFields};
+    use policy::wire::FrameView;
+    use std::collections::HashMap;
+
+    let dir = Scratch::new();
+    let frames = mixed_frames(mac(VM1), mac(EXT), 3000);
+    let input = dir.path("in.pcap");
+    write_pcap(&input, &frames);
+    // Every input frame is distinct (a sequence number in a field no hash reads).
+    let mut want: HashMap<&[u8], usize> = HashMap::new();
+    for f in &frames {
+        let view = FrameView::new_checked(f).unwrap();
+        let member = bucket_of(hash_flow(HashFields::L3L4, &view)) % 2;
+        assert!(want.insert(f, member).is_none(), "duplicate test frame");
+    }
+    // Without the bandwidth policy frames take the switch's direct loop; with it, the
+    // loop that admits them through the vNIC's gate.
+    for bandwidth in [false, true] {
+        let (status, out) = run_mixed(&dir, &input, bandwidth, l3l4_bond());
+        let vnic = port_counters(&status, "vm1.0");
+        assert_eq!(vnic["rx_pkts"], frames.len() as u64, "{vnic}");
+        assert_eq!(drops_total(vnic), 0, "bandwidth {bandwidth}: {vnic}");
+
+        let mut expected = want.clone();
+        let mut seen = [0usize; 2];
+        let mut per_kind: HashMap<String, [usize; 2]> = HashMap::new();
+        for (m, sent) in out.iter().enumerate() {
+            for f in sent {
+                let Some(w) = expected.remove(f.as_slice()) else {
+                    panic!(
+                        "bandwidth {bandwidth}: member {m} sent a frame not sent once: {f:02x?}"
+                    );
+                };
+                assert_eq!(
+                    w, m,
+                    "bandwidth {bandwidth}: frame left on member {m}, the policy's hash names {w}: {f:02x?}"
+                );
+                seen[m] += 1;
+                per_kind.entry(frame_kind(f)).or_default()[m] += 1;
+            }
+        }
+        assert!(
+            expected.is_empty(),
+            "bandwidth {bandwidth}: {} frames never left, e.g. {:02x?}",
+            expected.len(),
+            expected.keys().next()
+        );
+        // Each IP kind has flows enough to use both members; ARP, one MAC pair hashed
+        // by the L2 fallback, uses one.
+        for (kind, n) in &per_kind {
+            if kind.starts_with("ip") {
+                assert!(n[0] > 0 && n[1] > 0, "{kind}: {n:?}");
+            } else {
+                assert!(n[0] == 0 || n[1] == 0, "{kind}: {n:?}");
+            }
+        }
+        eprintln!("bandwidth {bandwidth}: members {seen:?}, by kind {per_kind:?}");
+    }
+}
+
+/// The same frames into an LACP bond whose partner never answers (no fallback): no
+/// member is usable, and every frame is counted as a `no_usable_member` drop of the
+/// vNIC, on the direct loop (which parks them in a sink buffer) and on the gated one;
+/// the members send their LACPDUs only.
+#[test]
+fn frames_without_a_usable_member_are_counted_on_every_path() {
+    let dir = Scratch::new();
+    let frames = mixed_frames(mac(VM1), mac(EXT), 3000);
+    let input = dir.path("in.pcap");
+    write_pcap(&input, &frames);
+    for bandwidth in [false, true] {
+        let bond = l3l4_bond()
+            .set("lacp", "active")
+            .set("lacp_rate", "fast")
+            .set("lacp_fallback", "none");
+        let (status, out) = run_mixed(&dir, &input, bandwidth, bond);
+        let vnic = port_counters(&status, "vm1.0");
+        assert_eq!(vnic["rx_pkts"], frames.len() as u64, "{vnic}");
+        assert_eq!(
+            drops(vnic, "no_usable_member"),
+            frames.len() as u64,
+            "bandwidth {bandwidth}: {vnic}"
+        );
+        assert_eq!(drops_total(vnic), frames.len() as u64, "{vnic}");
+        for (m, sent) in out.iter().enumerate() {
+            let lacpdus = sent.iter().filter(|f| f[12..14] == [0x88, 0x09]).count();
+            assert!(lacpdus > 0, "member {m} sent no LACPDU");
+            assert_eq!(
+                lacpdus,
+                sent.len(),
+                "bandwidth {bandwidth}: member {m} sent frames without a partner"
+            );
+        }
+    }
+}
+
+fn l3l4_bond() -> Bond {
+    Bond::new("bond0", &["n0", "n1"]).mode("hash-l3l4")
+}
+
+/// Runs a switch for 2 s: `bond` of two `net_pcap` members writing what they send, a
+/// VM whose vNIC replays `input` once into it, the bandwidth policy on or off. Returns
+/// the final status and the frames each member sent.
+fn run_mixed(
+    dir: &Scratch,
+    input: &Path,
+    bandwidth: bool,
+    bond: Bond,
+) -> (Value, [Vec<Vec<u8>>; 2]) {
+    let out = [
+        dir.path(&format!("n0-{}.pcap", unique("o"))),
+        dir.path(&format!("n1-{}.pcap", unique("o"))),
+    ];
+    let pcap_nic = |name: &str, idx: usize, path: &Path| {
+        Nic::new(name, &format!("net_pcap{idx},tx_pcap={}", path.display()))
+    };
+    let cfg = Topology::new("l3l4")
+        .dataplane("bandwidth", bandwidth)
+        .nic(pcap_nic("n0", 0, &out[0]))
+        .nic(pcap_nic("n1", 1, &out[1]))
+        .bond(bond)
+        .vm(Vm::new("vm1").vnic(Vnic::device(
+            &format!("net_pcap2,rx_pcap={}", input.display()),
+            VM1,
+            "bond0",
+        )))
+        .render();
+    let p = start_vswitchd(&dir.0, &cfg, &["--run-for", "2"]);
+    let ((code, stderr), stdout) = p.wait_and_stderr(Duration::from_secs(30));
+    let status = last_json(&stdout);
+    assert_eq!(code, Some(0), "vswitchd failed:\n{stderr}");
+    assert_eq!(status["mbufs_in_use_at_exit"], 0, "mbuf leak: {status}");
+    (status, [read_pcap(&out[0]), read_pcap(&out[1])])
+}
+
+fn drops_total(counters: &Value) -> u64 {
+    counters["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0)
+}
+
+fn mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (b, h) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(h, 16).unwrap();
+    }
+    m
+}
+
+/// `n` frames from `src` to `dst` in runs of 1 to 24 of one kind (a run shares its
+/// Ethernet header and first IP byte, as the switch's run loop needs), each frame
+/// unique by a sequence number in a field the hash does not read (IPv4 ID, IPv6 flow
+/// label, ARP target address).
+fn mixed_frames(src: [u8; 6], dst: [u8; 6], n: usize) -> Vec<Vec<u8>> {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut frames = Vec::with_capacity(n);
+    let mut seq = 0u32;
+    while frames.len() < n {
+        let kind = next() % 9;
+        let run = 1 + next() % 24;
+        for _ in 0..run {
+            seq += 1;
+            let r = next();
+            let (ip_a, ip_b) = ((r & 0xff) as u8, ((r >> 8) & 0x3) as u8);
+            let (sport, dport) = ((r >> 16) as u16, (r >> 32) as u16);
+            let f = match kind {
+                0 => v4(
+                    src,
+                    dst,
+                    0x45,
+                    17,
+                    0,
+                    [ip_a, ip_b],
+                    seq,
+                    &ports(sport, dport, 30),
+                ),
+                1 => v4(
+                    src,
+                    dst,
+                    0x45,
+                    6,
+                    0,
+                    [ip_a, ip_b],
+                    seq,
+                    &ports(sport, dport, 30),
+                ),
+                2 => v4(
+                    src,
+                    dst,
+                    0x45,
+                    1,
+                    0,
+                    [ip_a, ip_b],
+                    seq,
+                    &ports(0x0800, 1, 30),
+                ),
+                // A first fragment (more-fragments) and a later one: no ports hashed.
+                3 => v4(
+                    src,
+                    dst,
+                    0x45,
+                    17,
+                    0x2000,
+                    [ip_a, ip_b],
+                    seq,
+                    &ports(sport, dport, 30),
+                ),
+                4 => v4(src, dst, 0x45, 17, 0x0010, [ip_a, ip_b], seq, &[0u8; 30]),
+                // Options (a 4-byte NOP option), so IHL 6.
+                5 => v4(
+                    src,
+                    dst,
+                    0x46,
+                    17,
+                    0,
+                    [ip_a, ip_b],
+                    seq,
+                    &ports(sport, dport, 30),
+                ),
+                // A UDP datagram with no payload: 42 bytes, shorter than the loop takes.
+                6 => v4(
+                    src,
+                    dst,
+                    0x45,
+                    17,
+                    0,
+                    [ip_a, ip_b],
+                    seq,
+                    &ports(sport, dport, 0),
+                ),
+                7 => v6(src, dst, [ip_a, ip_b], seq, &ports(sport, dport, 30)),
+                _ => arp(src, dst, [ip_a, ip_b], seq),
+            };
+            frames.push(f);
+        }
+    }
+    frames.truncate(n);
+    frames
+}
+
+/// A UDP/TCP-style L4 start: the ports, then `pad` bytes.
+fn ports(sport: u16, dport: u16, pad: usize) -> Vec<u8> {
+    let mut l4 = vec![0u8; 8 + pad];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    l4
+}
+
+fn eth(src: [u8; 6], dst: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(128);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// IPv4 (first byte `ver_ihl`, options NOPs) from 10.0.x.y to 10.1.y.x.
+#[allow(clippy::too_many_arguments)]
+fn v4(
+    src: [u8; 6],
+    dst: [u8; 6],
+    ver_ihl: u8,
+    proto: u8,
+    frag: u16,
+    ip: [u8; 2],
+    seq: u32,
+    l4: &[u8],
+) -> Vec<u8> {
+    let mut f = eth(src, dst, 0x0800);
+    let hlen = (ver_ihl & 0xf) as usize * 4;
+    let mut h = vec![0u8; hlen];
+    h[0] = ver_ihl;
+    h[2..4].copy_from_slice(&((hlen + l4.len()) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&[10, 0, ip[1], ip[0]]);
+    h[16..20].copy_from_slice(&[10, 1, ip[0], ip[1]]);
+    for b in &mut h[20..] {
+        *b = 1; // NOP options
+    }
+    f.extend_from_slice(&h);
+    f.extend_from_slice(l4);
+    f
+}
+
+/// IPv6/UDP from fd00::x:y to fd01::y:x, the sequence number in the flow label.
+fn v6(src: [u8; 6], dst: [u8; 6], ip: [u8; 2], seq: u32, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth(src, dst, 0x86dd);
+    let mut h = [0u8; 40];
+    h[0..4].copy_from_slice(&(0x6000_0000 | (seq & 0xf_ffff)).to_be_bytes());
+    h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+    h[6] = 17;
+    h[7] = 64;
+    h[8] = 0xfd;
+    h[22..24].copy_from_slice(&ip);
+    h[24] = 0xfd;
+    h[25] = 1;
+    h[38..40].copy_from_slice(&[ip[1], ip[0]]);
+    f.extend_from_slice(&h);
+    f.extend_from_slice(l4);
+    f
+}
+
+/// An ARP request, the sequence number as the target address.
+fn arp(src: [u8; 6], dst: [u8; 6], ip: [u8; 2], seq: u32) -> Vec<u8> {
+    let mut f = eth(src, dst, 0x0806);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[10, 0, ip[0], ip[1]]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.resize(60, 0);
+    f
+}
+
+/// What [`mixed_frames`] made of `f`.
+fn frame_kind(f: &[u8]) -> String {
+    match u16::from_be_bytes([f[12], f[13]]) {
+        0x0800 => {
+            let frag = u16::from_be_bytes([f[20], f[21]]);
+            format!(
+                "ipv4 ihl {} proto {} frag {frag:#x} len {}",
+                f[14] & 0xf,
+                f[23],
+                f.len().min(64)
+            )
+        }
+        0x86dd => "ipv6".into(),
+        e => format!("ethertype {e:#06x}"),
+    }
+}
+
+/// The frames of a classic pcap file ([`write_pcap`]'s format, or the one DPDK's
+/// `net_pcap` writes: either byte order, micro- or nanosecond timestamps).
+fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(b.len() >= 24, "{}: no pcap header", path.display());
+    let magic = u32::from_le_bytes(b[0..4].try_into().unwrap());
+    let le = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        m => panic!("{}: not a pcap file (magic {m:#x})", path.display()),
+    };
+    let u32_at = |i: usize| {
+        let w: [u8; 4] = b[i..i + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
+    };
+    let mut frames = Vec::new();
+    let mut i = 24;
+    while i + 16 <= b.len() {
+        let caplen = u32_at(i + 8) as usize;
+        let start = i + 16;
+        assert!(
+            start + caplen <= b.len(),
+            "{}: truncated record",
+            path.display()
+        );
+        frames.push(b[start..start + caplen].to_vec());
+        i = start + caplen;
+    }
+    frames
 }

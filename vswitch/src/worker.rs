@@ -30,7 +30,7 @@ use crate::shared::Shared;
 use crate::snapshot::{PortRole, Snapshot, UplinkEntry, VnicEntry, NO_PORT};
 use crate::stats::{bump, DropReason, WorkerStats, MAX_PORTS};
 use policy::bandwidth::{Allocation, GateConfig, Verdict, VnicGate};
-use policy::bond::{bucket_of, hash_flow, BurstPick, HashFields, SelectCtx};
+use policy::bond::{bucket_of, hash_flow, hash_l3l4_words, BurstPick, HashFields, SelectCtx};
 use policy::time::Nanos;
 
 use crate::delay_ring::{DelayRing, Waiting};
@@ -218,7 +218,7 @@ impl Worker {
             rx: queues.rx,
             out: TxPath {
                 queues: queues.tx,
-                bufs: Box::new(std::array::from_fn(|_| TxBuf::default())),
+                bufs: std::array::from_fn(|_| TxBuf::default()),
                 pending: 0,
                 stats: stats.clone(),
             },
@@ -450,7 +450,8 @@ impl Worker {
         let Some(up) = snap.uplinks.get(v.uplink as usize) else {
             return self.drop_burst(port, DropReason::UnknownPort, rx);
         };
-        // One loop per pick, the pick inlined into it. A pick gives the member's port.
+        // One loop per pick, the pick inlined into it. A pick gives the member's port,
+        // or NO_PORT when no member is usable.
         macro_rules! burst {
             ($pick:expr) => {
                 self.vnic_burst(snap, port, vnic, v, up, rx, $pick)
@@ -458,29 +459,13 @@ impl Worker {
         }
         match up.dist.burst_pick() {
             BurstPick::Member(m) => {
-                let p = up.members.get(m).copied();
-                burst!(
-                    #[inline(always)]
-                    move |_, _, _| p
-                )
+                burst!(FixedPick(up.members.get(m).copied().unwrap_or(NO_PORT)))
             }
             // The common bond hash gets a loop of its own, with the fields a constant,
             // so the hash's match on them is compiled away.
-            BurstPick::Hash(HashFields::L3L4) => burst!(
-                #[inline(always)]
-                |up: &UplinkEntry, f, _| hashed_port(up, hash_flow(HashFields::L3L4, f))
-            ),
-            BurstPick::Hash(fields) => burst!(
-                #[inline(always)]
-                |up: &UplinkEntry, f, _| hashed_port(up, hash_flow(fields, f))
-            ),
-            BurstPick::PerFrame => burst!(
-                #[inline(always)]
-                |up: &UplinkEntry, f, ctx| up
-                    .dist
-                    .select(f, vnic, ctx)
-                    .and_then(|i| up.members.get(i).copied())
-            ),
+            BurstPick::Hash(HashFields::L3L4) => burst!(L3L4Pick),
+            BurstPick::Hash(fields) => burst!(HashPick(fields)),
+            BurstPick::PerFrame => burst!(SelectPick(vnic)),
         }
     }
 
@@ -498,7 +483,7 @@ impl Worker {
         rx: &mut Burst<RX_BURST>,
         pick: P,
     ) where
-        P: Fn(&UplinkEntry, &FrameView, &mut SelectCtx) -> Option<u16>,
+        P: Pick,
     {
         // The vNIC's bandwidth state, looked up once: None when the policy is off (or
         // the vNIC has none), and frames go straight to the tx buffers.
@@ -835,7 +820,7 @@ fn vnic_frame<P>(
     pick: &P,
     m: Mbuf,
 ) where
-    P: Fn(&UplinkEntry, &FrameView, &mut SelectCtx) -> Option<u16>,
+    P: Pick,
 {
     let port = st.port;
     let Ok(frame) = FrameView::new_checked(m.data()) else {
@@ -858,7 +843,7 @@ fn vnic_frame<P>(
                 out.enqueue(st.snap.vnics[other as usize].port, m.share());
             }
         }
-        let o = pick(st.up, &frame, select);
+        let o = pick.pick(st.up, &frame, select);
         return send_uplink(out, bw, st.now, port, o, m);
     }
     if dst != st.last_dst {
@@ -875,7 +860,7 @@ fn vnic_frame<P>(
     match st.local {
         Some(p) => out.enqueue(p, m),
         None => {
-            let o = pick(st.up, &frame, select);
+            let o = pick.pick(st.up, &frame, select);
             send_uplink(out, bw, st.now, port, o, m);
         }
     }
@@ -904,26 +889,19 @@ fn uplink_run<P>(
     bytes: &mut u64,
 ) -> Option<Mbuf>
 where
-    P: Fn(&UplinkEntry, &FrameView, &mut SelectCtx) -> Option<u16>,
+    P: Pick,
 {
     let (up, port, now) = (st.up, st.port, st.now);
     let Some(b) = bw.as_deref_mut() else {
-        for m in frames.by_ref() {
-            let data = m.data();
-            if data.len() < min_len {
-                return Some(m);
-            }
-            let Some(frame) = key.view_as(data, et) else {
-                return Some(m);
-            };
-            let len = m.pkt_len();
-            *bytes += len as u64;
-            match pick(up, &frame, select) {
-                Some(o) => out.push_marked(o, m, len),
-                None => no_member(out, port),
-            }
-        }
-        return None;
+        let (rest, b) = if et == ethertype::IPV4 && min_len == V4_RUN_MIN_LEN && key.is_v4_plain() {
+            direct_run::<P, { ethertype::IPV4 }, V4_RUN_MIN_LEN>(
+                frames, key, up, port, out, select, pick,
+            )
+        } else {
+            direct_run::<P, 0, 0>(frames, key, up, port, out, select, pick)
+        };
+        *bytes += b;
+        return rest;
     };
     // Frames within the gate's credit are sent at once and accounted together
     // (`VnicGate::credit_run`); any other frame goes through the full admission.
@@ -941,10 +919,12 @@ where
         };
         let len = m.pkt_len();
         *bytes += len as u64;
-        let Some(o) = pick(up, &frame, select) else {
+        let o = pick.pick(up, &frame, select);
+        if o == NO_PORT {
+            drop(m);
             no_member(out, port);
             continue;
-        };
+        }
         if run.take(len as u64) {
             out.push_marked(o, m, len);
         } else {
@@ -957,30 +937,229 @@ where
     rest
 }
 
-/// The member port of flow hash `h` on `up` under [`BurstPick::Hash`] (`None`: no
-/// usable member). *Fast path*: one load.
-#[inline(always)]
-fn hashed_port(up: &UplinkEntry, h: u64) -> Option<u16> {
-    let p = up.ports.by_bucket[bucket_of(h)];
-    (p != NO_PORT).then_some(p)
+/// [`uplink_run`] without a bandwidth gate: each frame straight to its member's tx
+/// buffer. Returns the first frame that is not part of the run and the bytes of the
+/// run's frames.
+///
+/// Out of line, and its loop makes no call: a frame bound for a full tx buffer
+/// leaves the loop and is dealt with here before the loop goes on. A value live
+/// across a call must sit in one of the six callee-saved registers or on the stack,
+/// so with calls in the loop (even on branches never taken) the loop's own values
+/// were reloaded from the stack every frame. Nor does it test for a missing
+/// member: such frames ([`NO_PORT`]) go to the sink buffer ([`SINK`]), emptied
+/// and counted as `no_usable_member` drops when the run ends.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn direct_run<P, const ET: u16, const MIN_LEN: usize>(
+    frames: &mut Drain<'_, RX_BURST>,
+    key: EthHeaderKey,
+    up: &UplinkEntry,
+    port: u16,
+    out: &mut TxPath,
+    select: &mut SelectCtx,
+    pick: &P,
+) -> (Option<Mbuf>, u64)
+where
+    P: Pick,
+{
+    let mut bytes = 0u64;
+    loop {
+        let stop = direct_loop::<P, ET, MIN_LEN>(frames, &key, up, out, select, pick, &mut bytes);
+        let rest = match stop {
+            Stop::End => None,
+            Stop::Other(m) => Some(m),
+            Stop::Full(m, i) => {
+                if i == SINK {
+                    out.empty_sink(port);
+                    drop(m);
+                    no_member(out, port);
+                } else {
+                    out.enqueue_full(i, m);
+                }
+                continue;
+            }
+            Stop::Slow(m) => {
+                // The loop's view of it held, so this one does.
+                let Some(f) = key.view_as(m.data(), key.ethertype()) else {
+                    return (Some(m), bytes);
+                };
+                let o = pick.pick(up, &f, select);
+                let len = m.pkt_len();
+                bytes += len as u64;
+                if o == NO_PORT {
+                    drop(m);
+                    no_member(out, port);
+                } else {
+                    out.push_marked(o, m, len);
+                }
+                continue;
+            }
+        };
+        if !out.bufs[SINK].frames.is_empty() {
+            out.empty_sink(port);
+        }
+        return (rest, bytes);
+    }
 }
 
-/// Sends a frame of vNIC port `port` out of uplink member `member`: through the
+/// Why [`direct_loop`] stopped.
+enum Stop {
+    /// At the end of the burst.
+    End,
+    /// At a frame that is not part of the run.
+    Other(Mbuf),
+    /// At a frame whose tx buffer (index `usize` of [`TxPath::bufs`]) is full.
+    Full(Mbuf, usize),
+    /// At a frame of the run whose member the loop does not pick
+    /// ([`Pick::pick_in_loop`]).
+    Slow(Mbuf),
+}
+
+/// The loop of [`direct_run`], in a function of its own: with no call inside, its
+/// values stay in registers from its arguments on. Inlined, they were live across
+/// `direct_run`'s calls, and the compiler kept them on the stack, reloading four a
+/// frame. Adds the bytes of the frames it buffers to `bytes`.
+#[inline(never)]
+fn direct_loop<P, const ET: u16, const MIN_LEN: usize>(
+    frames: &mut Drain<'_, RX_BURST>,
+    key: &EthHeaderKey,
+    up: &UplinkEntry,
+    out: &mut TxPath,
+    select: &mut SelectCtx,
+    pick: &P,
+    bytes: &mut u64,
+) -> Stop
+where
+    P: Pick,
+{
+    let key = *key;
+    let et = if ET == 0 { key.ethertype() } else { ET };
+    let mut b = 0u64;
+    let stop = 'run: {
+        for m in frames.by_ref() {
+            let data = m.data();
+            if data.len() < MIN_LEN {
+                break 'run Stop::Other(m);
+            }
+            // An IPv4 loop is for a key whose IP header has no options: its frames'
+            // views know that.
+            let view = if ET == ethertype::IPV4 {
+                key.view_v4(data)
+            } else {
+                key.view_as(data, et)
+            };
+            let Some(frame) = view else {
+                break 'run Stop::Other(m);
+            };
+            let Some(o) = pick.pick_in_loop(up, &frame, select) else {
+                break 'run Stop::Slow(m);
+            };
+            let len = m.pkt_len();
+            b += len as u64;
+            let i = o as usize % TX_BUFS;
+            if let Err(m) = out.try_push(i, m, len) {
+                break 'run Stop::Full(m, i);
+            }
+        }
+        Stop::End
+    };
+    *bytes += b;
+    stop
+}
+
+/// How a burst's frames bound for the uplink find their member port
+/// ([`Distribution::burst_pick`], decided once per burst): each loop over a burst is
+/// compiled for one.
+trait Pick {
+    /// The member port of `f` on `up` ([`NO_PORT`]: no usable member).
+    fn pick(&self, up: &UplinkEntry, f: &FrameView, ctx: &mut SelectCtx) -> u16;
+
+    /// [`pick`](Self::pick) in [`direct_loop`], which has the fast path only: `None`
+    /// sends the frame out of the loop to `pick`.
+    #[inline(always)]
+    fn pick_in_loop(&self, up: &UplinkEntry, f: &FrameView, ctx: &mut SelectCtx) -> Option<u16> {
+        Some(self.pick(up, f, ctx))
+    }
+}
+
+/// Every frame on one port (active-backup's active member).
+struct FixedPick(u16);
+
+impl Pick for FixedPick {
+    #[inline(always)]
+    fn pick(&self, _: &UplinkEntry, _: &FrameView, _: &mut SelectCtx) -> u16 {
+        self.0
+    }
+}
+
+/// By the hash of the given fields over the bucket table.
+struct HashPick(HashFields);
+
+impl Pick for HashPick {
+    #[inline(always)]
+    fn pick(&self, up: &UplinkEntry, f: &FrameView, _: &mut SelectCtx) -> u16 {
+        hashed_port(up, hash_flow(self.0, f))
+    }
+}
+
+/// [`HashPick`] of [`HashFields::L3L4`], the fields a constant. In a loop, IPv4 UDP
+/// and TCP frames without options or fragments are hashed from the one-step read;
+/// any other frame leaves the loop, so the general read is not compiled into it.
+struct L3L4Pick;
+
+impl Pick for L3L4Pick {
+    #[inline(always)]
+    fn pick(&self, up: &UplinkEntry, f: &FrameView, _: &mut SelectCtx) -> u16 {
+        hashed_port(up, hash_flow(HashFields::L3L4, f))
+    }
+
+    #[inline(always)]
+    fn pick_in_loop(&self, up: &UplinkEntry, f: &FrameView, _: &mut SelectCtx) -> Option<u16> {
+        let (pair, ports) = f.udp_tcp_v4_words()?;
+        Some(hashed_port(up, hash_l3l4_words(pair, ports)))
+    }
+}
+
+/// Frame by frame through [`Distribution::select`] (round-robin, least-pending,
+/// per-vNIC modes) for the vNIC given.
+struct SelectPick(u32);
+
+impl Pick for SelectPick {
+    #[inline(always)]
+    fn pick(&self, up: &UplinkEntry, f: &FrameView, ctx: &mut SelectCtx) -> u16 {
+        up.dist
+            .select(f, self.0, ctx)
+            .and_then(|i| up.members.get(i).copied())
+            .unwrap_or(NO_PORT)
+    }
+}
+
+/// The member port of flow hash `h` on `up` under [`BurstPick::Hash`] ([`NO_PORT`]:
+/// no usable member). *Fast path*: one load.
+#[inline(always)]
+fn hashed_port(up: &UplinkEntry, h: u64) -> u16 {
+    up.ports.by_bucket[bucket_of(h)]
+}
+
+/// Sends a frame of vNIC port `port` out of uplink member port `member`: through the
 /// vNIC's bandwidth gate `bw` when the policy is on, else straight to the member's
-/// tx buffer. Without a member, counted as a `no_usable_member` drop.
+/// tx buffer. Without a member ([`NO_PORT`]), counted as a `no_usable_member` drop.
 #[inline(always)]
 fn send_uplink(
     out: &mut TxPath,
     bw: &mut Option<&mut VnicBw>,
     now: Nanos,
     port: u16,
-    member: Option<u16>,
+    member: u16,
     m: Mbuf,
 ) {
-    match (member, bw) {
-        (Some(o), Some(b)) => admit_uplink(out, b, now, o, m),
-        (Some(o), None) => out.enqueue(o, m),
-        (None, _) => no_member(out, port),
+    if member == NO_PORT {
+        drop(m);
+        return no_member(out, port);
+    }
+    match bw {
+        Some(b) => admit_uplink(out, b, now, member, m),
+        None => out.enqueue(member, m),
     }
 }
 
@@ -1020,10 +1199,19 @@ struct NicRx {
 struct TxPath {
     /// The worker's tx queue on each port, by port id.
     queues: Vec<Option<TxSlot>>,
-    bufs: Box<[TxBuf; MAX_PORTS]>,
+    /// A buffer per port id (below [`MAX_PORTS`]), and [`SINK`].
+    bufs: [TxBuf; TX_BUFS],
     pending: u64,
     stats: Arc<WorkerStats>,
 }
+
+/// Tx buffers of a worker: one per port id, and above them the sink.
+const TX_BUFS: usize = 2 * MAX_PORTS;
+/// The buffer a member pick of [`NO_PORT`] lands in ([`TxPath::try_push`] indexes the
+/// buffers by port id modulo [`TX_BUFS`]): frames for no usable member, which
+/// [`direct_run`] counts as drops and frees instead of testing every frame's pick.
+const SINK: usize = NO_PORT as usize % TX_BUFS;
+const _: () = assert!(SINK >= MAX_PORTS && TX_BUFS.is_power_of_two());
 
 /// Frames buffered for one port, and their bytes.
 ///
@@ -1049,7 +1237,7 @@ impl TxPath {
     /// [`enqueue`](Self::enqueue) of a frame whose length the caller has read already.
     #[inline(always)]
     fn enqueue_len(&mut self, port: u16, m: Mbuf, len: u32) {
-        let p = port as usize % MAX_PORTS;
+        let p = port as usize % TX_BUFS;
         // Marked pending by its first frame only.
         if self.bufs[p].frames.is_empty() {
             self.pending |= 1 << p;
@@ -1064,13 +1252,39 @@ impl TxPath {
     fn push_marked(&mut self, port: u16, m: Mbuf, len: u32) {
         // Port ids are below MAX_PORTS (checked when a port is added), so the mask
         // changes none of them; it replaces a bounds check.
-        let p = port as usize % MAX_PORTS;
+        let p = port as usize % TX_BUFS;
         let buf = &mut self.bufs[p];
         debug_assert!(self.pending & (1 << p) != 0);
         match buf.frames.push(m) {
             Ok(()) => buf.bytes += len as u64,
             Err(m) => self.enqueue_full(p, m),
         }
+    }
+
+    /// [`push_marked`](Self::push_marked) onto buffer `i` (a port id, or [`SINK`] for
+    /// [`NO_PORT`], modulo [`TX_BUFS`]) without the call when the buffer is full: the
+    /// frame is given back, for [`enqueue_full`](Self::enqueue_full).
+    #[inline(always)]
+    fn try_push(&mut self, i: usize, m: Mbuf, len: u32) -> Result<(), Mbuf> {
+        let buf = &mut self.bufs[i];
+        buf.frames.push(m)?;
+        buf.bytes += len as u64;
+        Ok(())
+    }
+
+    /// Frees the frames of the [`SINK`], counting them as drops of vNIC port `port`
+    /// for want of a usable member.
+    #[cold]
+    #[inline(never)]
+    fn empty_sink(&mut self, port: u16) {
+        let sink = &mut self.bufs[SINK];
+        sink.bytes = 0;
+        let n = sink.frames.len() as u64;
+        sink.frames.free_all();
+        bump(
+            &self.stats.ports[port as usize].drops[DropReason::NoUsableMember as usize],
+            n,
+        );
     }
 
     /// [`enqueue`](Self::enqueue) onto a full buffer: flush it, then push.

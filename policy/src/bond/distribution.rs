@@ -326,21 +326,24 @@ pub trait FlowFields {
 }
 
 /// The two words [`HashFields::L3L4`] hashes, from addresses `a` and the L4 word `l4`
-/// of [`FlowFields::l3l4`]: both addresses in one word, and the L4 word with its port
-/// bytes in wire order.
+/// of [`FlowFields::l3l4`]: both addresses in one word with the protocol xored in at
+/// bit 24, and the ports with their bytes in wire order.
 ///
 /// An IPv4 pair is its 8 address bytes as they lie in the header (source first),
 /// loaded little-endian: the fast path ([`FrameView::udp_tcp_v4_words`]) hashes its
-/// two loads as they are, without swapping bytes. Other pairs are folded
-/// (`fold(src).rotate_left(32) ^ fold(dst)`), keeping every bit of each half.
+/// two loads as they are, without swapping bytes, and its check of the protocol
+/// leaves the protocol alone at bit 24 of a word, which one xor puts in. Other pairs
+/// are folded (`fold(src).rotate_left(32) ^ fold(dst)`), keeping every bit of each
+/// half.
 #[inline]
 pub fn l3l4_words(a: &L3Addrs, l4: u64) -> (u64, u64) {
-    let l4 = (l4 as u32).swap_bytes() as u64 | (l4 & !0xffff_ffff);
+    let proto = (l4 >> 32) << 24;
+    let ports = (l4 as u32).swap_bytes() as u64;
     let pair = match (ipv4_of(a.src), ipv4_of(a.dst)) {
         (Some(s), Some(d)) => ((s as u64) << 32 | d as u64).swap_bytes(),
         _ => fold(a.src).rotate_left(32) ^ fold(a.dst),
     };
-    (pair, l4)
+    (pair ^ proto, ports)
 }
 
 /// The IPv4 address of an IPv4-mapped address (`::ffff:a.b.c.d`).
@@ -459,15 +462,25 @@ pub fn hash_flow<F: FlowFields + ?Sized>(fields: HashFields, flow: &F) -> u64 {
             Some(a) => mix(mix(6, fold(a.src)), fold(a.dst)),
             None => mix(mix(3, l2s()), l2d()),
         },
-        // The two addresses share one round (an IPv4 pair fits 64 bits whole), and the
-        // L4 word (40 bits) is xored into its product: one multiply here and one in
-        // `finish`, where three rounds did the same spread (perf/callgrind.sh case 1).
-        // No rotation after the multiply: `finish` folds the product's high half
-        // down, which is what the rotation did (the bucket tests hold either way).
+        // The two addresses (and the protocol) share one round (an IPv4 pair fits 64
+        // bits whole), and the ports are xored into its product: one multiply here
+        // and one in `finish`, where three rounds did the same spread
+        // (perf/callgrind.sh case 1). No rotation after the multiply: `finish` folds
+        // the product's high half down, which is what the rotation did (the bucket
+        // tests hold either way). No seed: the product of an all-zero pair is zero,
+        // and the ports and `finish` still spread such frames.
         HashFields::L3L4 => match flow.l3l4_words() {
-            Some((pair, l4)) => (pair ^ 7).wrapping_mul(K1) ^ l4,
+            Some((pair, ports)) => return hash_l3l4_words(pair, ports),
             None => mix(mix(3, l2s()), l2d()),
         },
     };
     finish(h)
+}
+
+/// [`hash_flow`] under [`HashFields::L3L4`] of a frame whose
+/// [`l3l4_words`](FlowFields::l3l4_words) are `pair` and `ports`: for a caller that
+/// has read them itself ([`FrameView::udp_tcp_v4_words`]). *Fast path*.
+#[inline(always)]
+pub fn hash_l3l4_words(pair: u64, ports: u64) -> u64 {
+    finish(pair.wrapping_mul(K1) ^ ports)
 }

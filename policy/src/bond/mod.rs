@@ -81,7 +81,8 @@ mod distribution;
 mod tests;
 
 pub use distribution::{
-    bucket_of, hash_flow, l3l4_words, BurstPick, Distribution, FlowFields, SelectCtx, HASH_BUCKETS,
+    bucket_of, hash_flow, hash_l3l4_words, l3l4_words, BurstPick, Distribution, FlowFields,
+    SelectCtx, HASH_BUCKETS,
 };
 use distribution::{SLOT_FLOAT, SLOT_UNKNOWN};
 
