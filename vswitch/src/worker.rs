@@ -1051,8 +1051,16 @@ where
             let Some(frame) = view else {
                 break 'run Stop::Other(m);
             };
-            let Some(o) = pick.pick_in_loop(up, &frame, select) else {
-                break 'run Stop::Slow(m);
+            // Only the IPv4 loop leaves the general read out (its frames nearly all
+            // take the one-step read); a loop for other keys (IPv6, say) would
+            // otherwise send every frame out of it.
+            let o = if ET == ethertype::IPV4 {
+                match pick.pick_in_loop(up, &frame, select) {
+                    Some(o) => o,
+                    None => break 'run Stop::Slow(m),
+                }
+            } else {
+                pick.pick(up, &frame, select)
             };
             let len = m.pkt_len();
             b += len as u64;
@@ -1074,8 +1082,8 @@ trait Pick {
     /// The member port of `f` on `up` ([`NO_PORT`]: no usable member).
     fn pick(&self, up: &UplinkEntry, f: &FrameView, ctx: &mut SelectCtx) -> u16;
 
-    /// [`pick`](Self::pick) in [`direct_loop`], which has the fast path only: `None`
-    /// sends the frame out of the loop to `pick`.
+    /// [`pick`](Self::pick) in [`direct_loop`]'s IPv4 loop, which has the fast path
+    /// only: `None` sends the frame out of the loop to `pick`.
     #[inline(always)]
     fn pick_in_loop(&self, up: &UplinkEntry, f: &FrameView, ctx: &mut SelectCtx) -> Option<u16> {
         Some(self.pick(up, f, ctx))
