@@ -244,6 +244,14 @@ pub fn drops(counters: &serde_json::Value, reason: &str) -> u64 {
         .unwrap_or_else(|| panic!("no drop reason {reason} in {counters}"))
 }
 
+/// All drops of a port's counters, every reason.
+pub fn drops_total(counters: &serde_json::Value) -> u64 {
+    counters["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0)
+}
+
 /// `ip link set <iface> up|down`.
 pub fn set_link(iface: &str, up: bool) {
     let st = Command::new("ip")

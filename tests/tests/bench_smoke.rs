@@ -69,10 +69,7 @@ fn rx(status: &serde_json::Value, port: &str) -> u64 {
     port_counters(status, port)["rx_pkts"].as_u64().unwrap()
 }
 fn total_drops(status: &serde_json::Value, port: &str) -> u64 {
-    port_counters(status, port)["drops"]
-        .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-        .unwrap_or(0)
+    drops_total(port_counters(status, port))
 }
 
 /// Source → sinks: the sinks sent (almost) everything the source received — all but

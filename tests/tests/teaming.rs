@@ -976,9 +976,7 @@ fn l3l4_hash_picks_the_policys_member_for_every_kind_of_frame() {
     use std::collections::HashMap;
 
     let dir = Scratch::new();
-    let frames = mixed_frames(mac(VM1), mac(EXT), 3000);
-    let input = dir.path("in.pcap");
-    write_pcap(&input, &frames);
+    let (frames, input) = mixed_input(&dir);
     // Every input frame is distinct (a sequence number in a field no hash reads).
     let mut want: HashMap<&[u8], usize> = HashMap::new();
     for f in &frames {
@@ -1038,9 +1036,7 @@ fn l3l4_hash_picks_the_policys_member_for_every_kind_of_frame() {
 #[test]
 fn frames_without_a_usable_member_are_counted_on_every_path() {
     let dir = Scratch::new();
-    let frames = mixed_frames(mac(VM1), mac(EXT), 3000);
-    let input = dir.path("in.pcap");
-    write_pcap(&input, &frames);
+    let (frames, input) = mixed_input(&dir);
     for bandwidth in [false, true] {
         let bond = l3l4_bond()
             .set("lacp", "active")
@@ -1065,6 +1061,14 @@ fn frames_without_a_usable_member_are_counted_on_every_path() {
             );
         }
     }
+}
+
+/// [`mixed_frames`] from VM1 to EXT, 3000 of them, and the pcap in `dir` holding them.
+fn mixed_input(dir: &Scratch) -> (Vec<Vec<u8>>, std::path::PathBuf) {
+    let frames = mixed_frames(mac(VM1), mac(EXT), 3000);
+    let input = dir.path("in.pcap");
+    write_pcap(&input, &frames);
+    (frames, input)
 }
 
 fn l3l4_bond() -> Bond {
@@ -1106,13 +1110,6 @@ fn run_mixed(
     (status, [read_pcap(&out[0]), read_pcap(&out[1])])
 }
 
-fn drops_total(counters: &Value) -> u64 {
-    counters["drops"]
-        .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-        .unwrap_or(0)
-}
-
 fn mac(s: &str) -> [u8; 6] {
     let mut m = [0u8; 6];
     for (b, h) in m.iter_mut().zip(s.split(':')) {
@@ -1143,73 +1140,23 @@ fn mixed_frames(src: [u8; 6], dst: [u8; 6], n: usize) -> Vec<Vec<u8>> {
             let r = next();
             let (ip_a, ip_b) = ((r & 0xff) as u8, ((r >> 8) & 0x3) as u8);
             let (sport, dport) = ((r >> 16) as u16, (r >> 32) as u16);
+            let ip = [ip_a, ip_b];
+            let udp = ports(sport, dport, 30);
+            // IPv4 with first byte `vi`, protocol `p`, flags and fragment offset `fr`.
+            let v4 = |vi: u8, p: u8, fr: u16, l4: &[u8]| v4(src, dst, vi, p, fr, ip, seq, l4);
             let f = match kind {
-                0 => v4(
-                    src,
-                    dst,
-                    0x45,
-                    17,
-                    0,
-                    [ip_a, ip_b],
-                    seq,
-                    &ports(sport, dport, 30),
-                ),
-                1 => v4(
-                    src,
-                    dst,
-                    0x45,
-                    6,
-                    0,
-                    [ip_a, ip_b],
-                    seq,
-                    &ports(sport, dport, 30),
-                ),
-                2 => v4(
-                    src,
-                    dst,
-                    0x45,
-                    1,
-                    0,
-                    [ip_a, ip_b],
-                    seq,
-                    &ports(0x0800, 1, 30),
-                ),
+                0 => v4(0x45, 17, 0, &udp),
+                1 => v4(0x45, 6, 0, &udp),
+                2 => v4(0x45, 1, 0, &ports(0x0800, 1, 30)),
                 // A first fragment (more-fragments) and a later one: no ports hashed.
-                3 => v4(
-                    src,
-                    dst,
-                    0x45,
-                    17,
-                    0x2000,
-                    [ip_a, ip_b],
-                    seq,
-                    &ports(sport, dport, 30),
-                ),
-                4 => v4(src, dst, 0x45, 17, 0x0010, [ip_a, ip_b], seq, &[0u8; 30]),
+                3 => v4(0x45, 17, 0x2000, &udp),
+                4 => v4(0x45, 17, 0x0010, &[0u8; 30]),
                 // Options (a 4-byte NOP option), so IHL 6.
-                5 => v4(
-                    src,
-                    dst,
-                    0x46,
-                    17,
-                    0,
-                    [ip_a, ip_b],
-                    seq,
-                    &ports(sport, dport, 30),
-                ),
+                5 => v4(0x46, 17, 0, &udp),
                 // A UDP datagram with no payload: 42 bytes, shorter than the loop takes.
-                6 => v4(
-                    src,
-                    dst,
-                    0x45,
-                    17,
-                    0,
-                    [ip_a, ip_b],
-                    seq,
-                    &ports(sport, dport, 0),
-                ),
-                7 => v6(src, dst, [ip_a, ip_b], seq, &ports(sport, dport, 30)),
-                _ => arp(src, dst, [ip_a, ip_b], seq),
+                6 => v4(0x45, 17, 0, &ports(sport, dport, 0)),
+                7 => v6(src, dst, ip, seq, &udp),
+                _ => arp(src, dst, ip, seq),
             };
             frames.push(f);
         }
