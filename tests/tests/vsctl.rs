@@ -203,7 +203,15 @@ fn vsctl_drives_a_running_switch() {
     let _ = sw.wait(Duration::from_secs(10));
     let cfg_text = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
     let sw = start_vswitchd(&dir.0, &cfg_text, &[]);
-    let (_, out, _) = vsctl(&dir.0, &["--format", "json", "bond/show", "bond0"]);
+    // The first answer may come before the restarted switch's control socket replaces
+    // the killed one's (CI once read an empty answer here): ask until it answers.
+    let mut out = String::new();
+    let answered = wait_until(Duration::from_secs(10), || {
+        let (code, o, _) = vsctl(&dir.0, &["--format", "json", "bond/show", "bond0"]);
+        out = o;
+        code == 0 && !out.trim().is_empty()
+    });
+    assert!(answered, "no answer from the restarted switch: {out:?}");
     assert_eq!(json(&out)[0]["mode"], "hash-l3l4", "{out}");
     assert_eq!(
         json(&out)[0]["members"].as_array().unwrap().len(),
