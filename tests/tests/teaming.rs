@@ -1065,6 +1065,7 @@ fn frames_without_a_usable_member_are_counted_on_every_path() {
 
 /// [`mixed_frames`] from VM1 to EXT, 3000 of them, and the pcap in `dir` holding them.
 fn mixed_input(dir: &Scratch) -> (Vec<Vec<u8>>, std::path::PathBuf) {
+    let mac = |s: &str| s.parse::<policy::wire::MacAddr>().unwrap().0;
     let frames = mixed_frames(mac(VM1), mac(EXT), 3000);
     let input = dir.path("in.pcap");
     write_pcap(&input, &frames);
@@ -1108,14 +1109,6 @@ fn run_mixed(
     assert_eq!(code, Some(0), "vswitchd failed:\n{stderr}");
     assert_eq!(status["mbufs_in_use_at_exit"], 0, "mbuf leak: {status}");
     (status, [read_pcap(&out[0]), read_pcap(&out[1])])
-}
-
-fn mac(s: &str) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    for (b, h) in m.iter_mut().zip(s.split(':')) {
-        *b = u8::from_str_radix(h, 16).unwrap();
-    }
-    m
 }
 
 /// `n` frames from `src` to `dst` in runs of 1 to 24 of one kind (a run shares its

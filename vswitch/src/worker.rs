@@ -1261,11 +1261,9 @@ impl TxPath {
         // Port ids are below MAX_PORTS (checked when a port is added), so the mask
         // changes none of them; it replaces a bounds check.
         let p = port as usize % TX_BUFS;
-        let buf = &mut self.bufs[p];
         debug_assert!(self.pending & (1 << p) != 0);
-        match buf.frames.push(m) {
-            Ok(()) => buf.bytes += len as u64,
-            Err(m) => self.enqueue_full(p, m),
+        if let Err(m) = self.try_push(p, m, len) {
+            self.enqueue_full(p, m);
         }
     }
 
@@ -1300,13 +1298,9 @@ impl TxPath {
     #[inline(never)]
     fn enqueue_full(&mut self, p: usize, m: Mbuf) {
         self.flush(p);
-        let len = m.pkt_len() as u64;
-        let buf = &mut self.bufs[p];
-        match buf.frames.push(m) {
-            Ok(()) => {
-                buf.bytes += len;
-                self.pending |= 1 << p;
-            }
+        let len = m.pkt_len();
+        match self.try_push(p, m, len) {
+            Ok(()) => self.pending |= 1 << p,
             Err(m) => {
                 drop(m);
                 self.stats.ports[p].drop_one(DropReason::TxFull);
