@@ -30,7 +30,9 @@ pub enum DropReason {
     TxFull,
     /// The control thread's handoff queue was full.
     ControlQueueFull,
-    /// Multi-segment frame (jumbo) not supported on this path.
+    /// A frame of a chain of segments whose Ethernet header is not all in the first
+    /// segment (the switch reads headers from the first segment only); a frame that
+    /// is short in all is a [`Runt`](Self::Runt).
     MultiSegment,
     /// Over its proportional share.
     OverShare,
@@ -67,6 +69,17 @@ impl DropReason {
         DropReason::DosDrop,
         DropReason::UnknownPort,
     ];
+    /// Why a frame whose first segment holds `data_len` bytes, of `pkt_len` in all,
+    /// is too short to read its Ethernet header: a runt, or a header split across
+    /// segments.
+    pub fn short(data_len: usize, pkt_len: u32) -> DropReason {
+        if pkt_len as usize > data_len {
+            DropReason::MultiSegment
+        } else {
+            DropReason::Runt
+        }
+    }
+
     /// The counter's name in output.
     pub fn name(self) -> &'static str {
         match self {
@@ -215,4 +228,26 @@ pub fn port_totals(workers: &[std::sync::Arc<WorkerStats>], port: u16) -> PortTo
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_first_segment_is_a_runt_only_when_the_frame_is_short_in_all() {
+        // All of the frame in one segment, shorter than a header: a runt.
+        assert_eq!(DropReason::short(13, 13), DropReason::Runt);
+        assert_eq!(DropReason::short(0, 0), DropReason::Runt);
+        // A 60-byte frame whose first segment holds 10: the header is split.
+        assert_eq!(DropReason::short(10, 60), DropReason::MultiSegment);
+        assert_eq!(DropReason::short(0, 14), DropReason::MultiSegment);
+        // Every reason has a distinct name, in counter order.
+        let names: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
 }

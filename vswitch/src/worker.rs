@@ -687,7 +687,8 @@ impl Worker {
     fn nic_frame(&mut self, snap: &Snapshot, up: &UplinkEntry, st: &mut NicRx, m: Mbuf) {
         let port = st.port;
         let Ok(frame) = FrameView::new_checked(m.data()) else {
-            self.stats.ports[port as usize].drop_one(DropReason::Runt);
+            let why = DropReason::short(m.data().len(), m.pkt_len());
+            self.stats.ports[port as usize].drop_one(why);
             return;
         };
         if frame.is_slow_protocol() {
@@ -824,7 +825,8 @@ fn vnic_frame<P>(
 {
     let port = st.port;
     let Ok(frame) = FrameView::new_checked(m.data()) else {
-        out.stats.ports[port as usize].drop_one(DropReason::Runt);
+        let why = DropReason::short(m.data().len(), m.pkt_len());
+        out.stats.ports[port as usize].drop_one(why);
         return;
     };
     if st.v.spoof_check && frame.src_key() != st.v.mac.to_u64() {
