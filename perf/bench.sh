@@ -329,6 +329,7 @@ for sz in $SIZES; do
         fi
         for r in $(seq 1 "$REPS"); do
             for p in $PEERS; do
+                rm -f "$OUT/gen.json"
                 case $p in
                     switch) res=$(run_switch "$c" "$sz") ;;
                     testpmd) res=$(run_testpmd "$c" "$sz") ;;
@@ -336,7 +337,11 @@ for sz in $SIZES; do
                     burst64) res=$(run_testpmd "$c" "$sz" io 64) ;;
                     ovs) res=$(run_ovs "$c" "$sz") ;;
                 esac
-                log "case $c ${sz}B rep $r $p: $res"
+                # Case 2: how often the generator found the vhost ring full (the
+                # forwarder behind) over its whole run, start included.
+                gen=""
+                [ -s "$OUT/gen.json" ] && gen=$(jq -r '.ports[0] | "  (generator: \(.tx_pkts / 1e6 | floor) M sent, ring full on \(100 * .tx_dropped / (.tx_pkts + .tx_dropped + 1) | floor) % of tries)"' "$OUT/gen.json" 2>/dev/null)
+                log "case $c ${sz}B rep $r $p: $res$gen"
                 echo "$c $sz $p $r $res" >>"$RESULTS"
             done
         done
