@@ -332,3 +332,82 @@ fn a_stream_follows_its_destination_as_vnics_come_and_go() {
     assert!(code.is_some(), "the generator did not stop");
     stop_clean(sw);
 }
+
+/// The same from the network side: a host behind the active member streams to VM3's
+/// MAC at 2 kpps, so every burst a worker receives from the member is one frame of
+/// one Ethernet header, which it carries from burst to burst. Before VM3 exists the
+/// frames are unknown unicast; once its vNIC is plugged in they reach it; once it is
+/// removed they are unknown unicast again, not sent on to the port that is gone.
+#[test]
+fn a_stream_from_the_network_follows_its_destination_as_vnics_come_and_go() {
+    let dir = Scratch::new();
+    let (tap_a, tap_b) = (unique("hna"), unique("hnb"));
+    let sw = start_vswitchd(&dir.0, &config(&dir, &tap_a, &tap_b), &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap_a)
+        && iface_exists(&tap_b)));
+    set_link(&tap_a, true);
+    set_link(&tap_b, true);
+
+    let stream = vsperf(
+        "host",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(40)
+            .host(0, &tap_a)
+            .txonly(EXT, VM3)
+            .rate("2000pps")
+            .build(),
+    );
+    let unknown = || drops(&port_stats(&dir.0, "nic0"), "unknown_unicast");
+    // Frames to VM3's MAC, counted as unknown unicast over `window`.
+    let unknown_over = |window: Duration| {
+        let u0 = unknown();
+        std::thread::sleep(window);
+        unknown() - u0
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || unknown() > 0),
+        "the host's frames never reached the switch"
+    );
+    let before = unknown_over(Duration::from_secs(2));
+    assert!(before > 2000, "before VM3: {before} frames unknown unicast");
+
+    let vm3_sock = dir.path("vm3.sock").display().to_string();
+    ok(&dir, &["add-vm", "vm3"]);
+    ok(
+        &dir,
+        &[
+            "add-vnic", "vm3", "--mac", VM3, "--socket", &vm3_sock, "--uplink", "bond0",
+        ],
+    );
+    let u0 = unknown();
+    let r3 = vsperf_run(
+        "vm3",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(2)
+            .vm(2, &vm3_sock)
+            .rxonly()
+            .build(),
+        Duration::from_secs(30),
+    );
+    let during = unknown() - u0;
+    let to_vm3 = rx_from(&r3, 0, EXT);
+    assert!(
+        to_vm3 > 2000,
+        "VM3 plugged in: it received {to_vm3} of the host's frames: {r3}"
+    );
+    assert_eq!(during, 0, "VM3 plugged in: {during} frames unknown unicast");
+
+    ok(&dir, &["del-vnic", "vm3.0"]);
+    let after = unknown_over(Duration::from_secs(2));
+    assert!(
+        after > 2000,
+        "VM3 removed: {after} frames unknown unicast: {}",
+        vsctl_json(&dir.0, &["stats"])
+    );
+
+    let (code, _) = stream.stop(Duration::from_secs(20));
+    assert!(code.is_some(), "the generator did not stop");
+    stop_clean(sw);
+}

@@ -193,6 +193,10 @@ pub struct Worker {
     /// checks and the destination depend on (the vNIC's MAC and spoof check, the MAC
     /// table, the uplink) all come from it.
     seen: Vec<Option<(EthHeaderKey, Option<u16>)>>,
+    /// By NIC port id: the Ethernet header of the last frame delivered from it and its
+    /// vNIC port (`NicRx::seen`), kept from one burst to the next and cleared with
+    /// `seen`. Not used while the DoS path is on (it inspects every frame).
+    nic_seen: [Option<(EthHeaderKey, u16)>; MAX_PORTS],
 }
 
 impl Worker {
@@ -226,6 +230,7 @@ impl Worker {
             shared,
             select: SelectCtx::default(),
             seen: Vec::new(),
+            nic_seen: [None; MAX_PORTS],
         };
         w.sync_vnics(&snap);
         w
@@ -234,9 +239,10 @@ impl Worker {
     /// Makes the per-vNIC bandwidth state match the vNICs whose rx queue this worker
     /// owns in `snap`: creates it for new ones, updates changed shaping, frees the
     /// delay ring of vNICs it no longer polls; forgets the headers carried from burst
-    /// to burst (`seen`). Runs at start, on every snapshot reload and after a queue
-    /// hand-over — never per frame.
+    /// to burst (`seen`, `nic_seen`). Runs at start, on every snapshot reload and after
+    /// a queue hand-over — never per frame.
     fn sync_vnics(&mut self, snap: &Snapshot) {
+        self.nic_seen = [None; MAX_PORTS];
         self.seen.clear();
         self.seen.resize(snap.vnics.len(), None);
         if self.bw.len() < snap.vnics.len() {
@@ -657,16 +663,21 @@ impl Worker {
         let Some(up) = snap.uplinks.get(uplink as usize) else {
             return self.drop_burst(port, DropReason::UnknownPort, rx);
         };
+        let dos_on = self.dos.enabled();
+        // The header carried from the port's previous burst; what it skips (the
+        // member's acceptance, the MAC table, the vNIC's uplink) comes from the
+        // snapshot, and a new snapshot clears it.
+        let carried = self.nic_seen.get(port as usize).copied().flatten();
         let mut st = NicRx {
             port,
             uplink,
             member,
             accepts: up.dist.accepts_rx(member as usize),
-            dos_on: self.dos.enabled(),
+            dos_on,
             last_dst: u64::MAX,
             found: None,
             here: None,
-            seen: None,
+            seen: if dos_on { None } else { carried },
         };
         let mut bytes = 0u64;
         for m in rx.drain() {
@@ -678,6 +689,9 @@ impl Worker {
                 }
             }
             self.nic_frame(snap, up, &mut st, m);
+        }
+        if let Some(s) = self.nic_seen.get_mut(port as usize) {
+            *s = st.seen;
         }
         bump(&self.stats.ports[port as usize].rx_bytes, bytes);
     }
