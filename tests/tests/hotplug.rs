@@ -32,6 +32,45 @@ fn ok(dir: &Scratch, args: &[&str]) {
     eprintln!("vsctl {} took {:?}", args.join(" "), t.elapsed());
 }
 
+/// Starts the switch of `config`'s topology with its two taps named from `prefix` and
+/// up; returns it and the active member's tap (nic0).
+fn start_with_taps(dir: &Scratch, prefix: &str) -> (Proc, String) {
+    let (tap_a, tap_b) = (unique(&format!("{prefix}a")), unique(&format!("{prefix}b")));
+    let sw = start_vswitchd(&dir.0, &config(dir, &tap_a, &tap_b), &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap_a)
+        && iface_exists(&tap_b)));
+    set_link(&tap_a, true);
+    set_link(&tap_b, true);
+    (sw, tap_a)
+}
+
+/// Plugs in VM3: a vhost-user vNIC with MAC `VM3` on bond0. Returns its socket.
+fn plug_in_vm3(dir: &Scratch) -> String {
+    let vm3_sock = dir.path("vm3.sock").display().to_string();
+    ok(dir, &["add-vm", "vm3"]);
+    ok(
+        dir,
+        &[
+            "add-vnic", "vm3", "--mac", VM3, "--socket", &vm3_sock, "--uplink", "bond0",
+        ],
+    );
+    vm3_sock
+}
+
+/// Receives on VM3's vNIC (`sock`) for 2 s; returns the receiver's report.
+fn receive_on_vm3(sock: &str) -> serde_json::Value {
+    vsperf_run(
+        "vm3",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(2)
+            .vm(2, sock)
+            .rxonly()
+            .build(),
+        Duration::from_secs(30),
+    )
+}
+
 /// Stops the switch of `config`'s topology: it must exit 0 with no mbuf in use, and
 /// nothing may have been switched to a port that was gone (the hand-over order holds).
 fn stop_clean(sw: Proc) {
@@ -255,12 +294,7 @@ fn bandwidth_settings_change_live() {
 #[test]
 fn a_stream_follows_its_destination_as_vnics_come_and_go() {
     let dir = Scratch::new();
-    let (tap_a, tap_b) = (unique("hsa"), unique("hsb"));
-    let sw = start_vswitchd(&dir.0, &config(&dir, &tap_a, &tap_b), &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap_a)
-        && iface_exists(&tap_b)));
-    set_link(&tap_a, true);
-    set_link(&tap_b, true);
+    let (sw, tap_a) = start_with_taps(&dir, "hs");
 
     let stream = vsperf(
         "vm1",
@@ -292,24 +326,7 @@ fn a_stream_follows_its_destination_as_vnics_come_and_go() {
         "before VM3: {before} of VM1's frames left through the bond"
     );
 
-    let vm3_sock = dir.path("vm3.sock").display().to_string();
-    ok(&dir, &["add-vm", "vm3"]);
-    ok(
-        &dir,
-        &[
-            "add-vnic", "vm3", "--mac", VM3, "--socket", &vm3_sock, "--uplink", "bond0",
-        ],
-    );
-    let r3 = vsperf_run(
-        "vm3",
-        &VsperfArgs::new()
-            .wait_link(10)
-            .duration(2)
-            .vm(2, &vm3_sock)
-            .rxonly()
-            .build(),
-        Duration::from_secs(30),
-    );
+    let r3 = receive_on_vm3(&plug_in_vm3(&dir));
     let to_vm3 = rx_from(&r3, 0, VM1);
     assert!(
         to_vm3 > 2000,
@@ -341,12 +358,7 @@ fn a_stream_follows_its_destination_as_vnics_come_and_go() {
 #[test]
 fn a_stream_from_the_network_follows_its_destination_as_vnics_come_and_go() {
     let dir = Scratch::new();
-    let (tap_a, tap_b) = (unique("hna"), unique("hnb"));
-    let sw = start_vswitchd(&dir.0, &config(&dir, &tap_a, &tap_b), &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap_a)
-        && iface_exists(&tap_b)));
-    set_link(&tap_a, true);
-    set_link(&tap_b, true);
+    let (sw, tap_a) = start_with_taps(&dir, "hn");
 
     let stream = vsperf(
         "host",
@@ -372,25 +384,9 @@ fn a_stream_from_the_network_follows_its_destination_as_vnics_come_and_go() {
     let before = unknown_over(Duration::from_secs(2));
     assert!(before > 2000, "before VM3: {before} frames unknown unicast");
 
-    let vm3_sock = dir.path("vm3.sock").display().to_string();
-    ok(&dir, &["add-vm", "vm3"]);
-    ok(
-        &dir,
-        &[
-            "add-vnic", "vm3", "--mac", VM3, "--socket", &vm3_sock, "--uplink", "bond0",
-        ],
-    );
+    let vm3_sock = plug_in_vm3(&dir);
     let u0 = unknown();
-    let r3 = vsperf_run(
-        "vm3",
-        &VsperfArgs::new()
-            .wait_link(10)
-            .duration(2)
-            .vm(2, &vm3_sock)
-            .rxonly()
-            .build(),
-        Duration::from_secs(30),
-    );
+    let r3 = receive_on_vm3(&vm3_sock);
     let during = unknown() - u0;
     let to_vm3 = rx_from(&r3, 0, EXT);
     assert!(
