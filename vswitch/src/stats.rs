@@ -242,7 +242,10 @@ mod tests {
         // A 60-byte frame whose first segment holds 10: the header is split.
         assert_eq!(DropReason::short(10, 60), DropReason::MultiSegment);
         assert_eq!(DropReason::short(0, 14), DropReason::MultiSegment);
-        // Every reason has a distinct name, in counter order.
+    }
+
+    #[test]
+    fn every_reason_has_a_name_of_its_own_in_counter_order() {
         let names: std::collections::HashSet<_> =
             DropReason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT);

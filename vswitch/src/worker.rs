@@ -664,10 +664,6 @@ impl Worker {
             return self.drop_burst(port, DropReason::UnknownPort, rx);
         };
         let dos_on = self.dos.enabled();
-        // The header carried from the port's previous burst; what it skips (the
-        // member's acceptance, the MAC table, the vNIC's uplink) comes from the
-        // snapshot, and a new snapshot clears it.
-        let carried = self.nic_seen.get(port as usize).copied().flatten();
         let mut st = NicRx {
             port,
             uplink,
@@ -677,7 +673,14 @@ impl Worker {
             last_dst: u64::MAX,
             found: None,
             here: None,
-            seen: if dos_on { None } else { carried },
+            // The header carried from the port's previous burst; what it skips (the
+            // member's acceptance, the MAC table, the vNIC's uplink) comes from the
+            // snapshot, and a new snapshot clears it.
+            seen: if dos_on {
+                None
+            } else {
+                self.nic_seen.get(port as usize).copied().flatten()
+            },
         };
         let mut bytes = 0u64;
         for m in rx.drain() {
@@ -1000,14 +1003,8 @@ where
                     return (Some(m), bytes);
                 };
                 let o = pick.pick(up, &f, select);
-                let len = m.pkt_len();
-                bytes += len as u64;
-                if o == NO_PORT {
-                    drop(m);
-                    no_member(out, port);
-                } else {
-                    out.push_marked(o, m, len);
-                }
+                bytes += m.pkt_len() as u64;
+                send_uplink(out, &mut None, 0, port, o, m);
                 continue;
             }
         };
