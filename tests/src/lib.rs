@@ -332,18 +332,55 @@ impl Proc {
 }
 
 /// Runs `vsctl --socket <dir>/vswitchd.ctl ARGS...`; returns (exit code, stdout, stderr).
+///
+/// vsctl waits up to [`VSCTL_TIMEOUT`] for a reply. When it gets none, the thread
+/// stacks of the vswitchd serving `dir` are appended to its stderr, so that a test
+/// failing on a silent switch shows what the switch was doing.
 pub fn vsctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let sock = dir.join("vswitchd.ctl");
     let out = Command::new(bin("vsctl"))
         .arg("--socket")
-        .arg(dir.join("vswitchd.ctl"))
+        .arg(&sock)
+        .arg("--timeout")
+        .arg(VSCTL_TIMEOUT.as_secs().to_string())
         .args(args)
         .output()
         .expect("run vsctl");
+    let mut err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if err.contains("no reply from") {
+        for pid in pids_of("vswitchd", &sock.display().to_string()) {
+            err.push_str(&format!(
+                "\nvswitchd {pid} threads:\n{}",
+                thread_stacks(pid)
+            ));
+        }
+    }
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        err,
     )
+}
+
+/// How long the tests' vsctl waits for a reply: well above vsctl's default of 10 s,
+/// because a configuration change is answered only once the configuration file is
+/// on disk, and an fsync on this shared machine's disk has been seen to take 6.5 s
+/// while a build was writing.
+pub const VSCTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// PIDs of the processes named `comm` whose command line contains `needle`.
+fn pids_of(comm: &str, needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let a = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            c.trim() == comm && String::from_utf8_lossy(&a).contains(needle)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -35,6 +35,10 @@ use crate::ctl::{
 use crate::snapshot::PortRole;
 use crate::switch::Switch;
 
+/// A configuration save slower than this is logged as a warning: vsctl's reply waits
+/// for it, and an operator whose command took seconds should find out why.
+const SLOW_SAVE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The daemon's control API.
 pub struct SwitchApi {
     switch: Arc<Switch>,
@@ -432,7 +436,18 @@ impl ControlApi for SwitchApi {
         let mut desired = self.desired.lock();
         let new = apply_to_config(&desired, &change)?;
         self.reconcile(&desired, &new, &change)?;
+        let t = std::time::Instant::now();
         persist::write_atomic(&self.path, &new)?;
+        let took = t.elapsed();
+        if took >= SLOW_SAVE {
+            // The reply waits for the file to be on disk (fsync); say why it was late.
+            tracing::warn!(
+                change = %change.name(),
+                ms = took.as_millis() as u64,
+                path = %self.path.display(),
+                "saving the configuration took long (fsync on a busy disk?)"
+            );
+        }
         tracing::info!(change = %change.name(), "configuration change applied and saved");
         *desired = new;
         Ok(())
