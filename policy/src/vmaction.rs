@@ -588,6 +588,44 @@ impl VmSupervisor {
         self.generation
     }
 
+    /// Takes over the state of `old`, the supervisor a live reconfiguration replaces
+    /// (call after [`add_vm`](Self::add_vm) for the configured VMs, instead of
+    /// [`restore`](Self::restore)). VMs and bonds configured in both keep what `old`
+    /// knew of them: suspension and its reasons, starvation and degradation times,
+    /// failures, migration state and action counts. An action still in flight on
+    /// `old` reports to `old`: a suspend counts as done (as in a snapshot), anything
+    /// else is decided again here. A victim's attack is kept only if
+    /// `keeps_detector(victim)` (its detector moved over too, so it will report the
+    /// attack's end); otherwise reasons naming it lapse as after any attack.
+    pub fn carry_over(&mut self, old: &VmSupervisor, keeps_detector: impl Fn(&str) -> bool) {
+        self.now = self.now.max(old.now);
+        self.settle_until = old.settle_until;
+        for (name, e) in self.vms.iter_mut() {
+            let Some(o) = old.vms.get(name) else {
+                continue;
+            };
+            e.starved_since = o.starved_since;
+            e.reasons = o.reasons.clone();
+            e.suspended = o.suspended || matches!(o.inflight, Some((VmAction::Suspend, _)));
+            e.failures = o.failures;
+            e.retry_at = o.retry_at;
+            e.migration = o.migration.clone();
+            e.counts = o.counts;
+        }
+        for (name, o) in &old.bonds {
+            let used = self.vms.values().any(|e| e.spec.bonds.contains(name));
+            if used || self.bonds.contains_key(name) {
+                self.bonds.entry(name.clone()).or_default().degraded_since = o.degraded_since;
+            }
+        }
+        for (victim, kinds) in &old.attacked {
+            if self.vms.contains_key(victim) && keeps_detector(victim) {
+                self.attacked.insert(victim.clone(), kinds.clone());
+            }
+        }
+        self.generation = self.generation.max(old.generation) + 1;
+    }
+
     /// Restores a snapshot after a restart (call after [`add_vm`](Self::add_vm) for
     /// the configured VMs and before reporting bond states). Restored VMs count as
     /// suspended by us; their reasons are re-validated once `restore_settle` has

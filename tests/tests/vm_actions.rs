@@ -265,6 +265,21 @@ fn starved_vm_is_suspended_on_degradation_and_resumed_after_failback() {
         "the switch stopped forwarding"
     );
 
+    // A live change of a VM's settings rebuilds the VM actions: the suspension and
+    // its counts carry over (not re-read from the state file as after a restart).
+    let (code, out, e) = vsctl(d, &["set-vm", "high", "shares=2000"]);
+    assert_eq!(code, 0, "set-vm: {e}{out}");
+    sw.wait_for("live reconfiguration", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    let low = vm_show(d, "low");
+    assert_eq!(low["actions"]["state"], "suspended-by-switch", "{low}");
+    assert_eq!(low["actions"]["suspends"], 1, "{low}");
+    assert_eq!(qmp_status(&qmp_test), "paused");
+    assert!(
+        !sw.stderr().contains("by a previous run"),
+        "a live change is not a restart"
+    );
+
     // Restore the link: failback, the bond is whole again, the VM resumes.
     let restored = Instant::now();
     set_link(&taps[1], true);

@@ -754,6 +754,9 @@ impl Control {
         }
         self.bw = bw;
         if let Some(mut vm) = vm {
+            if let Some(old) = self.vm.as_deref_mut() {
+                vm.take_over(old);
+            }
             vm.start(now, &self.shared.dos);
             if let Some(old) = self.vm.replace(vm) {
                 // Its thread may be finishing a QMP call: not on the control thread.
@@ -914,6 +917,9 @@ impl Control {
             }
             ControlCmd::VmActions { mut ctl, reply } => {
                 self.failover_seen = None;
+                if let Some(old) = self.vm.as_deref_mut() {
+                    ctl.take_over(old);
+                }
                 ctl.start(now, &self.shared.dos);
                 self.vm = Some(ctl);
                 let _ = reply.send(());

@@ -135,6 +135,8 @@ pub struct VmCtl {
     done: Receiver<Done>,
     state_path: Option<PathBuf>,
     restore: Option<SupervisorSnapshot>,
+    /// State taken over from the VM actions this one replaced ([`VmCtl::take_over`]).
+    carried: bool,
     persisted: u64,
     settings: Vec<Option<VnicDosSettings>>,
     /// Workers running (one per `[dataplane] cores` entry): the DoS mirror table is
@@ -263,6 +265,7 @@ impl VmCtl {
             done,
             state_path,
             restore,
+            carried: false,
             persisted: 0,
             settings,
             workers: cfg.dataplane.cores.len(),
@@ -272,17 +275,63 @@ impl VmCtl {
         })
     }
 
-    /// Control thread, once: restores the persisted state and hands the per-vNIC DoS
-    /// settings to the workers.
+    /// Control thread, before [`start`](Self::start), when a live reconfiguration
+    /// replaces `old`: takes over its state instead of restoring the state file, which
+    /// is written asynchronously and may lag behind `old`. VMs configured in both keep
+    /// their suspension, reasons, counts and starvation; bonds their degradation. A
+    /// VM's DoS detector (and with it its attack) moves over when its vNICs and DoS
+    /// settings are unchanged; otherwise detection starts afresh.
+    pub fn take_over(&mut self, old: &mut VmCtl) {
+        self.restore = None;
+        self.carried = true;
+        let mut kept = Vec::new();
+        for vm in self.vms.iter_mut() {
+            let Some(o) = old.vms.iter_mut().find(|o| o.name == vm.name) else {
+                continue;
+            };
+            vm.starved = o.starved;
+            vm.last_action = std::mem::take(&mut o.last_action);
+            vm.attacks = o.attacks;
+            let same_detector = match (&vm.detector, &o.detector) {
+                (Some(n), Some(p)) => n.config() == p.config() && vm.vnics == o.vnics,
+                _ => false,
+            };
+            if same_detector {
+                vm.detector = o.detector.take();
+                vm.quiet_at = o.quiet_at;
+                vm.last_pkts = o.last_pkts;
+                vm.failed_over = o.failed_over && vm.failover == o.failover;
+                kept.push(vm.name.clone());
+            }
+        }
+        for (u, name) in self.uplinks.iter().enumerate() {
+            if let Some(p) = old.uplinks.iter().position(|o| o == name) {
+                self.degraded[u] = old.degraded[p];
+            }
+        }
+        self.sup
+            .carry_over(&old.sup, |victim| kept.iter().any(|k| k == victim));
+    }
+
+    /// Control thread, once: restores the persisted state (or, after
+    /// [`take_over`](Self::take_over), writes the state taken over) and hands the
+    /// per-vNIC DoS settings to the workers.
     pub fn start(&mut self, now: Nanos, dos: &DosShared) {
         if let Some(snap) = self.restore.take() {
-            let names: Vec<&str> = snap.suspended.iter().map(|s| s.vm.as_str()).collect();
-            tracing::warn!(vms = ?names, "restored VMs suspended by a previous run; they are resumed once their causes are gone");
+            if !snap.suspended.is_empty() {
+                let names: Vec<&str> = snap.suspended.iter().map(|s| s.vm.as_str()).collect();
+                tracing::warn!(vms = ?names, "restored VMs suspended by a previous run; they are resumed once their causes are gone");
+            }
             for unknown in self.sup.restore(&snap, now) {
                 tracing::warn!(vm = %unknown, "a VM suspended by a previous run is no longer configured; resume it by hand");
             }
         }
-        self.persisted = self.sup.snapshot_generation();
+        // State taken over is written at the first iteration: `old` may not have
+        // written its last change yet.
+        self.persisted = self
+            .sup
+            .snapshot_generation()
+            .wrapping_sub(u64::from(self.carried));
         let protected = self.settings.iter().filter(|s| s.is_some()).count();
         if protected > 0 {
             tracing::info!(vnics = protected, "DoS defence on");

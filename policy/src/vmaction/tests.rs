@@ -483,6 +483,100 @@ fn restart_restore_still_resumes() {
     assert_eq!(acts(&mut s), one("lo", VmAction::Resume));
 }
 
+/// `lo` suspended by the switch because bond0 is degraded and it is starved.
+fn lo_suspended() -> VmSupervisor {
+    let mut s = two_vms();
+    s.bond_degraded("bond0", SEC);
+    s.vm_starved("lo", true, SEC);
+    s.tick(2 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Suspend));
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    s.drain_actions();
+    s
+}
+
+#[test]
+fn a_live_change_carries_suspension_counts_and_degradation_over() {
+    let old = lo_suspended();
+    // The new configuration adds a VM and drops none; no restore settle applies.
+    let mut s = two_vms();
+    s.add_vm(vm("new", 1, &["bond0"], starvable()));
+    s.carry_over(&old, |_| false);
+    assert!(s.is_suspended_by_us("lo"));
+    assert!(!s.is_suspended_by_us("new"));
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!((lo.counts.suspends, lo.counts.resumes), (1, 0), "{lo:?}");
+    assert!(s.snapshot_generation() > old.snapshot_generation());
+    // The bond is still degraded in the new supervisor: lo stays suspended...
+    s.vm_starved("lo", false, 3 * SEC);
+    for t in 3..10 {
+        s.tick(t * SEC);
+    }
+    assert!(acts(&mut s).is_empty());
+    // ...until failback, with no restore settle in between.
+    s.bond_restored("bond0", 10 * SEC);
+    assert_eq!(acts(&mut s), one("lo", VmAction::Resume));
+    s.action_result("lo", VmAction::Resume, Ok(()));
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!((lo.counts.suspends, lo.counts.resumes), (1, 1), "{lo:?}");
+}
+
+#[test]
+fn a_live_change_counts_a_suspend_in_flight_as_done_and_forgets_removed_vms() {
+    let mut old = two_vms();
+    old.bond_degraded("bond0", SEC);
+    old.vm_starved("lo", true, SEC);
+    old.tick(2 * SEC);
+    assert_eq!(acts(&mut old), one("lo", VmAction::Suspend));
+    // The change lands before the suspend's result; `hi` is removed.
+    let mut s = VmSupervisor::new(SupervisorConfig::default());
+    s.add_vm(vm("lo", 1, &["bond0"], starvable()));
+    s.carry_over(&old, |_| false);
+    assert!(s.is_suspended_by_us("lo"));
+    assert!(s.status().iter().all(|v| v.vm != "hi"));
+    s.tick(3 * SEC);
+    assert!(acts(&mut s).is_empty(), "suspended once, not twice");
+    assert_eq!(s.snapshot().suspended.len(), 1);
+}
+
+#[test]
+fn a_live_change_keeps_an_attack_only_with_its_detector() {
+    let build = || {
+        let mut s = VmSupervisor::new(SupervisorConfig::default());
+        let mut victim = vm("web", 5, &["bond0"], VmActionPolicy::default());
+        victim.dos_responses = vec![DosResponse::SuspendLowerPriority];
+        s.add_vm(victim);
+        s.add_vm(vm(
+            "batch",
+            1,
+            &["bond0"],
+            VmActionPolicy {
+                suspend_for_dos: true,
+                ..VmActionPolicy::default()
+            },
+        ));
+        s
+    };
+    let mut old = build();
+    old.dos_event("web", &started(SEC), SEC);
+    assert_eq!(acts(&mut old), one("batch", VmAction::Suspend));
+    old.action_result("batch", VmAction::Suspend, Ok(()));
+
+    // The detector moved over: the attack goes on, batch stays suspended until it ends.
+    let mut s = build();
+    s.carry_over(&old, |v| v == "web");
+    s.tick(5 * SEC);
+    assert!(acts(&mut s).is_empty());
+    s.dos_event("web", &ended(6 * SEC), 6 * SEC);
+    assert_eq!(acts(&mut s), one("batch", VmAction::Resume));
+
+    // A new detector would never report the end: the reason lapses at once.
+    let mut s = build();
+    s.carry_over(&old, |_| false);
+    s.tick(5 * SEC);
+    assert_eq!(acts(&mut s), one("batch", VmAction::Resume));
+}
+
 #[test]
 fn snapshot_is_serde_serializable() {
     fn assert_serde<T: serde::Serialize + serde::de::DeserializeOwned>() {}
