@@ -736,7 +736,7 @@ fn each_hash_spreads_1024_flows_evenly_over_two_members() {
 #[test]
 fn hash_fills_every_bucket_when_one_field_varies() {
     type Vary = (&'static str, HashFields, fn(u32) -> Flow);
-    let vary: [Vary; 9] = [
+    let vary: [Vary; 10] = [
         ("source port", HashFields::L3L4, |i| Flow {
             sport: i as u16,
             ..flow(0)
@@ -760,6 +760,10 @@ fn hash_fills_every_bucket_when_one_field_varies() {
             ..flow(0)
         }),
         ("source MAC", HashFields::L2Src, non_ip),
+        ("destination port", HashFields::L3L4, |i| Flow {
+            dport: i as u16,
+            ..flow(0)
+        }),
         // Fields varying together must not cancel out (an xor of unmixed fields
         // would): both ports, and a source address with its source port.
         ("source and destination port", HashFields::L3L4, |i| Flow {
