@@ -129,8 +129,9 @@ struct VnicBw {
     ring: DelayRing,
     alloc_bits: u64,
     port: u16,
-    /// Extra bucket depth, in ns of the allocated rate, granted after this worker was
-    /// off the CPU while the vNIC had frames waiting (0: none).
+    /// Extra bucket depth, in ns of the allocated rate (and of the shaper's average
+    /// and peak rates, `VnicGate::set_stall`), granted after this worker was off the
+    /// CPU while the vNIC had frames waiting (0: none).
     ///
     /// The gate's bucket is only `burst_time` (2 ms) deep, so a worker descheduled for
     /// longer (4–8 ms time slices on a shared host) forfeited the excess of the
@@ -164,6 +165,7 @@ impl VnicBw {
             burst_bytes: a.burst_bytes.saturating_add(extra),
             ..a
         });
+        self.gate.set_stall(self.stall);
     }
 }
 

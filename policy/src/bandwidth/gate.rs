@@ -172,6 +172,17 @@ impl VnicGate {
         self.limit = a.reason_if_limited;
     }
 
+    /// Stall credit for the shaper ([`Shaper::set_stall`]); the share bucket's comes
+    /// with its allocation's depth.
+    pub fn set_stall(&mut self, stall: Nanos) {
+        if self.shaper.is_some() {
+            self.settle();
+        }
+        if let Some(s) = &mut self.shaper {
+            s.set_stall(stall);
+        }
+    }
+
     /// Replaces the shaping configuration (buckets restart full).
     pub fn set_shaping(&mut self, shaping: Option<Shaping>) {
         self.settle();

@@ -30,6 +30,8 @@ pub struct Shaper {
     shaping: Shaping,
     average: TokenBucket,
     peak: TokenBucket,
+    /// The peak bucket's own depth, without stall credit ([`Shaper::set_stall`]).
+    peak_depth: u64,
 }
 
 impl Shaper {
@@ -53,7 +55,23 @@ impl Shaper {
             shaping,
             average: TokenBucket::new(shaping.average_bps, shaping.burst_bytes),
             peak: TokenBucket::new(peak_bps, depth),
+            peak_depth: depth,
         }
+    }
+
+    /// Deepens both buckets by what their rates earn in `stall` (0: back to their own
+    /// depths), for a worker that was off the CPU while the vNIC had frames waiting:
+    /// credit earned while backlogged is not the vNIC's to lose, as with the share
+    /// bucket's stall credit (`vswitch::worker::VnicBw::stall`). Takes effect from the
+    /// buckets' last refill, so call it before the first check after the gap.
+    pub fn set_stall(&mut self, stall: Nanos) {
+        let earned = |bps: u64| (bps as u128 * stall as u128 / (8 * SEC as u128)) as u64;
+        let avg = self.average.rate_bps();
+        self.average
+            .set_rate(avg, self.shaping.burst_bytes.saturating_add(earned(avg)));
+        let peak = self.peak.rate_bps();
+        self.peak
+            .set_rate(peak, self.peak_depth.saturating_add(earned(peak)));
     }
 
     /// The configuration this shaper enforces.
@@ -199,6 +217,30 @@ mod tests {
         // burst_at_peak_then_average): 120 kB at the peak, give or take a poll.
         let burst: u64 = per_ms[1..7].iter().sum();
         assert!((114_000..=126_000).contains(&burst), "{per_ms:?}");
+    }
+
+    #[test]
+    fn stall_credit_keeps_what_a_backlogged_vnic_earned() {
+        // 80/160 Mb/s, a 10 kB burst: a 5 ms stall earns 50 kB average and 100 kB
+        // peak, more than either bucket holds.
+        let shaped = || Shaper::new(shaping(80_000_000, 160_000_000, 10_000));
+        let drain = |s: &mut Shaper, now: Nanos| {
+            let mut sent = 0;
+            while s.try_send(1000, now) {
+                sent += 1000;
+            }
+            sent
+        };
+        let mut plain = shaped();
+        drain(&mut plain, 0);
+        assert_eq!(drain(&mut plain, 5 * MS), 10_000, "capped at the burst");
+        let mut s = shaped();
+        drain(&mut s, 0);
+        s.set_stall(5 * MS);
+        assert_eq!(drain(&mut s, 5 * MS), 50_000, "the 5 ms at the average");
+        // Back to the own depths: nothing earned beyond them carries on.
+        s.set_stall(0);
+        assert_eq!(drain(&mut s, 10 * MS), 10_000);
     }
 
     #[test]
