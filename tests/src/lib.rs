@@ -565,8 +565,49 @@ pub fn ports_rx_tx(dir: &Path, names: &[&str]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Every thread's backtrace of a live process (gdb, when installed), for hang reports.
+/// Every thread's backtrace of a live process (gdb, when installed), for hang reports,
+/// after what the kernel says of each thread (read first: gdb's attach stops them).
 pub fn thread_stacks(pid: u32) -> String {
+    let user = user_stacks(pid);
+    format!("{}\n{user}", kernel_view(pid))
+}
+
+/// Each thread's state, CPU and kernel stack from `/proc` (a thread stuck in a system
+/// call shows where in the kernel; seen: vsperf 30 s in `mmap`/`munmap`).
+fn kernel_view(pid: u32) -> String {
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+    let mut out = String::new();
+    let status = read(format!("/proc/{pid}/status"));
+    for l in status.lines().filter(|l| {
+        l.starts_with("State") || l.contains("ctxt_switches") || l.starts_with("Cpus_allowed_list")
+    }) {
+        out.push_str(&format!("{l}\n"));
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let d = t.path();
+        let stat = read(d.join("stat").display().to_string());
+        // Fields after the command: state is the 1st, the last CPU the 37th.
+        let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        out.push_str(&format!(
+            "task {} {} state {} cpu {} wchan {}\n{}",
+            t.file_name().to_string_lossy(),
+            read(d.join("comm").display().to_string()).trim(),
+            f.first().unwrap_or(&"?"),
+            f.get(36).unwrap_or(&"?"),
+            read(d.join("wchan").display().to_string()),
+            read(d.join("stack").display().to_string()),
+        ));
+    }
+    out
+}
+
+/// Every thread's user-space backtrace (gdb), with the process's SIGTERM and SIGINT
+/// handlers.
+fn user_stacks(pid: u32) -> String {
     Command::new("gdb")
         .args([
             "-p",
