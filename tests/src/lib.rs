@@ -592,13 +592,18 @@ fn kernel_view(pid: u32) -> String {
         // Fields after the command: state is the 1st, the last CPU the 37th.
         let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
         let f: Vec<&str> = after.split_whitespace().collect();
+        // schedstat: ns on the CPU, ns waiting for it, time slices; syscall: the
+        // number and arguments of the call in progress (a running thread has no
+        // readable kernel stack, so these tell running from waiting).
         out.push_str(&format!(
-            "task {} {} state {} cpu {} wchan {}\n{}",
+            "task {} {} state {} cpu {} wchan {} schedstat {} syscall {}\n{}",
             t.file_name().to_string_lossy(),
             read(d.join("comm").display().to_string()).trim(),
             f.first().unwrap_or(&"?"),
             f.get(36).unwrap_or(&"?"),
             read(d.join("wchan").display().to_string()),
+            read(d.join("schedstat").display().to_string()).trim(),
+            read(d.join("syscall").display().to_string()).trim(),
             read(d.join("stack").display().to_string()),
         ));
     }
