@@ -376,11 +376,18 @@ fn pids_of(comm: &str, needle: &str) -> Vec<u32> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let a = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            c.trim() == comm && String::from_utf8_lossy(&a).contains(needle)
+            proc_file(format!("/proc/{pid}/comm")).trim() == comm
+                && proc_file(format!("/proc/{pid}/cmdline")).contains(needle)
         })
         .collect()
+}
+
+/// A `/proc` file's text (lossy: `cmdline` separates arguments with NULs), or ""
+/// when it cannot be read (the process is gone).
+fn proc_file(path: impl AsRef<Path>) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -575,9 +582,8 @@ pub fn thread_stacks(pid: u32) -> String {
 /// Each thread's state, CPU and kernel stack from `/proc` (a thread stuck in a system
 /// call shows where in the kernel; seen: vsperf 30 s in `mmap`/`munmap`).
 fn kernel_view(pid: u32) -> String {
-    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
     let mut out = String::new();
-    let status = read(format!("/proc/{pid}/status"));
+    let status = proc_file(format!("/proc/{pid}/status"));
     for l in status.lines().filter(|l| {
         l.starts_with("State") || l.contains("ctxt_switches") || l.starts_with("Cpus_allowed_list")
     }) {
@@ -588,7 +594,7 @@ fn kernel_view(pid: u32) -> String {
     };
     for t in tasks.flatten() {
         let d = t.path();
-        let stat = read(d.join("stat").display().to_string());
+        let stat = proc_file(d.join("stat"));
         // Fields after the command: state is the 1st, the last CPU the 37th.
         let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
         let f: Vec<&str> = after.split_whitespace().collect();
@@ -598,13 +604,13 @@ fn kernel_view(pid: u32) -> String {
         out.push_str(&format!(
             "task {} {} state {} cpu {} wchan {} schedstat {} syscall {}\n{}",
             t.file_name().to_string_lossy(),
-            read(d.join("comm").display().to_string()).trim(),
+            proc_file(d.join("comm")).trim(),
             f.first().unwrap_or(&"?"),
             f.get(36).unwrap_or(&"?"),
-            read(d.join("wchan").display().to_string()),
-            read(d.join("schedstat").display().to_string()).trim(),
-            read(d.join("syscall").display().to_string()).trim(),
-            read(d.join("stack").display().to_string()),
+            proc_file(d.join("wchan")),
+            proc_file(d.join("schedstat")).trim(),
+            proc_file(d.join("syscall")).trim(),
+            proc_file(d.join("stack")),
         ));
     }
     out

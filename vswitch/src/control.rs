@@ -753,17 +753,8 @@ impl Control {
             });
         }
         self.bw = bw;
-        if let Some(mut vm) = vm {
-            if let Some(old) = self.vm.as_deref_mut() {
-                vm.take_over(old);
-            }
-            vm.start(now, &self.shared.dos);
-            if let Some(old) = self.vm.replace(vm) {
-                // Its thread may be finishing a QMP call: not on the control thread.
-                let _ = std::thread::Builder::new()
-                    .name("vm-actions-old".into())
-                    .spawn(move || drop(old));
-            }
+        if let Some(vm) = vm {
+            self.install_vm_actions(vm, now);
         }
         self.publish()
     }
@@ -897,6 +888,21 @@ impl Control {
         );
     }
 
+    /// Runs `ctl` from now on: it takes over the running VM actions' state (if any),
+    /// starts, and replaces them.
+    fn install_vm_actions(&mut self, mut ctl: Box<crate::vm_ctl::VmCtl>, now: Nanos) {
+        if let Some(old) = self.vm.as_deref_mut() {
+            ctl.take_over(old);
+        }
+        ctl.start(now, &self.shared.dos);
+        if let Some(old) = self.vm.replace(ctl) {
+            // Its thread may be finishing a QMP call: not on the control thread.
+            let _ = std::thread::Builder::new()
+                .name("vm-actions-old".into())
+                .spawn(move || drop(old));
+        }
+    }
+
     fn handle_cmd(&mut self, cmd: ControlCmd, now: Nanos) {
         match cmd {
             ControlCmd::Reconfigure {
@@ -915,13 +921,9 @@ impl Control {
                 let g = self.adopt(t, vm, lacp_queues, now);
                 let _ = reply.send(g);
             }
-            ControlCmd::VmActions { mut ctl, reply } => {
+            ControlCmd::VmActions { ctl, reply } => {
                 self.failover_seen = None;
-                if let Some(old) = self.vm.as_deref_mut() {
-                    ctl.take_over(old);
-                }
-                ctl.start(now, &self.shared.dos);
-                self.vm = Some(ctl);
+                self.install_vm_actions(ctl, now);
                 let _ = reply.send(());
             }
             ControlCmd::Failback { uplink, reply } => {

@@ -175,9 +175,7 @@ impl VnicGate {
     /// Stall credit for the shaper ([`Shaper::set_stall`]); the share bucket's comes
     /// with its allocation's depth.
     pub fn set_stall(&mut self, stall: Nanos) {
-        if self.shaper.is_some() {
-            self.settle();
-        }
+        self.settle();
         if let Some(s) = &mut self.shaper {
             s.set_stall(stall);
         }
