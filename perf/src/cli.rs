@@ -173,6 +173,12 @@ pub struct RunArgs {
     /// After traffic stops, keep receiving this long for frames in flight. e.g. `--drain-ms 500`
     #[arg(long, value_name = "MS", default_value_t = 200, help_heading = "Run")]
     pub drain_ms: u64,
+    /// Sleep this long after a pass over the ports that moved no frame (0 = busy-poll,
+    /// as testpmd does). For low-rate VMs sharing a core: a busy poller can keep other
+    /// threads on its core (and kernel work that waits for them) off the CPU for
+    /// seconds on some hosts. Adds up to this much latency. e.g. `--idle-sleep-us 50`
+    #[arg(long, value_name = "US", default_value_t = 0, help_heading = "Run")]
+    pub idle_sleep_us: u64,
     /// Frames per generated tx burst (1..=64); rx bursts take up to 64. e.g. `--burst 64`
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "Run")]
     pub burst: u16,
@@ -364,6 +370,8 @@ pub struct RunConfig {
     pub timeline_ms: u64,
     /// `--drain-ms`.
     pub drain_ms: u64,
+    /// `--idle-sleep-us`.
+    pub idle_sleep_us: u64,
     /// `--burst`.
     pub burst: usize,
     /// `--nb-desc`.
@@ -547,6 +555,7 @@ impl RunArgs {
             quiet: self.quiet,
             timeline_ms: self.timeline_ms,
             drain_ms: self.drain_ms,
+            idle_sleep_us: self.idle_sleep_us,
             burst: self.burst as usize,
             nb_desc: self.nb_desc,
             mbufs,
@@ -607,7 +616,7 @@ mod tests {
     #[test]
     fn per_port_options_follow_their_port_and_defaults_come_first() {
         let c = run(
-            "run --size 128 --count 7 --port a --mode txonly --rate 1000pps --dst-mac 02:00:00:00:00:02 \
+            "run --idle-sleep-us 50 --size 128 --count 7 --port a --mode txonly --rate 1000pps --dst-mac 02:00:00:00:00:02 \
                      --port b --mode rxonly --duration 2 --port c --mode txonly --size 256 --rate 1gbps --json",
         )
         .unwrap();
@@ -623,6 +632,7 @@ mod tests {
         assert_eq!(c.ports[2].rate, Rate::Bps(1e9));
         assert_eq!(c.duration, Some(2.0));
         assert!(c.json);
+        assert_eq!(c.idle_sleep_us, 50);
         assert!(c.eal_args.iter().any(|a| a == "--no-huge"));
     }
 
@@ -654,5 +664,6 @@ mod tests {
         let c = run("run --port a --mode io --port b --mode io").unwrap();
         assert_eq!(c.ports[0].peer, Some(1));
         assert_eq!(c.ports[1].peer, Some(0));
+        assert_eq!(c.idle_sleep_us, 0, "busy-poll unless asked");
     }
 }

@@ -209,7 +209,7 @@ impl PortState<'_> {
         left.free_all();
     }
 
-    /// Generates and sends the frames due at `now`. *Fast path*.
+    /// Generates and sends the frames due at `now`; returns how many it made. *Fast path*.
     #[inline]
     fn poll_tx(
         &mut self,
@@ -218,10 +218,12 @@ impl PortState<'_> {
         now: u64,
         burst: usize,
         tx: &mut Burst<MAX_BURST>,
-    ) {
-        let Some(tpl) = self.tpl.as_ref() else { return };
+    ) -> u64 {
+        let Some(tpl) = self.tpl.as_ref() else {
+            return 0;
+        };
         if self.done {
-            return;
+            return 0;
         }
         let mut cap = burst as u64;
         if let Some(count) = self.cfg.count {
@@ -229,7 +231,7 @@ impl PortState<'_> {
         }
         let due = self.pacer.due(now, cap);
         if due == 0 {
-            return;
+            return 0;
         }
         let len = tpl.frame_len();
         let off = tpl.payload_offset();
@@ -264,6 +266,7 @@ impl PortState<'_> {
                 self.done_at = Some(now);
             }
         }
+        made
     }
 }
 
@@ -484,6 +487,7 @@ fn run_ports(
     let mut stopped_by: Option<&'static str> = None;
     let mut drain_end = u64::MAX;
     let mut traffic_end = u64::MAX;
+    let idle_sleep = Duration::from_micros(cfg.idle_sleep_us);
 
     loop {
         let now = rdtsc();
@@ -502,7 +506,9 @@ fn run_ports(
         } else if now >= drain_end || stop.load(Ordering::Relaxed) && stopped_by != Some("signal") {
             break;
         }
+        let mut moved = false;
         for i in 0..states.len() {
+            let rx_before = states[i].c.rx_pkts;
             let f = states[i].poll_rx(&mut txqs, i, &mut rx, &mut tx);
             if f.pkts + f.dropped > 0 {
                 let c = &mut states[f.port].c;
@@ -511,9 +517,13 @@ fn run_ports(
                 c.tx_dropped += f.dropped;
             }
             let st = &mut states[i];
+            moved |= st.c.rx_pkts != rx_before;
             if stopped_by.is_none() && st.tpl.is_some() {
-                st.poll_tx(&mut txqs[i], &pool, now, burst, &mut tx);
+                moved |= st.poll_tx(&mut txqs[i], &pool, now, burst, &mut tx) > 0;
             }
+        }
+        if !moved && !idle_sleep.is_zero() {
+            std::thread::sleep(idle_sleep);
         }
         if now >= next_tl {
             let t_ms = (now - start) * 1000 / hz;
