@@ -121,6 +121,29 @@ start_generator() { # SIZE SOCKETPATH PREFIX
 }
 stop_generator() { kill -INT "$GEN" 2>/dev/null; wait "$GEN" 2>/dev/null; }
 
+# Case 2's conditions over a measurement window, to tell a slow run's cause: each
+# vCPU's steal (the host running something else on it) and idle share, and the
+# generator's main thread's share of the window on a CPU and waiting for one
+# (/proc/PID/task/TID/schedstat). cond_start before the window, cond_end after it;
+# cond_end writes "$OUT/cond.txt", which the main loop adds to the run's log line.
+cond_snap() {
+    local g="0 0"
+    [ -r "/proc/$GEN/task/$GEN/schedstat" ] && g=$(cut -d' ' -f1,2 "/proc/$GEN/task/$GEN/schedstat")
+    echo "$(now) $g $(awk '/^cpu[01] / {printf "%s %s %s ", $2 + $3 + $4 + $7 + $8, $5 + $6, $9}' /proc/stat)"
+}
+cond_start() { cond_snap >"$OUT/cond.start"; }
+cond_end() {
+    echo "$(cat "$OUT/cond.start") $(cond_snap)" | awk '{
+        dt = $10 - $1
+        for (c = 0; c < 2; c++) {
+            b = $(13 + 3 * c) - $(4 + 3 * c); i = $(14 + 3 * c) - $(5 + 3 * c); s = $(15 + 3 * c) - $(6 + 3 * c)
+            t = b + i + s; if (t <= 0) t = 1
+            cpu = cpu sprintf(" cpu%d steal %d %% idle %d %%;", c, 100 * s / t, 100 * i / t)
+        }
+        printf "  [%s generator on a CPU %d %%, waiting %d %%]", substr(cpu, 2), ($11 - $2) / dt / 1e7, ($12 - $3) / dt / 1e7
+    }' >"$OUT/cond.txt"
+}
+
 # run_switch CASE SIZE -> prints "MPPS CYCLES_PER_PKT" (or "FAIL reason")
 run_switch() {
     local c=$1 sz=$2 prefix="vsb$$" cfg="$OUT/sw-$1-$2.toml" err="$OUT/sw-$1-$2.err"
@@ -144,7 +167,9 @@ run_switch() {
     sleep 1
     [ "$c" = 2 ] && sleep 1
     local t0 n0 t1 n1
+    [ "$c" = 2 ] && cond_start
     t0=$(now); n0=$(switch_tx); sleep "$DURATION"; t1=$(now); n1=$(switch_tx)
+    [ "$c" = 2 ] && cond_end
     local cpp
     cpp=$("$BIN/vsctl" --socket "$OUT/vswitchd.ctl" --format json pmd-stats-show | jq '.[0].cycles_per_pkt | floor')
     [ "$c" = 2 ] && stop_generator
@@ -185,6 +210,8 @@ run_testpmd() {
         local i
         for i in $(seq 1 100); do [ -S "$OUT/vm1.sock" ] && break; sleep 0.1; done
         start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
+        # The window testpmd's medians mostly come from (it prints about every 2 s).
+        sleep "$warm"; cond_start; sleep "$DURATION"; cond_end
     fi
     wait "$tp" 2>/dev/null
     [ "$c" = 2 ] && stop_generator
@@ -274,7 +301,9 @@ run_ovs() {
     sleep 2
     ovs_appctl dpif-netdev/pmd-stats-clear >/dev/null
     local t0 n0 t1 n1 cpp
+    [ "$c" = 2 ] && cond_start
     t0=$(now); n0=$(ovs_tx); sleep "$DURATION"; t1=$(now); n1=$(ovs_tx)
+    [ "$c" = 2 ] && cond_end
     cpp=$(ovs_appctl dpif-netdev/pmd-stats-show | awk -F: '/processing cycles per packet|avg processing cycles per packet/ {gsub(/[^0-9.]/, "", $2); print int($2); exit}')
     [ "$c" = 2 ] && stop_generator
     ovs_stop
@@ -319,6 +348,16 @@ if [ "$WITH_OVS" = 1 ]; then
 fi
 RESULTS=$OUT/results.txt
 : >"$RESULTS"
+# Case 2 crosses cores through the vhost ring, so its speed follows how long a cache
+# line takes from core 0 to core 1 and back. On a VM that changes with where the host
+# runs the two vCPUs: on this host about 75 ns or about 440 ns, and every forwarder
+# (switch, testpmd, OVS) runs at less than half speed in the slow placement. Each
+# case-2 run is bracketed by a probe (`vsperf c2c`, 200 ms, while nothing polls) and
+# the summary compares the peers within each placement.
+C2C=$OUT/c2c.txt
+: >"$C2C"
+C2C_SLOW_NS=${C2C_SLOW_NS:-200}
+c2c_probe() { "$BIN/vsperf" c2c --cpus 0,1 --ms 200 --json 2>/dev/null | jq -r '.median_ns | floor' 2>/dev/null || echo "-"; }
 SKIPPED=()
 log "raw logs in $OUT; ${DURATION}s per run, $REPS reps, sizes: $SIZES, cases: $CASES, peers: $PEERS"
 for sz in $SIZES; do
@@ -329,7 +368,9 @@ for sz in $SIZES; do
         fi
         for r in $(seq 1 "$REPS"); do
             for p in $PEERS; do
-                rm -f "$OUT/gen.json"
+                rm -f "$OUT/gen.json" "$OUT/cond.txt"
+                c2c="" c2c_before=""
+                [ "$c" = 2 ] && c2c_before=$(c2c_probe)
                 case $p in
                     switch) res=$(run_switch "$c" "$sz") ;;
                     testpmd) res=$(run_testpmd "$c" "$sz") ;;
@@ -341,8 +382,14 @@ for sz in $SIZES; do
                 # forwarder behind) over its whole run, start included.
                 gen=""
                 [ -s "$OUT/gen.json" ] && gen=$(jq -r '.ports[0] | "  (generator: \(.tx_pkts / 1e6 | floor) M sent, ring full on \(100 * .tx_dropped / (.tx_pkts + .tx_dropped + 1) | floor) % of tries)"' "$OUT/gen.json" 2>/dev/null)
-                log "case $c ${sz}B rep $r $p: $res$gen"
+                [ -s "$OUT/cond.txt" ] && gen="$gen$(cat "$OUT/cond.txt")"
                 echo "$c $sz $p $r $res" >>"$RESULTS"
+                if [ "$c" = 2 ]; then
+                    c2c_after=$(c2c_probe)
+                    echo "$c $sz $p $r $c2c_before $c2c_after" >>"$C2C"
+                    c2c="  [cache line 0<->1: $c2c_before ns before, $c2c_after ns after]"
+                fi
+                log "case $c ${sz}B rep $r $p: $res$gen$c2c"
             done
         done
     done
@@ -382,6 +429,40 @@ for sz in $SIZES; do
     done
 done
 for s in "${SKIPPED[@]:-}"; do [ -n "$s" ] && echo "SKIP $s"; done
+
+# Case 2 per placement: runs whose probes before and after were both below
+# C2C_SLOW_NS ("near") or both at or above it ("far"); runs whose placement changed
+# across them are left out of these rows.
+# placement_runs SIZE PEER near|far -> the Mpps of those runs
+placement_runs() {
+    awk -v s="$1" -v p="$2" -v m="$3" -v t="$C2C_SLOW_NS" '
+        FNR == NR { if ($5 ~ /^[0-9]+$/ && $6 ~ /^[0-9]+$/) mode[$1 " " $2 " " $3 " " $4] = ($5 < t && $6 < t) ? "near" : ($5 >= t && $6 >= t) ? "far" : "mixed"; next }
+        $1 == 2 && $2 == s && $3 == p && $5 != "FAIL" && mode[$1 " " $2 " " $3 " " $4] == m { print $5 }' "$C2C" "$RESULTS"
+}
+if [ -s "$C2C" ]; then
+    echo
+    echo "Case 2 by where the host ran the two vCPUs (cache line 0<->1 below / from $C2C_SLOW_NS ns, before and after the run): median Mpps (runs)"
+    hdr="| size | placement |"
+    sep="|---|---|"
+    for p in $PEERS; do hdr="$hdr $p |"; sep="$sep---|"; done
+    for p in $COLS; do hdr="$hdr switch/${COL_RATIO[$p]} |"; sep="$sep---|"; done
+    echo "$hdr"
+    echo "$sep"
+    for sz in $SIZES; do
+        grep -q "^2 $sz " "$C2C" || continue
+        for m in near far; do
+            row="| $sz | $m |"
+            declare -A MED=()
+            for p in $PEERS; do
+                MED[$p]=$(placement_runs "$sz" "$p" "$m" | median)
+                row="$row ${MED[$p]} ($(placement_runs "$sz" "$p" "$m" | wc -l)) |"
+            done
+            for p in $COLS; do row="$row $(ratio "${MED[switch]:--}" "${MED[$p]:--}") |"; done
+            echo "$row"
+            unset MED
+        done
+    done
+fi
 
 # ---------------------------------------------------------------- callgrind
 if [ "$CALLGRIND" = 1 ]; then

@@ -73,6 +73,44 @@ pub enum Cmd {
     /// Draw the `timeline` of a `vsperf run --timeline-ms N --json` report as an SVG chart (no DPDK).
     #[command(after_long_help = PLOT_EXAMPLES)]
     PlotTimeline(PlotArgs),
+    /// Measure the round trip of a cache line between two CPUs (no DPDK).
+    #[command(after_long_help = C2C_EXAMPLES)]
+    C2c(C2cArgs),
+}
+
+const C2C_EXAMPLES: &str = "\
+Examples:
+  vsperf c2c --cpus 0,1 --ms 200
+  vsperf c2c --json   # one JSON object: cpu_a, cpu_b, windows, round_trips, min_ns, median_ns, max_ns
+
+Two pinned threads hand a counter back and forth for --ms milliseconds; the figures are the
+mean round trip of 1-ms windows (fastest, median, slowest). Every producer/consumer ring between
+the two CPUs (a vhost-user virtqueue between a VM's core and the switch's) pays this per cache
+line it moves. On a VM it changes with where the host runs the two vCPUs; perf/bench.sh logs it
+beside each case-2 run. Run it while nothing else busy-polls the two CPUs.";
+
+/// `A,B`: two CPU numbers.
+fn cpu_pair(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{s:?} is not two CPU numbers A,B");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+/// `vsperf c2c` arguments.
+#[derive(Debug, Args)]
+pub struct C2cArgs {
+    /// The two CPUs, A,B. e.g. `--cpus 0,1`
+    #[arg(long, default_value = "0,1", value_parser = cpu_pair)]
+    pub cpus: (usize, usize),
+    /// How long to measure, in ms. e.g. `--ms 200`
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub ms: u64,
+    /// Print one JSON object on stdout instead of a line on stderr. e.g. `--json`
+    #[arg(long)]
+    pub json: bool,
 }
 
 const PLOT_EXAMPLES: &str = "\
@@ -573,6 +611,8 @@ pub enum Parsed {
     GenPcap(GenPcapArgs),
     /// Draw a timeline.
     PlotTimeline(PlotArgs),
+    /// Measure a cache line's round trip between two CPUs.
+    C2c(C2cArgs),
 }
 
 /// Parses a full argv (argv[0] first). Help and clap usage errors are returned as
@@ -591,6 +631,7 @@ where
         }
         Cmd::GenPcap(g) => Ok(Parsed::GenPcap(g)),
         Cmd::PlotTimeline(a) => Ok(Parsed::PlotTimeline(a)),
+        Cmd::C2c(a) => Ok(Parsed::C2c(a)),
     })
 }
 
@@ -657,6 +698,22 @@ mod tests {
         assert!(run("run --port a --mode txonly --count 0")
             .unwrap_err()
             .contains("at least 1"));
+    }
+
+    #[test]
+    fn c2c_takes_two_cpus() {
+        let c2c = |args: &str| match Cli::try_parse_from(args.split_whitespace()).map(|c| c.cmd) {
+            Ok(Cmd::C2c(a)) => Ok(a.cpus),
+            Ok(_) => panic!("not c2c"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(c2c("vsperf c2c"), Ok((0, 1)));
+        assert_eq!(c2c("vsperf c2c --cpus 1,0"), Ok((1, 0)));
+        assert!(c2c("vsperf c2c --cpus 1")
+            .unwrap_err()
+            .contains("two CPU numbers"));
+        assert!(c2c("vsperf c2c --cpus a,1").is_err());
+        assert!(c2c("vsperf c2c --ms 0").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! vsperf run [EAL options] [run options] [per-port defaults] (--port DEVARGS [per-port options])...
 //! vsperf gen-pcap --out FILE --src-mac M --dst-mac M [--size 64] [--flows N] [--proto udp|tcp] ...
 //! vsperf plot-timeline --report RUN.json --out FILE.svg [--port I [--label L]]... [--mark SECS=TEXT]...
+//! vsperf c2c [--cpus A,B] [--ms N] [--json]
 //! ```
 //!
 //! EAL options: `--file-prefix P` (default `vsperf<pid>`; unique per DPDK process),
@@ -87,6 +88,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod c2c;
 pub mod cli;
 pub mod counters;
 pub mod engine;

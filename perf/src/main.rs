@@ -39,6 +39,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Parsed::C2c(a) => {
+            let (cpu_a, cpu_b) = a.cpus;
+            match perf::c2c::c2c(cpu_a, cpu_b, std::time::Duration::from_millis(a.ms)) {
+                Ok(r) if a.json => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = serde_json::to_writer(&mut out, &r);
+                    let _ = writeln!(out);
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!(
+                        "vsperf: cache line round trip CPU {cpu_a} <-> CPU {cpu_b}: median {:.0} ns \
+                         (fastest {:.0}, slowest {:.0} of {} 1-ms windows, {} round trips)",
+                        r.median_ns, r.min_ns, r.max_ns, r.windows, r.round_trips
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vsperf: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Parsed::Run(cfg) => {
             // First signal: stop and print the final statistics. Second: exit now.
             if let Err(e) = ctrlc::set_handler(|| {
