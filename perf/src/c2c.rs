@@ -117,7 +117,7 @@ fn ping(l: &AtomicU64, cpu_a: usize, cpu_b: usize, run: Duration) -> Result<C2cR
                 while l.load(Ordering::Acquire) != v + 1 {
                     std::hint::spin_loop();
                     spins = spins.wrapping_add(1);
-                    if spins % 65536 == 0 && w0.elapsed() > Duration::from_secs(1) {
+                    if spins.is_multiple_of(65536) && w0.elapsed() > Duration::from_secs(1) {
                         return Err(C2cError::NoAnswer(cpu_b));
                     }
                 }
