@@ -23,8 +23,9 @@
 //!
 //! Run options (anywhere): `--duration SECS` (float), `--wait-link SECS` (fail unless
 //! every link is up in time), `--stats-period SECS` (1; 0 = final only), `--json`,
-//! `--timeline-ms N`, `--drain-ms MS` (200), `--burst N` (32, max 64), `--nb-desc N`
-//! (1024), `--mbufs N`, `-q/--quiet`.
+//! `--timeline-ms N`, `--drain-ms MS` (200), `--idle-sleep-us US` (0 = busy-poll; else
+//! sleep that long after a pass over the ports that moved no frame), `--burst N` (32,
+//! max 64), `--nb-desc N` (1024), `--mbufs N`, `-q/--quiet`.
 //!
 //! Per-port options apply to the last `--port` before them; given before the first
 //! `--port` they are defaults for all ports: `--mode txonly|rxonly|io|echo|latency`
@@ -82,6 +83,8 @@
 //!
 //! Pure parts — [`rate`] (parsing and a time-injected pacer), [`frame`] (templates,
 //! latency stamps), [`counters`], [`pcap`], [`cli`] — are unit-tested without DPDK.
+//! [`c2c`] (`vsperf c2c`) needs no DPDK either: it measures a cache line's round trip
+//! between two CPUs, which sets the speed of any ring between them.
 //! [`engine`] is the only DPDK user and goes through `dpdk-sys`'s safe API; this
 //! crate has no `unsafe`. One thread polls every port (see [`engine`] for the loop
 //! and its ownership rules).
