@@ -93,6 +93,8 @@ EAL_COMMON="--no-huge -m 1024 --no-pci --no-telemetry --iova-mode=va"
 median() { sort -g | awk '{v[NR] = $1} END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2] + v[NR/2+1]) / 2 }'; }
 log() { echo "[bench] $*" >&2; }
 now() { date +%s.%N; }
+# sleep_until EXPR: sleeps until the time (s since the epoch) the awk expression gives.
+sleep_until() { sleep "$(awk -v n="$(now)" "BEGIN { d = ($1) - n; print (d > 0 ? d : 0) }")"; }
 
 PIDS=()
 cleanup() {
@@ -197,8 +199,9 @@ run_testpmd() {
         2) rm -f "$OUT/vm1.sock"; vdev0="net_vhost0,iface=$OUT/vm1.sock,queues=1" ;;
         *) vdev0=$(vs_source "$c" "$sz") || { echo "FAIL no pcap"; return; } ;;
     esac
-    local log="$OUT/tp-$mode-$burst-$c-$sz.log" warm=2
+    local log="$OUT/tp-$mode-$burst-$c-$sz.log" warm=2 t_start
     [ "$c" = 2 ] && warm=4
+    t_start=$(now)
     # stats every second; the forwarding lcore is 1 (lcore 0 is the main lcore).
     timeout -s INT $((DURATION + warm + 5)) stdbuf -oL "$TESTPMD" -l 0,1 $EAL_COMMON \
         --file-prefix "tpb$$" --vdev "$vdev0" --vdev net_null0,no-rx=1 -- \
@@ -210,8 +213,11 @@ run_testpmd() {
         local i
         for i in $(seq 1 100); do [ -S "$OUT/vm1.sock" ] && break; sleep 0.1; done
         start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
-        # The window testpmd's medians mostly come from (it prints about every 2 s).
-        sleep "$warm"; cond_start; sleep "$DURATION"; cond_end
+        # The window testpmd's medians mostly come from (it prints about every 2 s),
+        # counted from testpmd's start so that it ends before the timeout stops it
+        # (its vhost socket may take seconds to appear).
+        sleep_until "$t_start + $warm"; cond_start
+        sleep_until "$t_start + $warm + $DURATION"; cond_end
     fi
     wait "$tp" 2>/dev/null
     [ "$c" = 2 ] && stop_generator
