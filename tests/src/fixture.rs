@@ -376,6 +376,15 @@ impl VsperfArgs {
         self.port(virtio_user(idx, socket))
     }
 
+    /// [`VsperfArgs::vm`] with `descriptors` in its virtio ring (the PMD's default is
+    /// 256): room for the frames that arrive while this process waits for its core.
+    pub fn vm_ring(self, idx: usize, socket: &str, descriptors: u16) -> VsperfArgs {
+        self.port(format!(
+            "{},queue_size={descriptors}",
+            virtio_user(idx, socket)
+        ))
+    }
+
     /// The external host behind a tap NIC: `net_af_packet<idx>` on kernel interface
     /// `iface`.
     pub fn host(self, idx: usize, iface: &str) -> VsperfArgs {

@@ -153,7 +153,7 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
             .rxonly()
             // 1024 descriptors (205 ms of VM2's 5 kpps) ride out this process waiting
             // for core 0 behind the busy-polling attacker.
-            .port(format!("{},queue_size=1024", virtio_user(1, &s2)))
+            .vm_ring(1, &s2, 1024)
             .rxonly()
             .host(0, &tap)
             .txonly(EXT, VM2)
@@ -162,7 +162,7 @@ fn floods_and_signatures_are_detected_and_mitigated_without_hurting_other_vms() 
             // VM3 echoes the delayed round trip at 20 kpps. A 1024-entry ring (51 ms
             // of it) rides out this process being descheduled: on a 2-core host it
             // shares core 0 with the busy-polling attacker.
-            .port(format!("{},queue_size=1024", virtio_user(2, &s3)))
+            .vm_ring(2, &s3, 1024)
             .opt("mode", "echo")
             .build(),
     );
