@@ -191,6 +191,9 @@ run_switch() {
 }
 
 # ---------------------------------------------------------------- testpmd
+# tp_tx_pps LOG: the sink's (port 1's) nonzero Tx-pps of each testpmd statistics block.
+tp_tx_pps() { awk '/NIC statistics for port/ {p = $(NF-1)} /Tx-pps:/ && p == 1 && $2 > 0 {print $2}' "$1"; }
+
 # run_testpmd CASE SIZE [MODE [BURST]] -> "MPPS -"
 run_testpmd() {
     local c=$1 sz=$2 mode=${3:-io} burst=${4:-32} vdev0
@@ -213,11 +216,18 @@ run_testpmd() {
         local i
         for i in $(seq 1 100); do [ -S "$OUT/vm1.sock" ] && break; sleep 0.1; done
         start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
-        # The window testpmd's medians mostly come from (it prints about every 2 s),
-        # counted from testpmd's start so that it ends before the timeout stops it
-        # (its vhost socket may take seconds to appear).
-        sleep_until "$t_start + $warm"; cond_start
-        sleep_until "$t_start + $warm + $DURATION"; cond_end
+        # The window testpmd's medians come from: from its first statistics block
+        # with traffic (the generator connects when testpmd's vhost socket appears,
+        # which can take seconds), for DURATION s or until 1 s before the timeout
+        # stops testpmd.
+        local end_by
+        end_by=$(awk -v t="$t_start" -v d="$DURATION" -v w="$warm" 'BEGIN { printf "%.3f", t + d + w + 4 }')
+        while ! tp_tx_pps "$log" | grep -q . && [ "$(awk -v e="$end_by" -v n="$(now)" 'BEGIN { print (n < e) }')" = 1 ]; do
+            sleep 0.1
+        done
+        cond_start
+        sleep_until "$(awk -v e="$end_by" -v n="$(now)" -v d="$DURATION" 'BEGIN { printf "%.3f", (n + d < e ? n + d : e) }')"
+        cond_end
     fi
     wait "$tp" 2>/dev/null
     [ "$c" = 2 ] && stop_generator
@@ -225,8 +235,8 @@ run_testpmd() {
     # own measured interval; here it prints about every 2 s). The first period with
     # traffic includes the start and is dropped; the median of the rest is reported.
     local vals
-    vals=$(awk '/NIC statistics for port/ {p = $(NF-1)} /Tx-pps:/ && p == 1 {print $2}' "$log" |
-        awk '$1 > 0 {n++; v[n] = $1} END { for (i = 2; i <= n; i++) print v[i]; if (n == 1) print v[1] }')
+    vals=$(tp_tx_pps "$log" |
+        awk '{n++; v[n] = $1} END { for (i = 2; i <= n; i++) print v[i]; if (n == 1) print v[1] }')
     if [ -z "$vals" ]; then echo "FAIL no traffic"; return; fi
     echo "$(echo "$vals" | median | awk '{printf "%.3f", $1 / 1e6}') -"
 }
@@ -363,7 +373,12 @@ RESULTS=$OUT/results.txt
 C2C=$OUT/c2c.txt
 : >"$C2C"
 C2C_SLOW_NS=${C2C_SLOW_NS:-200}
-c2c_probe() { "$BIN/vsperf" c2c --cpus 0,1 --ms 200 --json 2>/dev/null | jq -r '.median_ns | floor' 2>/dev/null || echo "-"; }
+# c2c_probe -> the median round trip in ns, or "-" when the probe failed.
+c2c_probe() {
+    local ns
+    ns=$("$BIN/vsperf" c2c --cpus 0,1 --ms 200 --json 2>/dev/null | jq -r '.median_ns | floor' 2>/dev/null)
+    echo "${ns:--}"
+}
 SKIPPED=()
 log "raw logs in $OUT; ${DURATION}s per run, $REPS reps, sizes: $SIZES, cases: $CASES, peers: $PEERS"
 for sz in $SIZES; do
@@ -460,8 +475,9 @@ if [ -s "$C2C" ]; then
             row="| $sz | $m |"
             declare -A MED=()
             for p in $PEERS; do
-                MED[$p]=$(placement_runs "$sz" "$p" "$m" | median)
-                row="$row ${MED[$p]} ($(placement_runs "$sz" "$p" "$m" | wc -l)) |"
+                runs=$(placement_runs "$sz" "$p" "$m")
+                MED[$p]=$(printf '%s' "$runs" | median)
+                row="$row ${MED[$p]} ($(printf '%s' "$runs" | grep -c .)) |"
             done
             for p in $COLS; do row="$row $(ratio "${MED[switch]:--}" "${MED[$p]:--}") |"; done
             echo "$row"
