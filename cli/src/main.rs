@@ -245,6 +245,18 @@ enum Cmd {
         #[arg(required = true, value_parser = key_value, value_name = "KEY=VALUE")]
         settings: Vec<(String, String)>,
     },
+    /// Change [dataplane] settings. A running switch takes pmd_sleep_max_us (the
+    /// workers' load-based sleep, µs, 0 = busy-poll, as Open vSwitch's
+    /// pmd-sleep-max); the other keys need an edit of the file and a restart.
+    #[command(
+        name = "set-dataplane",
+        after_help = "Example:\n  vsctl set-dataplane pmd_sleep_max_us=100\n  vsctl set-dataplane pmd_sleep_max_us=0    (busy-poll again)"
+    )]
+    SetDataplane {
+        /// key=value pairs.
+        #[arg(required = true, value_parser = key_value, value_name = "KEY=VALUE")]
+        settings: Vec<(String, String)>,
+    },
     /// Show each vNIC's entitled and used bandwidth and what limits it.
     #[command(
         name = "vnic/bandwidth",
@@ -409,6 +421,10 @@ fn action(cmd: &Cmd) -> Action {
         Cmd::SetVnic { vnic, settings } => Change {
             cmd: "set-vnic",
             args: json!({"vnic": vnic, "settings": settings}),
+        },
+        Cmd::SetDataplane { settings } => Change {
+            cmd: "set-dataplane",
+            args: json!({ "settings": settings }),
         },
         Cmd::VnicBandwidth { vnic } => Read {
             cmd: "vnic/bandwidth",

@@ -380,6 +380,17 @@ pub fn pmd_stats(pmds: &Value) -> String {
         let _ = writeln!(o, "  packets received: {}", u(p, "rx_pkts"));
         let _ = writeln!(o, "  busy cycles: {:.1} %", f(p, "busy_pct"));
         let _ = writeln!(o, "  avg cycles per packet: {:.1}", f(p, "cycles_per_pkt"));
+        let max = u(p, "sleep_max_us");
+        if max > 0 || u(p, "sleep_iterations") > 0 {
+            let _ = writeln!(
+                o,
+                "  sleep iterations: {} ({:.1} % of cycles asleep, {:.1} us/iteration avg., max {} us)",
+                u(p, "sleep_iterations"),
+                f(p, "sleep_pct"),
+                f(p, "sleep_us_per_iteration"),
+                max
+            );
+        }
     }
     o
 }

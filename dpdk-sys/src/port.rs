@@ -620,7 +620,14 @@ impl RxQueue {
     /// Receives up to the burst's free room; returns how many arrived.
     #[inline]
     pub fn rx_burst<const N: usize>(&mut self, burst: &mut Burst<N>) -> usize {
+        self.rx_burst_max(burst, N)
+    }
+    /// Receives up to `max` frames, or the burst's free room if that is less; returns
+    /// how many arrived.
+    #[inline]
+    pub fn rx_burst_max<const N: usize>(&mut self, burst: &mut Burst<N>, max: usize) -> usize {
         let (p, room) = burst.tail_ptr();
+        let room = room.min(max).min(u16::MAX as usize);
         if room == 0 {
             return 0;
         }

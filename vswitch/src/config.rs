@@ -110,7 +110,18 @@ pub struct DataplaneSection {
     /// Longest a frame over its allocation may wait in its vNIC's queue, µs.
     #[serde(default = "default_max_delay_us")]
     pub max_queue_delay_us: u64,
+    /// Load-based sleep of the workers (Open vSwitch's `pmd-sleep-max`): after a poll
+    /// pass in which no rx queue brought [`crate::worker::SLEEP_THRESHOLD`] frames or
+    /// more, a worker sleeps, 1 µs longer after each such pass, up to this many µs;
+    /// a busier pass ends it. 0 (the default): workers busy-poll. Up to
+    /// [`PMD_SLEEP_MAX_US`]; the one `[dataplane]` key `vsctl set-dataplane` changes
+    /// on a running switch.
+    #[serde(default)]
+    pub pmd_sleep_max_us: u64,
 }
+
+/// Highest `pmd_sleep_max_us` (10 ms, as Open vSwitch).
+pub const PMD_SLEEP_MAX_US: u64 = 10_000;
 
 fn default_alloc_us() -> u64 {
     2000
@@ -147,6 +158,7 @@ impl Default for DataplaneSection {
             bandwidth: true,
             allocation_interval_us: default_alloc_us(),
             max_queue_delay_us: default_max_delay_us(),
+            pmd_sleep_max_us: 0,
         }
     }
 }
@@ -744,6 +756,12 @@ impl Config {
             return bad(format!(
                 "[dataplane] mbufs = {} is too small (at least 1024)",
                 self.dataplane.mbufs
+            ));
+        }
+        if self.dataplane.pmd_sleep_max_us > PMD_SLEEP_MAX_US {
+            return bad(format!(
+                "[dataplane] pmd_sleep_max_us = {} is too long (at most {PMD_SLEEP_MAX_US}; 0 busy-polls)",
+                self.dataplane.pmd_sleep_max_us
             ));
         }
         if let Some(m) = &self.control.metrics {

@@ -184,11 +184,28 @@ impl SwitchApi {
     /// Reconciles the running switch with `new` (the validated desired config after
     /// `change`), or refuses the change when it cannot be applied live.
     fn reconcile(&self, old: &Config, new: &Config, change: &ConfigChange) -> Result<(), CtlError> {
-        if (&old.eal, &old.dataplane, &old.control) != (&new.eal, &new.dataplane, &new.control) {
+        // [dataplane] keys a running switch takes (DATAPLANE_LIVE) are compared apart.
+        let live = |d: &crate::config::DataplaneSection| crate::config::DataplaneSection {
+            pmd_sleep_max_us: 0,
+            ..d.clone()
+        };
+        if (&old.eal, live(&old.dataplane), &old.control)
+            != (&new.eal, live(&new.dataplane), &new.control)
+        {
             return Err(CtlError::Unsupported(format!(
-                "changing [eal], [dataplane] or [control] on a running switch; edit {} and restart vswitchd",
+                "changing [eal], [dataplane] (but {}) or [control] on a running switch; edit {} and restart vswitchd",
+                crate::ctl::DATAPLANE_LIVE.join(", "),
                 self.path.display()
             )));
+        }
+        if let ConfigChange::SetDataplane { .. } = change {
+            self.switch
+                .set_pmd_sleep_max(new.dataplane.pmd_sleep_max_us);
+            tracing::info!(
+                pmd_sleep_max_us = new.dataplane.pmd_sleep_max_us,
+                "workers' load-based sleep set"
+            );
+            return Ok(());
         }
         if let ConfigChange::SetBond { bond, .. } = change {
             // Teaming settings alone: straight to the bond, no topology change.
@@ -335,7 +352,16 @@ impl ControlApi for SwitchApi {
             .worker_stats()
             .iter()
             .enumerate()
-            .map(|(w, s)| PmdStats::from_worker(w, self.switch.cores()[w], s))
+            .map(|(w, s)| {
+                let hz = dpdk_sys::Eal::get().map_or(0, |e| e.tsc_hz());
+                PmdStats::from_worker(
+                    w,
+                    self.switch.cores()[w],
+                    s,
+                    hz,
+                    self.switch.pmd_sleep_max_us(),
+                )
+            })
             .collect())
     }
 

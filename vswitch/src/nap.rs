@@ -29,6 +29,13 @@ pub fn nap(d: Duration) {
     }
 }
 
+/// Asks the kernel to end this thread's timed sleeps within 1 µs of their deadline
+/// instead of the default 50 µs timer slack: the workers' load-based sleeps last a few
+/// µs (Open vSwitch sets the same for its PMD threads).
+pub fn fine_timer_slack() -> Result<(), String> {
+    nix::sys::prctl::set_timerslack(1_000).map_err(|e| format!("prctl(PR_SET_TIMERSLACK): {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

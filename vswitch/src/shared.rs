@@ -53,6 +53,10 @@ pub struct Shared {
     pub mailbox: Vec<ArrayQueue<crate::worker::WorkerMsg>>,
     /// Messages each worker has carried out (written by the worker only).
     pub done: Vec<AtomicU64>,
+    /// Longest load-based sleep a worker may take, ns (`[dataplane]
+    /// pmd_sleep_max_us`); 0: workers busy-poll. Read by each worker once per poll
+    /// pass, so a change takes effect at once.
+    pub pmd_sleep_max_ns: AtomicU64,
 }
 
 impl Shared {
@@ -75,6 +79,7 @@ impl Shared {
             dos: crate::dos_path::DosShared::new(MAX_VNICS),
             mailbox: (0..workers).map(|_| ArrayQueue::new(MAILBOX)).collect(),
             done: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            pmd_sleep_max_ns: AtomicU64::new(0),
         }
     }
 

@@ -195,8 +195,12 @@ pub struct WorkerStats {
     pub busy_iterations: AtomicU64,
     /// TSC cycles spent in busy iterations (pmd-stats-show's "processing cycles").
     pub busy_cycles: AtomicU64,
-    /// TSC cycles spent in idle iterations.
+    /// TSC cycles spent in idle iterations, load-based sleeps included.
     pub idle_cycles: AtomicU64,
+    /// Iterations that ended in a load-based sleep (`[dataplane] pmd_sleep_max_us`).
+    pub sleep_iterations: AtomicU64,
+    /// TSC cycles spent in those sleeps.
+    pub sleep_cycles: AtomicU64,
     /// Snapshot generation the worker runs with.
     pub generation: AtomicU64,
 }
@@ -209,6 +213,8 @@ impl Default for WorkerStats {
             busy_iterations: AtomicU64::new(0),
             busy_cycles: AtomicU64::new(0),
             idle_cycles: AtomicU64::new(0),
+            sleep_iterations: AtomicU64::new(0),
+            sleep_cycles: AtomicU64::new(0),
             generation: AtomicU64::new(0),
         }
     }

@@ -654,6 +654,10 @@ impl Switch {
             cfg.dataplane.bandwidth,
             cfg.dataplane.max_queue_delay_us * policy::time::US,
         ));
+        shared.pmd_sleep_max_ns.store(
+            cfg.dataplane.pmd_sleep_max_us * policy::time::US,
+            Ordering::Relaxed,
+        );
         let view = Arc::new(RwLock::new(ControlView::default()));
 
         // Queues: each port's rx queues to the least loaded workers; every worker gets
@@ -1030,6 +1034,19 @@ impl Switch {
     /// The topology the control thread runs now (a copy).
     pub fn topology(&self) -> Topology {
         self.topo.read().clone()
+    }
+
+    /// Sets the workers' longest load-based sleep (`[dataplane] pmd_sleep_max_us`);
+    /// each worker reads it at its next poll pass.
+    pub fn set_pmd_sleep_max(&self, us: u64) {
+        self.shared
+            .pmd_sleep_max_ns
+            .store(us.saturating_mul(policy::time::US), Ordering::Relaxed);
+    }
+
+    /// The workers' longest load-based sleep now, µs (0: they busy-poll).
+    pub fn pmd_sleep_max_us(&self) -> u64 {
+        self.shared.pmd_sleep_max_ns.load(Ordering::Relaxed) / policy::time::US
     }
 
     /// Mbufs currently out of the pool.

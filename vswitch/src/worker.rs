@@ -41,7 +41,53 @@ use crate::dos_path::{DosPath, DosVerdict};
 /// twice the frames. Measured (`perf/callgrind.sh`): 7 switch instructions a frame
 /// less in case 1, 13 in case 4; `perf/bench.sh --with-burst64` shows testpmd
 /// itself is not faster at 64.
+///
+/// Except for large frames: after a burst whose first frame is longer than
+/// [`LARGE_FRAME`] bytes, a port is asked for [`RX_BURST_LARGE`] frames. A burst of 64
+/// such frames is more than 32 kB of frame data, twice the L1 data cache, which the
+/// PMD's copies in and the switch's header reads then go through; at 1518 bytes the
+/// switch forwarded about 8 % more at 32 a burst (AB12 in docs/BENCHMARKS.md), and
+/// testpmd itself is 4–10 % slower at 64 than at 32 there (session 5).
 pub const RX_BURST: usize = 64;
+/// Frames per rx burst on a port whose last burst started with a frame longer than
+/// [`LARGE_FRAME`]; see [`RX_BURST`].
+pub const RX_BURST_LARGE: usize = 32;
+/// Frame length (bytes) above which a port's next burst is [`RX_BURST_LARGE`]: 64
+/// frames of this length fill 32 kB.
+pub const LARGE_FRAME: u32 = 512;
+
+/// How many frames to ask a port for, given the length of its last burst's first
+/// frame: one compare per burst. The first frame stands for the burst: its mbuf was
+/// just written by the PMD, and mixed sizes only move the choice between two burst
+/// sizes that both work.
+#[inline]
+pub fn rx_burst_for(first_len: u32) -> u8 {
+    if first_len > LARGE_FRAME {
+        RX_BURST_LARGE as u8
+    } else {
+        RX_BURST as u8
+    }
+}
+
+/// A poll pass in which some rx queue brought this many frames or more ends a
+/// worker's load-based sleep (`[dataplane] pmd_sleep_max_us`); a pass in which none
+/// did lengthens it. Half of a 32-frame burst, Open vSwitch's threshold.
+pub const SLEEP_THRESHOLD: usize = 16;
+/// How much a worker's load-based sleep grows after each lightly loaded pass, ns.
+pub const SLEEP_STEP_NS: u64 = 1_000;
+
+/// The load-based sleep after a poll pass: how long to sleep now (ns, 0 for not at
+/// all) and the sleep the next lightly loaded pass will take. `busy` is whether some
+/// queue brought [`SLEEP_THRESHOLD`] frames or more; `max_ns` 0 turns sleeping off.
+#[inline]
+pub fn next_sleep(current_ns: u64, busy: bool, max_ns: u64) -> (u64, u64) {
+    if busy || max_ns == 0 {
+        return (0, 0);
+    }
+    let now = current_ns.min(max_ns);
+    (now, (now + SLEEP_STEP_NS).min(max_ns))
+}
+
 /// Frames buffered per destination port before a flush.
 pub const TX_BURST: usize = 64;
 
@@ -199,6 +245,9 @@ pub struct Worker {
     /// vNIC port (`NicRx::seen`), kept from one burst to the next and cleared with
     /// `seen`. Not used while the DoS path is on (it inspects every frame).
     nic_seen: [Option<(EthHeaderKey, u16)>; MAX_PORTS],
+    /// By port id: how many frames the next poll of the port asks for
+    /// ([`rx_burst_for`] of its last burst).
+    rx_want: [u8; MAX_PORTS],
 }
 
 impl Worker {
@@ -233,6 +282,7 @@ impl Worker {
             select: SelectCtx::default(),
             seen: Vec::new(),
             nic_seen: [None; MAX_PORTS],
+            rx_want: [RX_BURST as u8; MAX_PORTS],
         };
         w.sync_vnics(&snap);
         w
@@ -340,6 +390,11 @@ impl Worker {
         let mut iterations = 0u64;
         let mut last = tsc();
         let (mut busy_cycles, mut idle_cycles, mut busy_iters) = (0u64, 0u64, 0u64);
+        let (mut sleep_cycles, mut sleep_iters, mut sleep_ns) = (0u64, 0u64, 0u64);
+        let mut published_iters = 0u64;
+        if let Err(e) = crate::nap::fine_timer_slack() {
+            tracing::warn!(worker = self.index, "load-based sleeps will be coarse: {e}");
+        }
         // The worker's own reference to the topology; replaced only at this quiescent
         // point at the top of an iteration, when the generation moved.
         let mut snap = self.shared.published.load();
@@ -369,11 +424,24 @@ impl Worker {
                 self.service_queues();
             }
             let mut got = 0;
+            let mut busy = false;
             for qi in 0..self.rx.len() {
-                let n = self.rx[qi].rx_burst(&mut rx);
+                let q = &mut self.rx[qi];
+                let port = q.port();
+                let want = self
+                    .rx_want
+                    .get(port as usize)
+                    .copied()
+                    .unwrap_or(RX_BURST as u8);
+                let n = q.rx_burst_max(&mut rx, want as usize);
                 if n > 0 {
                     got += n;
-                    let port = self.rx[qi].port();
+                    busy |= n >= SLEEP_THRESHOLD;
+                    if let (Some(w), Some(first)) =
+                        (self.rx_want.get_mut(port as usize), rx.as_slice().first())
+                    {
+                        *w = rx_burst_for(first.pkt_len());
+                    }
                     self.process(&snap, port, &mut rx);
                 }
             }
@@ -389,12 +457,32 @@ impl Worker {
                 idle_cycles += now - last;
             }
             last = now;
-            if iterations & 0x3ff == 0 {
+            // Load-based sleep: one relaxed load a pass while it is off.
+            let (nap_ns, next) = next_sleep(
+                sleep_ns,
+                busy,
+                self.shared.pmd_sleep_max_ns.load(Ordering::Relaxed),
+            );
+            sleep_ns = next;
+            if nap_ns > 0 {
+                crate::nap::nap(std::time::Duration::from_nanos(nap_ns));
+                let after = tsc();
+                idle_cycles += after - last;
+                sleep_cycles += after - last;
+                sleep_iters += 1;
+                last = after;
+            }
+            // Counters out and the quit flag every 1024 passes, and after every sleep
+            // (1024 sleeps could take seconds).
+            if iterations & 0x3ff == 0 || nap_ns > 0 {
                 let s = &self.stats;
-                bump(&s.iterations, 0x400);
+                bump(&s.iterations, iterations - published_iters);
+                published_iters = iterations;
                 s.busy_iterations.store(busy_iters, Ordering::Relaxed);
                 s.busy_cycles.store(busy_cycles, Ordering::Relaxed);
                 s.idle_cycles.store(idle_cycles, Ordering::Relaxed);
+                s.sleep_iterations.store(sleep_iters, Ordering::Relaxed);
+                s.sleep_cycles.store(sleep_cycles, Ordering::Relaxed);
                 if self.shared.quit.load(Ordering::Relaxed) {
                     break;
                 }
@@ -1391,5 +1479,45 @@ fn bw_reason(r: policy::bandwidth::DropReason) -> DropReason {
         B::OverShaping => DropReason::OverShaping,
         B::LowerPriorityDegraded => DropReason::LowerPriorityDegraded,
         B::QueueFull => DropReason::QueueFull,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_frames_get_the_smaller_burst() {
+        assert_eq!(rx_burst_for(0) as usize, RX_BURST);
+        assert_eq!(rx_burst_for(60) as usize, RX_BURST);
+        assert_eq!(rx_burst_for(LARGE_FRAME) as usize, RX_BURST);
+        assert_eq!(rx_burst_for(LARGE_FRAME + 1) as usize, RX_BURST_LARGE);
+        assert_eq!(rx_burst_for(1518) as usize, RX_BURST_LARGE);
+        assert_eq!(rx_burst_for(9000) as usize, RX_BURST_LARGE);
+        assert_eq!(rx_burst_for(u32::MAX) as usize, RX_BURST_LARGE);
+        // Both sizes fit the one burst buffer and a u8.
+        assert!(RX_BURST_LARGE <= RX_BURST && RX_BURST <= u8::MAX as usize);
+    }
+
+    #[test]
+    fn sleep_grows_by_a_step_per_light_pass_up_to_the_max_and_a_busy_pass_ends_it() {
+        let max = 5 * SLEEP_STEP_NS;
+        let mut cur = 0;
+        let mut naps = Vec::new();
+        for _ in 0..8 {
+            let (nap, next) = next_sleep(cur, false, max);
+            naps.push(nap / SLEEP_STEP_NS);
+            cur = next;
+        }
+        // The first light pass does not sleep; each later one sleeps a step longer.
+        assert_eq!(naps, [0, 1, 2, 3, 4, 5, 5, 5]);
+        assert_eq!(next_sleep(cur, true, max), (0, 0));
+        // Off: never sleeps, whatever was under way.
+        assert_eq!(next_sleep(cur, false, 0), (0, 0));
+        // A lowered maximum applies at once.
+        assert_eq!(
+            next_sleep(cur, false, 2 * SLEEP_STEP_NS),
+            (2 * SLEEP_STEP_NS, 2 * SLEEP_STEP_NS)
+        );
     }
 }

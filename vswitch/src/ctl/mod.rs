@@ -356,16 +356,49 @@ pub struct PmdStats {
     pub busy_pct: f64,
     /// Busy cycles per received frame.
     pub cycles_per_pkt: f64,
+    /// Iterations that ended in a load-based sleep (`pmd_sleep_max_us`).
+    #[serde(default)]
+    pub sleep_iterations: u64,
+    /// Share of all cycles spent in those sleeps, %.
+    #[serde(default)]
+    pub sleep_pct: f64,
+    /// Average sleep of those iterations, µs.
+    #[serde(default)]
+    pub sleep_us_per_iteration: f64,
+    /// The longest load-based sleep now allowed, µs (0: the worker busy-polls).
+    #[serde(default)]
+    pub sleep_max_us: u64,
 }
 
 impl PmdStats {
     /// Builds the shape from a worker's counters (`core` is the configured core).
-    pub fn from_worker(worker: usize, core: usize, w: &WorkerStats) -> Self {
+    /// `tsc_hz` converts cycles to time; `sleep_max_us` is the current setting.
+    pub fn from_worker(
+        worker: usize,
+        core: usize,
+        w: &WorkerStats,
+        tsc_hz: u64,
+        sleep_max_us: u64,
+    ) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         let busy = w.busy_cycles.load(Relaxed);
         let idle = w.idle_cycles.load(Relaxed);
         let rx: u64 = w.ports.iter().map(|p| p.rx_pkts.load(Relaxed)).sum();
+        let sleeps = w.sleep_iterations.load(Relaxed);
+        let slept = w.sleep_cycles.load(Relaxed);
         PmdStats {
+            sleep_iterations: sleeps,
+            sleep_pct: if busy + idle == 0 {
+                0.0
+            } else {
+                100.0 * slept as f64 / (busy + idle) as f64
+            },
+            sleep_us_per_iteration: if sleeps == 0 || tsc_hz == 0 {
+                0.0
+            } else {
+                slept as f64 * 1e6 / tsc_hz as f64 / sleeps as f64
+            },
+            sleep_max_us,
             worker,
             core,
             iterations: w.iterations.load(Relaxed),
@@ -543,11 +576,20 @@ pub enum ConfigChange {
         /// Keys of the `[[vm.vnic]]` table and their new values.
         settings: Vec<(String, String)>,
     },
+    /// `set-dataplane key=value...`: keys of `[dataplane]`; a running switch takes
+    /// only [`DATAPLANE_LIVE`] (the others need a restart).
+    SetDataplane {
+        /// Keys of the `[dataplane]` table and their new values.
+        settings: Vec<(String, String)>,
+    },
 }
+
+/// The `[dataplane]` keys a running switch changes (`set-dataplane`).
+pub const DATAPLANE_LIVE: &[&str] = &["pmd_sleep_max_us"];
 
 impl ConfigChange {
     /// The wire names (`cmd`) of every variant.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "add-nic",
         "del-nic",
         "add-vm",
@@ -562,6 +604,7 @@ impl ConfigChange {
         "set-bond",
         "set-vm",
         "set-vnic",
+        "set-dataplane",
     ];
 
     /// Decodes a request's `cmd` and `args`. `None` when `cmd` is not a change.
@@ -803,6 +846,12 @@ pub fn apply_to_config(cfg: &Config, change: &ConfigChange) -> Result<Config, Ct
             let (vi, j) = find_vnic(&c, vnic)?;
             check_fixed("set-vnic", settings, VNIC_FIXED)?;
             c.vm[vi].vnic[j] = set_keys("vnic", &c.vm[vi].vnic[j], settings)?;
+        }
+        ConfigChange::SetDataplane { settings } => {
+            // Every key is typed and checked against the table (so a typo gets the
+            // list of keys); which of them a running switch takes is the daemon's
+            // call (`reconcile`), with the file's path in its answer.
+            c.dataplane = set_keys("dataplane", &c.dataplane, settings)?;
         }
     }
     c.validate()?;

@@ -24,7 +24,7 @@
 //! | `vswitch_lacp_member_enabled` | `bond`, `member` |
 //! | `vswitch_vnic_{entitled,used}_bps`, `vswitch_vnic_{shares,priority,link_up}` | `vnic`, `vm`, `uplink` |
 //! | `vswitch_vnic_member` (1 for the member carrying it) | `vnic`, `uplink`, `member` |
-//! | `vswitch_pmd_iterations_total`, `vswitch_pmd_busy_ratio`, `vswitch_pmd_cycles_per_packet` | `worker`, `core` |
+//! | `vswitch_pmd_iterations_total`, `vswitch_pmd_busy_ratio`, `vswitch_pmd_cycles_per_packet`, `vswitch_pmd_sleep_iterations_total`, `vswitch_pmd_sleep_ratio` | `worker`, `core` |
 //! | `vswitch_snapshot_generation` | — |
 
 use std::collections::BTreeMap;
@@ -449,6 +449,20 @@ pub fn render(show: &ShowTree, stats: &StatsShow, pmd: &[PmdStats], lacp: &[Lacp
             "Busy cycles per received frame.",
             &l,
             p.cycles_per_pkt,
+        );
+        f.add(
+            "vswitch_pmd_sleep_iterations_total",
+            "counter",
+            "Poll-loop iterations that ended in a load-based sleep (pmd_sleep_max_us).",
+            &l,
+            p.sleep_iterations as f64,
+        );
+        f.add(
+            "vswitch_pmd_sleep_ratio",
+            "gauge",
+            "Share of the worker's cycles spent in load-based sleeps (0-1).",
+            &l,
+            p.sleep_pct / 100.0,
         );
     }
     f.finish()

@@ -55,7 +55,7 @@ pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.ctl";
 
 /// Every command name the server knows: the read commands, then every
 /// [`ConfigChange`](super::ConfigChange) name.
-pub const COMMANDS: [&str; 23] = [
+pub const COMMANDS: [&str; 24] = [
     "hello",
     "show",
     "dump-config",
@@ -79,6 +79,7 @@ pub const COMMANDS: [&str; 23] = [
     "set-bond",
     "set-vm",
     "set-vnic",
+    "set-dataplane",
 ];
 
 /// One request.

@@ -379,6 +379,10 @@ impl ControlApi for FakeApi {
                 rx_pkts: 4_000_000,
                 busy_pct: 25.0,
                 cycles_per_pkt: 180.5,
+                sleep_iterations: 0,
+                sleep_pct: 0.0,
+                sleep_us_per_iteration: 0.0,
+                sleep_max_us: self.cfg().dataplane.pmd_sleep_max_us,
             })
             .collect())
     }

@@ -613,8 +613,9 @@ fn one_of_each() -> Vec<ConfigChange> {
         },
         ConfigChange::SetVnic {
             vnic: "x".into(),
-            settings: st,
+            settings: st.clone(),
         },
+        ConfigChange::SetDataplane { settings: st },
     ]
 }
 

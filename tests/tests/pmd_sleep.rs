@@ -1,0 +1,138 @@
+//! The workers' load-based sleep (`[dataplane] pmd_sleep_max_us`, Open vSwitch's
+//! `pmd-sleep-max`) end to end: a lightly loaded worker gives its core up and still
+//! forwards every frame; `vsctl set-dataplane` turns it off on the running switch (the
+//! worker busy-polls again, the change is saved), and refuses what needs a restart.
+
+use std::time::{Duration, Instant};
+
+use tests::*;
+
+const VM1: &str = "02:00:00:00:00:01";
+const VM2: &str = "02:00:00:00:00:02";
+
+/// On-CPU nanoseconds of the thread of `pid` named `name` (`/proc/.../schedstat`).
+fn thread_cpu_ns(pid: u32, name: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("vswitchd's threads");
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).expect("schedstat");
+            return s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("on-CPU ns");
+        }
+    }
+    panic!("vswitchd has no thread {name}");
+}
+
+/// What worker 0 did over `window`: the share of the window its thread was on a CPU,
+/// and the load-based sleeps it counted (from `pmd-stats-show`).
+fn watch_worker(dir: &std::path::Path, pid: u32, window: Duration) -> (f64, u64) {
+    let sleeps = |dir: &std::path::Path| {
+        vsctl_json(dir, &["pmd-stats-show"])[0]["sleep_iterations"]
+            .as_u64()
+            .expect("sleep_iterations")
+    };
+    let (s0, c0, t0) = (sleeps(dir), thread_cpu_ns(pid, "pmd0"), Instant::now());
+    std::thread::sleep(window);
+    let (s1, c1) = (sleeps(dir), thread_cpu_ns(pid, "pmd0"));
+    let share = (c1 - c0) as f64 / t0.elapsed().as_nanos() as f64;
+    (share, s1 - s0)
+}
+
+#[test]
+fn a_lightly_loaded_worker_sleeps_forwards_everything_and_busy_polls_again_when_told() {
+    let dir = Scratch::new();
+    let (sock1, sock2) = (
+        dir.path("vm1.sock").display().to_string(),
+        dir.path("vm2.sock").display().to_string(),
+    );
+    let config = Topology::new("vsl")
+        .dataplane("pmd_sleep_max_us", 300)
+        .nic(Nic::null("nic0", 0))
+        .vm(Vm::new("vm1").vnic(Vnic::vhost(&sock1, VM1, "nic0")))
+        .vm(Vm::new("vm2").vnic(Vnic::vhost(&sock2, VM2, "nic0")))
+        .render();
+    let sw = start_vswitchd(&dir.0, &config, &[]);
+    let pid = sw.pid();
+    // VM1 sends to VM2 at 20 kpps for 9 s: at most 6 frames per 300-µs sleep, never
+    // the 16 that keep a worker awake.
+    let vms = vsperf(
+        "vms",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(9)
+            .drain_ms(300)
+            .vm(0, &sock1)
+            .txonly(VM1, VM2)
+            .rate("20kpps")
+            .vm(1, &sock2)
+            .rxonly()
+            .build(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || port_rx(&dir.0, "vm1.0") > 1000),
+        "VM1's frames never reached the switch"
+    );
+
+    // Sleeping: the worker is off its core most of the time.
+    let (share_on, sleeps_on) = watch_worker(&dir.0, pid, Duration::from_secs(2));
+    let (code, text, err) = vsctl(&dir.0, &["pmd-stats-show"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("sleep iterations:") && text.contains("max 300 us"),
+        "{text}"
+    );
+
+    // Off on the running switch: busy-polling again, no sleep counted.
+    let (code, _, err) = vsctl(&dir.0, &["set-dataplane", "pmd_sleep_max_us=0"]);
+    assert_eq!(code, 0, "{err}");
+    let (share_off, sleeps_off) = watch_worker(&dir.0, pid, Duration::from_secs(2));
+    eprintln!(
+        "worker on a CPU {:.1} % of 2 s with pmd_sleep_max_us=300 ({sleeps_on} sleeps), {:.1} % with 0 ({sleeps_off} sleeps)",
+        share_on * 100.0,
+        share_off * 100.0
+    );
+    assert!(sleeps_on > 1000, "{sleeps_on} sleeps in 2 s at 20 kpps");
+    assert!(
+        share_on < 0.5,
+        "the sleeping worker was on a CPU {share_on:.2} of the time"
+    );
+    assert_eq!(
+        sleeps_off, 0,
+        "the worker still slept after set-dataplane pmd_sleep_max_us=0"
+    );
+    assert!(
+        share_off > 0.6,
+        "the busy-polling worker was on a CPU only {share_off:.2} of the time"
+    );
+
+    // The change is saved; what needs a restart is refused and changes nothing.
+    let cfg = vsctl_json(&dir.0, &["dump-config"]);
+    assert_eq!(cfg["dataplane"]["pmd_sleep_max_us"], 0, "{cfg}");
+    for (arg, needle) in [
+        ("mbufs=20000", "restart"),
+        ("pmd_sleep_max_us=20000", "at most 10000"),
+        ("pmd_sleep_maxus=5", "pmd_sleep_max_us"),
+        ("pmd_sleep_max_us=soon", "pmd_sleep_max_us"),
+    ] {
+        let (code, _, err) = vsctl(&dir.0, &["set-dataplane", arg]);
+        assert_ne!(code, 0, "set-dataplane {arg} was accepted");
+        assert!(err.contains(needle), "set-dataplane {arg}: {err}");
+    }
+    assert_eq!(vsctl_json(&dir.0, &["dump-config"]), cfg);
+
+    // Every frame VM1 put on the wire reached VM2, sleeping or not.
+    let ((code, err), out) = vms.wait_and_stderr(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    let r = last_json(&out);
+    let sent = r["ports"][0]["tx_pkts"].as_u64().unwrap();
+    assert!(sent > 150_000, "VM1 sent only {sent} frames: {r}");
+    assert_eq!(rx_from(&r, 1, VM1), sent, "VM2 lost frames: {r}");
+
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);
+}
