@@ -362,6 +362,9 @@ pub struct PmdStats {
     /// Share of all cycles spent in those sleeps, %.
     #[serde(default)]
     pub sleep_pct: f64,
+    /// Time spent in those sleeps, µs.
+    #[serde(default)]
+    pub sleep_us: u64,
     /// Average sleep of those iterations, µs.
     #[serde(default)]
     pub sleep_us_per_iteration: f64,
@@ -392,6 +395,11 @@ impl PmdStats {
                 0.0
             } else {
                 100.0 * slept as f64 / (busy + idle) as f64
+            },
+            sleep_us: if tsc_hz == 0 {
+                0
+            } else {
+                (slept as u128 * 1_000_000 / tsc_hz as u128) as u64
             },
             sleep_us_per_iteration: if sleeps == 0 || tsc_hz == 0 {
                 0.0
@@ -999,8 +1007,11 @@ fn set_keys<T: Serialize + serde::de::DeserializeOwned>(
         fallback.insert(k.clone(), b);
     }
     serde_json::from_value::<T>(Value::Object(likely)).or_else(|first| {
+        // serde names the field only for some errors (not for a value out of its
+        // type's range): name the keys given.
+        let keys: Vec<&str> = settings.iter().map(|(k, _)| k.as_str()).collect();
         serde_json::from_value::<T>(Value::Object(fallback))
-            .map_err(|_| CtlError::BadArgs(format!("{what}: {first}")))
+            .map_err(|_| CtlError::BadArgs(format!("{what} {}: {first}", keys.join(", "))))
     })
 }
 

@@ -381,6 +381,7 @@ impl ControlApi for FakeApi {
                 cycles_per_pkt: 180.5,
                 sleep_iterations: 0,
                 sleep_pct: 0.0,
+                sleep_us: 0,
                 sleep_us_per_iteration: 0.0,
                 sleep_max_us: self.cfg().dataplane.pmd_sleep_max_us,
             })

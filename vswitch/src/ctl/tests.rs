@@ -507,6 +507,39 @@ fn set_bond_keys_are_typed_by_field() {
 }
 
 #[test]
+fn set_dataplane_types_and_checks_every_key() {
+    let c = apply(ConfigChange::SetDataplane {
+        settings: vec![s("pmd_sleep_max_us", "250")],
+    })
+    .unwrap();
+    assert_eq!(c.dataplane.pmd_sleep_max_us, 250);
+    assert_eq!(c.dataplane.cores, sample_config().dataplane.cores);
+    let e = apply_err(ConfigChange::SetDataplane {
+        settings: vec![s("pmd_sleep_max_us", "10001")],
+    });
+    assert!(e.contains("at most 10000"), "{e}");
+    let e = apply_err(ConfigChange::SetDataplane {
+        settings: vec![s("pmd_sleep_max_us", "-1")],
+    });
+    assert!(e.contains("pmd_sleep_max_us"), "{e}");
+    let e = apply_err(ConfigChange::SetDataplane {
+        settings: vec![s("pmd_sleep", "5")],
+    });
+    assert!(
+        e.contains("pmd_sleep_max_us"),
+        "the known keys are listed: {e}"
+    );
+    // Keys that need a restart still pass here: the daemon refuses them, with the
+    // file's path (tests/tests/pmd_sleep.rs).
+    let c = apply(ConfigChange::SetDataplane {
+        settings: vec![s("mbufs", "20000")],
+    })
+    .unwrap();
+    assert_eq!(c.dataplane.mbufs, 20000);
+    assert!(DATAPLANE_LIVE.contains(&"pmd_sleep_max_us"));
+}
+
+#[test]
 fn set_vm_and_vnic() {
     let c = apply(ConfigChange::SetVm {
         vm: "vm2".into(),
