@@ -266,13 +266,15 @@ run_ovs() {
     rm -rf "$OVS_DIR"; mkdir -p "$OVS_DIR"
     ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema
     ovsdb-server "$OVS_DIR/conf.db" --remote="punix:$OVS_DIR/db.sock" --pidfile="$OVS_DIR/ovsdb.pid" \
-        --unixctl="$OVS_DIR/ovsdb.ctl" --log-file="$OVS_DIR/ovsdb.log" -vconsole:off --detach || { echo "FAIL ovsdb-server"; return; }
+        --unixctl="$OVS_DIR/ovsdb.ctl" --log-file="$OVS_DIR/ovsdb.log" -vconsole:off --detach 2>>"$OVS_DIR/start.err" ||
+        { echo "FAIL ovsdb-server: $(tail -1 "$OVS_DIR/start.err")"; return; }
     ovs_vsctl --no-wait init
     ovs_vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true \
         "other_config:dpdk-extra=--no-huge --legacy-mem -m 2048 --no-pci --no-telemetry --file-prefix=ovsb$$" \
         other_config:pmd-cpu-mask=0x2 other_config:dpdk-lcore-mask=0x1
     "$OVSBIN" "unix:$OVS_DIR/db.sock" --pidfile="$OVS_DIR/vswitchd.pid" --unixctl="$OVS_DIR/ovs-vswitchd.ctl" \
-        --log-file="$OVS_DIR/vswitchd.log" -vconsole:off --detach || { echo "FAIL ovs-vswitchd"; ovs_stop; return; }
+        --log-file="$OVS_DIR/vswitchd.log" -vconsole:off --detach 2>>"$OVS_DIR/start.err" ||
+        { echo "FAIL ovs-vswitchd: $(tail -1 "$OVS_DIR/start.err")"; ovs_stop; return; }
     ovs_vsctl add-br br0 -- set bridge br0 datapath_type=netdev
     local sinkdev sink
     case $c in
