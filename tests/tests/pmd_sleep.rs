@@ -136,3 +136,73 @@ fn a_lightly_loaded_worker_sleeps_forwards_everything_and_busy_polls_again_when_
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);
 }
+
+#[test]
+fn frames_waiting_in_a_bandwidth_queue_keep_the_worker_awake() {
+    const EXT: &str = "02:00:00:00:00:99";
+    let dir = Scratch::new();
+    let sock = dir.path("vm1.sock").display().to_string();
+    // VM1 offers about 10 Mb/s (20 kpps of 64 bytes) to a 5 Mb/s shaper: its queue is
+    // never empty, so a nap would always send queued frames late.
+    let config = Topology::new("vsq")
+        .dataplane("pmd_sleep_max_us", 300)
+        .nic(Nic::null("nic0", 0))
+        .vm(Vm::new("vm1")
+            .vnic(Vnic::vhost(&sock, VM1, "nic0").shaping(5_000_000, 5_000_000, 100_000)))
+        .render();
+    let sw = start_vswitchd(&dir.0, &config, &[]);
+    let pid = sw.pid();
+    let vm = vsperf(
+        "vm1",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(9)
+            .vm(0, &sock)
+            .txonly(VM1, EXT)
+            .rate("20kpps")
+            .build(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || port_rx(&dir.0, "vm1.0") > 1000),
+        "VM1's frames never reached the switch"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (share_queued, sleeps_queued) = watch_worker(&dir.0, pid, Duration::from_secs(2));
+
+    // The limit lifted: nothing waits, the worker sleeps.
+    let (code, _, err) = vsctl(
+        &dir.0,
+        &[
+            "set-vnic",
+            "vm1.0",
+            "average_bps=1000000000",
+            "peak_bps=1000000000",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (share_free, sleeps_free) = watch_worker(&dir.0, pid, Duration::from_secs(2));
+    eprintln!(
+        "queue never empty: worker on a CPU {:.1} %, {sleeps_queued} sleeps in 2 s; limit lifted: {:.1} %, {sleeps_free} sleeps",
+        share_queued * 100.0,
+        share_free * 100.0
+    );
+    assert!(
+        sleeps_free > 1000,
+        "{sleeps_free} sleeps in 2 s with nothing queued"
+    );
+    assert!(
+        sleeps_queued * 20 < sleeps_free,
+        "the worker slept {sleeps_queued} times in 2 s while frames waited in the shaper's queue"
+    );
+    assert!(
+        share_queued > 0.6,
+        "the worker was on a CPU only {share_queued:.2} of the time while frames waited"
+    );
+
+    let ((code, err), _) = vm.wait_and_stderr(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);
+}

@@ -193,7 +193,7 @@ impl SwitchApi {
             != (&new.eal, live(&new.dataplane), &new.control)
         {
             return Err(CtlError::Unsupported(format!(
-                "changing [eal], [dataplane] (but {}) or [control] on a running switch; edit {} and restart vswitchd",
+                "changing [eal], [dataplane] (except {}) or [control] on a running switch; edit {} and restart vswitchd",
                 crate::ctl::DATAPLANE_LIVE.join(", "),
                 self.path.display()
             )));

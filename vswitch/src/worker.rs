@@ -417,11 +417,13 @@ impl Worker {
             if self.dos.enabled() {
                 self.dos_poll(&snap);
             }
+            // Frames in a vNIC's bandwidth queue keep the worker from sleeping.
+            let mut queued = false;
             if self.shared.bandwidth && !self.owned.is_empty() {
                 let prev = self.now;
                 self.now = ((tsc() as u128 * self.tsc_mult) >> 32) as Nanos;
                 self.refresh_allocations(self.now.saturating_sub(prev));
-                self.service_queues();
+                queued = self.service_queues();
             }
             let mut got = 0;
             let mut busy = false;
@@ -457,12 +459,16 @@ impl Worker {
                 idle_cycles += now - last;
             }
             last = now;
-            // Load-based sleep: one relaxed load a pass while it is off.
-            let (nap_ns, next) = next_sleep(
-                sleep_ns,
-                busy,
-                self.shared.pmd_sleep_max_ns.load(Ordering::Relaxed),
-            );
+            // Load-based sleep: one relaxed load a pass while it is off. Frames held
+            // for later (a bandwidth queue, a DoS delay) count as load: a nap would
+            // send them late.
+            let max_ns = self.shared.pmd_sleep_max_ns.load(Ordering::Relaxed);
+            let (nap_ns, next) = if max_ns == 0 {
+                (0, 0)
+            } else {
+                let held = queued || (self.dos.enabled() && self.dos.held() > 0);
+                next_sleep(sleep_ns, busy || held, max_ns)
+            };
             sleep_ns = next;
             if nap_ns > 0 {
                 crate::nap::nap(std::time::Duration::from_nanos(nap_ns));
@@ -707,8 +713,11 @@ impl Worker {
     }
 
     /// Offers queued frames to their gates, oldest first.
-    fn service_queues(&mut self) {
+    ///
+    /// Returns whether frames are still waiting (the load-based sleep waits for them).
+    fn service_queues(&mut self) -> bool {
         let now = self.now;
+        let mut waiting = false;
         for i in 0..self.owned.len() {
             let v = self.owned[i] as usize;
             while let Some(bw) = self.bw[v].as_mut() {
@@ -718,7 +727,10 @@ impl Worker {
                 let verdict = bw.gate.poll_queued(len, since, now);
                 let vport = bw.port;
                 match verdict {
-                    Verdict::Queue => break,
+                    Verdict::Queue => {
+                        waiting = true;
+                        break;
+                    }
                     Verdict::Send => {
                         let w = bw.ring.pop().expect("front was Some");
                         self.out.enqueue(w.port, w.mbuf);
@@ -730,6 +742,7 @@ impl Worker {
                 }
             }
         }
+        waiting
     }
 
     /// Switches a burst received on member `member` of uplink `uplink` (on `port`):
