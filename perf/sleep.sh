@@ -56,31 +56,9 @@ cleanup() {
 trap cleanup EXIT
 vsctl() { "$BIN/vsctl" --socket "$CTL" "$@"; }
 
-cat >"$OUT/sw.toml" <<EOF
-[eal]
-file_prefix = "vss$$"
-[dataplane]
-cores = [1]
-control_core = 0
-bandwidth = false
-[control]
-socket = "$CTL"
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  socket = "$OUT/vm1.sock"
-  mac = "$VM1"
-  uplink = "n0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  socket = "$OUT/vm2.sock"
-  mac = "$VM2"
-  uplink = "n0"
-EOF
+PCAP_DIR=$OUT VSPERF=$BIN/vsperf
+. "$ROOT/perf/topologies.sh"
+vs_topology vv 64 "vss$$" "$CTL" "$OUT/vm1.sock" "$OUT/vm2.sock" >"$OUT/sw.toml"
 rm -f "$CTL" "$OUT"/vm?.sock
 "$BIN/vswitchd" --config "$OUT/sw.toml" --json >"$OUT/sw.json" 2>"$OUT/sw.err" &
 SW=$!

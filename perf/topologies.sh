@@ -14,13 +14,14 @@
 #   starts vsperf in the background on core 0 as case 2's VM: txonly at full speed,
 #   SIZE-byte frames from VM1 to EXT, 1024 flows, through net_virtio_user to
 #   VHOST_SOCKET; sets VS_GEN to its pid (SIGINT ends it)
-# vs_topology CASE SIZE FILE_PREFIX CONTROL_SOCKET [VHOST_SOCKET]
+# vs_topology CASE SIZE FILE_PREFIX CONTROL_SOCKET [VHOST_SOCKET [VHOST_SOCKET2]]
 #   1   vNIC (net_pcap, infinite_rx) -> hash-l3l4 bond of two net_null NICs
 #   2   the same with a vhost-user vNIC (VHOST_SOCKET) fed by a generator process
 #   4   case 1 with the bandwidth policy on: shares 500 and a shaper (average_bps
 #       400 Gb/s, a 100 MB burst), limits high enough not to drop
 #   3a  bond member (net_pcap, frames to the VM) -> vNIC (net_null), MAC lookup
 #   3b  vNIC (net_pcap) -> vNIC (net_null) on the same uplink
+#   vv  the same with two vhost-user vNICs (VHOST_SOCKET, VHOST_SOCKET2): perf/sleep.sh
 vs_pcap() {
     local f="$PCAP_DIR/$1-$2-$3.pcap"
     f=${f//:/}
@@ -51,9 +52,31 @@ vs_source() {
     echo "net_pcap0,rx_pcap=$f,infinite_rx=1"
 }
 
+# VM1 and VM2 on an unbonded null NIC n0: the rest of case 3b's and case vv's
+# configuration; $1 and $2 are the port lines of VM1's and VM2's vNICs.
+vs_vm_pair() {
+    cat <<EOF
+[[nic]]
+name = "n0"
+devargs = "net_null0,no-rx=1"
+[[vm]]
+name = "vm1"
+  [[vm.vnic]]
+  $1
+  mac = "$VM1"
+  uplink = "n0"
+[[vm]]
+name = "vm2"
+  [[vm.vnic]]
+  $2
+  mac = "$VM2"
+  uplink = "n0"
+EOF
+}
+
 vs_topology() {
-    local c=$1 sz=$2 prefix=$3 ctl=$4 vhost=${5:-} src=""
-    if [ "$c" != 2 ]; then
+    local c=$1 sz=$2 prefix=$3 ctl=$4 vhost=${5:-} vhost2=${6:-} src=""
+    if [ "$c" != 2 ] && [ "$c" != vv ]; then
         src=$(vs_source "$c" "$sz") || return 1
     fi
     cat <<EOF
@@ -125,25 +148,10 @@ name = "vm1"
   uplink = "bond0"
 EOF
         ;;
-    3b)
-        cat <<EOF
-[[nic]]
-name = "n0"
-devargs = "net_null0,no-rx=1"
-[[vm]]
-name = "vm1"
-  [[vm.vnic]]
-  devargs = "$src"
-  mac = "$VM1"
-  uplink = "n0"
-[[vm]]
-name = "vm2"
-  [[vm.vnic]]
-  devargs = "net_null1,no-rx=1"
-  mac = "$VM2"
-  uplink = "n0"
-EOF
-        ;;
+    3b) vs_vm_pair "devargs = \"$src\"" 'devargs = "net_null1,no-rx=1"' ;;
+    vv)
+        [ -n "$vhost" ] && [ -n "$vhost2" ] || { echo "vs_topology: case vv needs two vhost-user sockets" >&2; return 1; }
+        vs_vm_pair "socket = \"$vhost\"" "socket = \"$vhost2\"" ;;
     *) echo "vs_topology: unknown case $c" >&2; return 1 ;;
     esac
 }

@@ -389,39 +389,23 @@ impl PmdStats {
         let rx: u64 = w.ports.iter().map(|p| p.rx_pkts.load(Relaxed)).sum();
         let sleeps = w.sleep_iterations.load(Relaxed);
         let slept = w.sleep_cycles.load(Relaxed);
+        // a / b, or 0 when b is 0 (nothing counted yet).
+        let ratio = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
+        let all = (busy + idle) as f64;
+        let slept_us = ratio(slept as f64 * 1e6, tsc_hz as f64);
         PmdStats {
-            sleep_iterations: sleeps,
-            sleep_pct: if busy + idle == 0 {
-                0.0
-            } else {
-                100.0 * slept as f64 / (busy + idle) as f64
-            },
-            sleep_us: if tsc_hz == 0 {
-                0
-            } else {
-                (slept as u128 * 1_000_000 / tsc_hz as u128) as u64
-            },
-            sleep_us_per_iteration: if sleeps == 0 || tsc_hz == 0 {
-                0.0
-            } else {
-                slept as f64 * 1e6 / tsc_hz as f64 / sleeps as f64
-            },
-            sleep_max_us,
             worker,
             core,
             iterations: w.iterations.load(Relaxed),
             busy_iterations: w.busy_iterations.load(Relaxed),
             rx_pkts: rx,
-            busy_pct: if busy + idle == 0 {
-                0.0
-            } else {
-                100.0 * busy as f64 / (busy + idle) as f64
-            },
-            cycles_per_pkt: if rx == 0 {
-                0.0
-            } else {
-                busy as f64 / rx as f64
-            },
+            busy_pct: 100.0 * ratio(busy as f64, all),
+            cycles_per_pkt: ratio(busy as f64, rx as f64),
+            sleep_iterations: sleeps,
+            sleep_pct: 100.0 * ratio(slept as f64, all),
+            sleep_us: slept_us as u64,
+            sleep_us_per_iteration: ratio(slept_us, sleeps as f64),
+            sleep_max_us,
         }
     }
 }
