@@ -3,7 +3,7 @@
 # counted by valgrind (callgrind), independent of machine noise.
 #
 # For each case in CASES (default "1 4 3a 3b", the bench.sh cases of the same names,
-# 64-byte frames, 1024 flows), runs vswitchd for RUN_FOR seconds (default 3) under
+# SIZE-byte frames (default 64), 1024 flows), runs vswitchd for RUN_FOR seconds (default 3) under
 # callgrind and divides the instructions of the worker thread (all of it: the poll
 # loop, parse, spoof check, member selection or MAC lookup, the bandwidth gate, tx
 # buffering, plus the PMDs: net_pcap rx copies, net_null tx frees) by the frames it
@@ -30,14 +30,15 @@ BIN=${BIN:-$ROOT/target/release}
 DIR=${1:-$(mktemp -d /tmp/vscg.XXXXXX)}
 RUN_FOR=${RUN_FOR:-3}
 CASES=${CASES:-1 4 3a 3b}
+SIZE=${SIZE:-64}
 mkdir -p "$DIR"
 VM1=02:00:00:00:00:01
 VM2=02:00:00:00:00:02
 EXT=02:00:00:00:00:99
-# The same pcaps and topologies as perf/bench.sh, at 64 bytes.
+# The same pcaps and topologies as perf/bench.sh.
 PCAP_DIR=$DIR VSPERF=$BIN/vsperf
 . "$ROOT/perf/topologies.sh"
-config() { vs_topology "$1" 64 "vscg$$" "$DIR/cg.ctl" "$DIR/vm1.sock"; }
+config() { vs_topology "$1" "$SIZE" "vscg$$" "$DIR/cg.ctl" "$DIR/vm1.sock"; }
 
 # The forwarding thread is the one that executed the most instructions.
 busiest() { for f in "$1"-*; do echo "$(awk '/^totals:/ {print $2}' "$f") $f"; done | sort -g | tail -1; }
@@ -56,7 +57,7 @@ for c in $CASES; do
     RX0=0
     if [ "$c" = 2 ]; then
         for _ in $(seq 1 600); do [ -S "$DIR/vm1.sock" ] && break; sleep 0.1; done
-        vs_generator 64 "$DIR/vm1.sock" "vscgg$$" "$DIR/gen.json" "$DIR/gen.err" 30
+        vs_generator "$SIZE" "$DIR/vm1.sock" "vscgg$$" "$DIR/gen.json" "$DIR/gen.err" 30
         gen=$VS_GEN
         # Zero the counts once frames flow; the frames received before then are
         # subtracted below.
@@ -88,7 +89,7 @@ done
 
 TESTPMD_BIN=$(command -v dpdk-testpmd || true)
 if [ "${TESTPMD:-1}" != 0 ] && [ -n "$TESTPMD_BIN" ]; then
-    SOURCE=$(vs_source 1 64) || exit 2
+    SOURCE=$(vs_source 1 "$SIZE") || exit 2
     timeout -s INT $((RUN_FOR + 10)) valgrind --tool=callgrind --separate-threads=yes \
         --callgrind-out-file="$DIR/tp.cg" "$TESTPMD_BIN" -l 0,1 --no-huge -m 1024 --no-pci --no-telemetry \
         --iova-mode=va --file-prefix "tpcg$$" --vdev "$SOURCE" \
