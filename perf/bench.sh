@@ -155,12 +155,7 @@ run_switch() {
     local sw=$!
     PIDS+=("$sw")
     local i
-    for i in $(seq 1 600); do
-        grep -q "switch started" "$err" && break
-        kill -0 "$sw" 2>/dev/null || break
-        sleep 0.1
-    done
-    if ! grep -q "switch started" "$err"; then
+    if ! vs_wait_started "$sw" "$err" 60; then
         kill -KILL "$sw" 2>/dev/null; wait "$sw" 2>/dev/null
         echo "FAIL vswitchd did not start: $(grep -v '^\s*$' "$err" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
         return

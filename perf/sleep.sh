@@ -63,19 +63,15 @@ rm -f "$CTL" "$OUT"/vm?.sock
 "$BIN/vswitchd" --config "$OUT/sw.toml" --json >"$OUT/sw.json" 2>"$OUT/sw.err" &
 SW=$!
 PIDS+=("$SW")
-for _ in $(seq 1 300); do
-    grep -q "switch started" "$OUT/sw.err" && break
-    kill -0 "$SW" 2>/dev/null || break
-    sleep 0.1
-done
-grep -q "switch started" "$OUT/sw.err" || { echo "sleep.sh: vswitchd did not start:" >&2; tail -3 "$OUT/sw.err" >&2; exit 1; }
+vs_wait_started "$SW" "$OUT/sw.err" 30 || { echo "sleep.sh: vswitchd did not start:" >&2; tail -3 "$OUT/sw.err" >&2; exit 1; }
 TID=""
 for t in /proc/"$SW"/task/*; do
     [ "$(cat "$t/comm")" = pmd0 ] && TID=${t##*/}
 done
 [ -n "$TID" ] || { echo "sleep.sh: vswitchd has no pmd0 thread" >&2; exit 1; }
 on_cpu() { cut -d' ' -f1 "/proc/$SW/task/$TID/schedstat"; }
-pmd() { vsctl --format json pmd-stats-show | jq -r ".[0].$1"; }
+# Worker 0's time asleep (µs) and naps so far, from one pmd-stats-show.
+slept() { vsctl --format json pmd-stats-show | jq -r '.[0] | "\(.sleep_us) \(.sleep_iterations)"'; }
 
 printf "%-7s %-8s %8s %8s %8s %9s %6s %9s %9s %9s %9s\n" "max_us" "rate" "on_cpu%" "asleep%" "nap_us" "sent" "lost" "p50_us" "p99_us" "p99.9_us" "max_us"
 for m in $MAX; do
@@ -91,9 +87,9 @@ for m in $MAX; do
         G=$!
         # The window: the middle of the run, away from the connection and the drain.
         sleep 2
-        s0=$(pmd sleep_us); n0=$(pmd sleep_iterations); c0=$(on_cpu); t0=$(date +%s%N)
+        read -r s0 n0 < <(slept); c0=$(on_cpu); t0=$(date +%s%N)
         sleep "$(awk -v d="$DURATION" 'BEGIN { print (d > 2 ? d - 1.5 : d / 2) }')"
-        c1=$(on_cpu); t1=$(date +%s%N); s1=$(pmd sleep_us); n1=$(pmd sleep_iterations)
+        c1=$(on_cpu); t1=$(date +%s%N); read -r s1 n1 < <(slept)
         wait "$G" || { echo "sleep.sh: vsperf failed at max $m rate $r: $(tail -1 "$OUT/lat-$m-$r.err")" >&2; continue; }
         cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.1f", 100 * (b - a) / (t1 - t0) }')
         asleep=$(awk -v a="$s0" -v b="$s1" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.1f", 100 * (b - a) * 1000 / (t1 - t0) }')

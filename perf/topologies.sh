@@ -1,4 +1,4 @@
-# perf/topologies.sh — sourced by perf/bench.sh and perf/callgrind.sh: the vswitchd
+# perf/topologies.sh — sourced by perf/bench.sh, perf/callgrind.sh and perf/sleep.sh: the vswitchd
 # configuration of each benchmark case, so that the instruction counts and the
 # throughput runs measure the same topology.
 #
@@ -14,6 +14,9 @@
 #   starts vsperf in the background on core 0 as case 2's VM: txonly at full speed,
 #   SIZE-byte frames from VM1 to EXT, 1024 flows, through net_virtio_user to
 #   VHOST_SOCKET; sets VS_GEN to its pid (SIGINT ends it)
+# vs_wait_started PID ERR SECS
+#   waits up to SECS for the vswitchd of PID to log "switch started" in ERR; fails
+#   (status 1) when it does not, or exits first
 # vs_topology CASE SIZE FILE_PREFIX CONTROL_SOCKET [VHOST_SOCKET [VHOST_SOCKET2]]
 #   1   vNIC (net_pcap, infinite_rx) -> hash-l3l4 bond of two net_null NICs
 #   2   the same with a vhost-user vNIC (VHOST_SOCKET) fed by a generator process
@@ -22,6 +25,16 @@
 #   3a  bond member (net_pcap, frames to the VM) -> vNIC (net_null), MAC lookup
 #   3b  vNIC (net_pcap) -> vNIC (net_null) on the same uplink
 #   vv  the same with two vhost-user vNICs (VHOST_SOCKET, VHOST_SOCKET2): perf/sleep.sh
+vs_wait_started() {
+    local i
+    for i in $(seq 1 $(($3 * 10))); do
+        grep -q "switch started" "$2" && return 0
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q "switch started" "$2"
+}
+
 vs_pcap() {
     local f="$PCAP_DIR/$1-$2-$3.pcap"
     f=${f//:/}

@@ -347,21 +347,14 @@ impl ControlApi for SwitchApi {
     }
 
     fn pmd_stats(&self) -> Result<Vec<PmdStats>, CtlError> {
+        let hz = dpdk_sys::Eal::get().map_or(0, |e| e.tsc_hz());
+        let sleep_max = self.switch.pmd_sleep_max_us();
         Ok(self
             .switch
             .worker_stats()
             .iter()
             .enumerate()
-            .map(|(w, s)| {
-                let hz = dpdk_sys::Eal::get().map_or(0, |e| e.tsc_hz());
-                PmdStats::from_worker(
-                    w,
-                    self.switch.cores()[w],
-                    s,
-                    hz,
-                    self.switch.pmd_sleep_max_us(),
-                )
-            })
+            .map(|(w, s)| PmdStats::from_worker(w, self.switch.cores()[w], s, hz, sleep_max))
             .collect())
     }
 

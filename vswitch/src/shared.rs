@@ -83,6 +83,18 @@ impl Shared {
         }
     }
 
+    /// Sets the workers' longest load-based sleep, µs (`[dataplane]
+    /// pmd_sleep_max_us`); each worker reads it at its next poll pass.
+    pub fn set_pmd_sleep_max_us(&self, us: u64) {
+        self.pmd_sleep_max_ns
+            .store(us.saturating_mul(policy::time::US), Ordering::Relaxed);
+    }
+
+    /// The workers' longest load-based sleep now, µs (0: they busy-poll).
+    pub fn pmd_sleep_max_us(&self) -> u64 {
+        self.pmd_sleep_max_ns.load(Ordering::Relaxed) / policy::time::US
+    }
+
     /// Messages worker `w` has carried out so far.
     pub fn done(&self, w: usize) -> u64 {
         self.done[w].load(Ordering::Acquire)

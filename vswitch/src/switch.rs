@@ -654,10 +654,7 @@ impl Switch {
             cfg.dataplane.bandwidth,
             cfg.dataplane.max_queue_delay_us * policy::time::US,
         ));
-        shared.pmd_sleep_max_ns.store(
-            cfg.dataplane.pmd_sleep_max_us * policy::time::US,
-            Ordering::Relaxed,
-        );
+        shared.set_pmd_sleep_max_us(cfg.dataplane.pmd_sleep_max_us);
         let view = Arc::new(RwLock::new(ControlView::default()));
 
         // Queues: each port's rx queues to the least loaded workers; every worker gets
@@ -1039,14 +1036,12 @@ impl Switch {
     /// Sets the workers' longest load-based sleep (`[dataplane] pmd_sleep_max_us`);
     /// each worker reads it at its next poll pass.
     pub fn set_pmd_sleep_max(&self, us: u64) {
-        self.shared
-            .pmd_sleep_max_ns
-            .store(us.saturating_mul(policy::time::US), Ordering::Relaxed);
+        self.shared.set_pmd_sleep_max_us(us);
     }
 
     /// The workers' longest load-based sleep now, µs (0: they busy-poll).
     pub fn pmd_sleep_max_us(&self) -> u64 {
-        self.shared.pmd_sleep_max_ns.load(Ordering::Relaxed) / policy::time::US
+        self.shared.pmd_sleep_max_us()
     }
 
     /// Mbufs currently out of the pool.
