@@ -593,8 +593,11 @@ impl VmSupervisor {
     /// [`restore`](Self::restore)). VMs and bonds configured in both keep what `old`
     /// knew of them: suspension and its reasons, starvation and degradation times,
     /// failures, migration state and action counts. An action still in flight on
-    /// `old` reports to `old`: a suspend counts as done (as in a snapshot), anything
-    /// else is decided again here. A victim's attack is kept only if
+    /// `old` stays in flight here: its result must be passed to this supervisor's
+    /// [`action_result`](Self::action_result) (the data plane hands the executor
+    /// over with it), and nothing new is planned for the VM until it arrives or times
+    /// out, so a live change never repeats a suspend, resume or migration request
+    /// under way. A victim's attack is kept only if
     /// `keeps_detector(victim)` (its detector moved over too, so it will report the
     /// attack's end); otherwise reasons naming it lapse as after any attack.
     pub fn carry_over(&mut self, old: &VmSupervisor, keeps_detector: impl Fn(&str) -> bool) {
@@ -606,7 +609,8 @@ impl VmSupervisor {
             };
             e.starved_since = o.starved_since;
             e.reasons = o.reasons.clone();
-            e.suspended = o.suspended || matches!(o.inflight, Some((VmAction::Suspend, _)));
+            e.suspended = o.suspended;
+            e.inflight = o.inflight;
             e.failures = o.failures;
             e.retry_at = o.retry_at;
             e.migration = o.migration.clone();

@@ -433,3 +433,95 @@ fn dos_attack_suspends_lower_priority_vm_and_requests_migration() {
     let (code, _) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0));
 }
+
+/// A live reconfiguration while an action is under way: the hook requesting the
+/// victim's migration is still running when `vsctl set-vm` rebuilds the VM actions.
+/// The rebuilt actions take the running one over — its result lands there, and it
+/// is neither forgotten nor issued a second time.
+#[test]
+fn a_live_change_during_an_action_neither_repeats_nor_loses_it() {
+    const VICTIM: &str = "02:00:00:00:04:01";
+    let dir = Scratch::new();
+    let tap = unique("vml");
+    let hook_log = dir.path("hook.log");
+    let hook = dir.path("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "echo \"start $VSWITCH_ACTION $VSWITCH_VM\" >> {log}\n\
+             if [ \"$VSWITCH_ACTION\" = migrate ]; then sleep 3; fi\n\
+             echo \"end $VSWITCH_ACTION $VSWITCH_VM\" >> {log}\n",
+            log = hook_log.display()
+        ),
+    )
+    .unwrap();
+    let cfg = Topology::new("vsw")
+        .nic(Nic::tap("nic0", 0, &tap))
+        .vm(Vm::new("victim")
+            .set("priority", 8)
+            .set("hook", format!("sh {}", hook.display()))
+            .set("dos_max_pps", 5000)
+            .set("dos_clear_after_ms", 500)
+            .set("dos_responses", ["migrate"])
+            .vnic(Vnic::null(0, VICTIM, "nic0")))
+        .render();
+    let mut sw = start_vswitchd(&dir.0, &cfg, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
+    set_link(&tap, true);
+    std::thread::sleep(Duration::from_millis(500));
+
+    #[allow(clippy::useless_vec)] // args! builds a Vec; vsperf() only borrows it
+    let attacker = vsperf(
+        "attacker",
+        &args![
+            "--port",
+            format!("net_af_packet0,iface={tap}"),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            VICTIM,
+            "--rate",
+            "20kpps",
+            "--duration",
+            8
+        ],
+    );
+    sw.wait_for("DoS attack started", Duration::from_secs(10));
+    let log = || std::fs::read_to_string(&hook_log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || log()
+            .contains("start migrate victim")),
+        "no migration request reached the hook: {}",
+        sw.stderr()
+    );
+    assert!(!log().contains("end migrate"), "the hook should still run");
+    // The change lands while the hook sleeps.
+    let (code, out, e) = vsctl(&dir.0, &["set-vm", "victim", "shares=2000"]);
+    assert_eq!(code, 0, "set-vm: {e}{out}");
+    sw.wait_for("live reconfiguration", Duration::from_secs(5));
+    assert!(
+        wait_until(Duration::from_secs(6), || log()
+            .contains("end migrate victim")),
+        "the hook did not finish: {}",
+        log()
+    );
+    // The attack goes on for a few seconds more: time for a repeat, were there one.
+    std::thread::sleep(Duration::from_secs(2));
+    let victim = vm_show(&dir.0, "victim");
+    let hooks = log();
+    assert_eq!(
+        hooks.matches("start migrate victim").count(),
+        1,
+        "one migration request across the change: {hooks}"
+    );
+    assert_eq!(victim["actions"]["migrations"], 1, "{victim}");
+    assert_eq!(victim["actions"]["failures"], 0, "{victim}");
+    assert_eq!(victim["actions"]["last_action"], "migrate ok", "{victim}");
+    let (code, _) = attacker.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    sw.wait_for("DoS attack ended", Duration::from_secs(5));
+    let (code, _) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+}

@@ -895,12 +895,9 @@ impl Control {
             ctl.take_over(old);
         }
         ctl.start(now, &self.shared.dos);
-        if let Some(old) = self.vm.replace(ctl) {
-            // Its thread may be finishing a QMP call: not on the control thread.
-            let _ = std::thread::Builder::new()
-                .name("vm-actions-old".into())
-                .spawn(move || drop(old));
-        }
+        // `old` now holds the new one's idle executor (see `take_over`): dropping it
+        // ends a thread with nothing queued.
+        drop(self.vm.replace(ctl));
     }
 
     fn handle_cmd(&mut self, cmd: ControlCmd, now: Nanos) {

@@ -17,7 +17,9 @@
 //!   timeout, hook commands with a timeout, state-file writes) one at a time, and
 //!   sends each result back; results are fed to the supervisor on the next
 //!   iteration. A QMP peer that is gone, silent or answers garbage costs that thread
-//!   at most the QMP timeout, never the control thread.
+//!   at most the QMP timeout, never the control thread. A live reconfiguration
+//!   builds a new [`VmCtl`], which takes this thread over with the supervisor's
+//!   state ([`VmCtl::take_over`]): actions under way report to the new one.
 //!
 //! # Persistence
 //! The supervisor's "suspended by us" set is written to a state file (JSON; temp
@@ -281,9 +283,17 @@ impl VmCtl {
     /// their suspension, reasons, counts and starvation; bonds their degradation. A
     /// VM's DoS detector (and with it its attack) moves over when its vNICs and DoS
     /// settings are unchanged; otherwise detection starts afresh.
+    ///
+    /// The executor moves over too (its queue, its results and its thread; `old` keeps
+    /// this one's idle executor and ends it when dropped): an action `old` started
+    /// reports here, so it is neither forgotten nor repeated, and the state file is
+    /// written by one thread in the order the writes were asked for.
     pub fn take_over(&mut self, old: &mut VmCtl) {
         self.restore = None;
         self.carried = true;
+        std::mem::swap(&mut self.work, &mut old.work);
+        std::mem::swap(&mut self.done, &mut old.done);
+        std::mem::swap(&mut self.thread, &mut old.thread);
         let mut kept = Vec::new();
         for vm in self.vms.iter_mut() {
             let Some(o) = old.vms.iter_mut().find(|o| o.name == vm.name) else {

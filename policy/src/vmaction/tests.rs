@@ -522,7 +522,7 @@ fn a_live_change_carries_suspension_counts_and_degradation_over() {
 }
 
 #[test]
-fn a_live_change_counts_a_suspend_in_flight_as_done_and_forgets_removed_vms() {
+fn a_live_change_keeps_a_suspend_in_flight_and_forgets_removed_vms() {
     let mut old = two_vms();
     old.bond_degraded("bond0", SEC);
     old.vm_starved("lo", true, SEC);
@@ -532,11 +532,97 @@ fn a_live_change_counts_a_suspend_in_flight_as_done_and_forgets_removed_vms() {
     let mut s = VmSupervisor::new(SupervisorConfig::default());
     s.add_vm(vm("lo", 1, &["bond0"], starvable()));
     s.carry_over(&old, |_| false);
-    assert!(s.is_suspended_by_us("lo"));
+    assert!(!s.is_suspended_by_us("lo"), "not confirmed yet");
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!(lo.pending, Some(VmAction::Suspend), "{lo:?}");
     assert!(s.status().iter().all(|v| v.vm != "hi"));
+    assert_eq!(
+        s.snapshot().suspended.len(),
+        1,
+        "an in-flight suspend persists"
+    );
     s.tick(3 * SEC);
     assert!(acts(&mut s).is_empty(), "suspended once, not twice");
-    assert_eq!(s.snapshot().suspended.len(), 1);
+    // The result, from the executor handed over, lands here and counts once.
+    s.action_result("lo", VmAction::Suspend, Ok(()));
+    assert!(s.is_suspended_by_us("lo"));
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!((lo.pending, lo.counts.suspends), (None, 1), "{lo:?}");
+    s.tick(4 * SEC);
+    assert!(acts(&mut s).is_empty());
+}
+
+#[test]
+fn a_live_change_does_not_repeat_a_resume_or_migration_in_flight() {
+    // Resume in flight: the bond came back, lo's resume has not answered yet.
+    let mut old = lo_suspended();
+    old.bond_restored("bond0", 3 * SEC);
+    assert_eq!(acts(&mut old), one("lo", VmAction::Resume));
+    let mut s = two_vms();
+    s.carry_over(&old, |_| false);
+    for t in 4..8 {
+        s.tick(t * SEC);
+        assert!(acts(&mut s).is_empty(), "resume repeated at {t} s");
+    }
+    s.action_result("lo", VmAction::Resume, Ok(()));
+    assert!(!s.is_suspended_by_us("lo"));
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!((lo.counts.suspends, lo.counts.resumes), (1, 1), "{lo:?}");
+
+    // Migration in flight: requested once, across the change.
+    let migrating = || {
+        let mut s = VmSupervisor::new(SupervisorConfig::default());
+        s.add_vm(vm(
+            "lo",
+            1,
+            &["bond0"],
+            VmActionPolicy {
+                migrate_after: Some(2 * SEC),
+                ..VmActionPolicy::default()
+            },
+        ));
+        s
+    };
+    let mut old = migrating();
+    old.bond_degraded("bond0", SEC);
+    old.vm_starved("lo", true, SEC);
+    old.tick(3 * SEC);
+    assert_eq!(acts(&mut old), one("lo", VmAction::RequestMigration));
+    let mut s = migrating();
+    s.carry_over(&old, |_| false);
+    s.tick(4 * SEC);
+    assert!(acts(&mut s).is_empty(), "migration requested twice");
+    s.action_result("lo", VmAction::RequestMigration, Ok(()));
+    for t in 5..9 {
+        s.tick(t * SEC);
+    }
+    assert!(acts(&mut s).is_empty(), "requested once per episode");
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!(lo.counts.migrations, 1, "{lo:?}");
+
+    // A failure that arrives after the change is retried by the new supervisor,
+    // after its backoff; a result that never arrives times out there.
+    let mut old = migrating();
+    old.bond_degraded("bond0", SEC);
+    old.vm_starved("lo", true, SEC);
+    old.tick(3 * SEC);
+    assert_eq!(acts(&mut old), one("lo", VmAction::RequestMigration));
+    let mut s = migrating();
+    s.carry_over(&old, |_| false);
+    s.action_result(
+        "lo",
+        VmAction::RequestMigration,
+        Err("hook exited 1".into()),
+    );
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!((lo.failures, lo.pending), (1, None), "{lo:?}");
+    let retry = lo.retry_at.expect("a backoff");
+    s.tick(retry);
+    assert_eq!(acts(&mut s), one("lo", VmAction::RequestMigration));
+    let timeout = SupervisorConfig::default().action_timeout;
+    s.tick(retry + timeout);
+    let lo = s.status().into_iter().find(|v| v.vm == "lo").unwrap();
+    assert_eq!((lo.failures, lo.pending), (2, None), "timed out: {lo:?}");
 }
 
 #[test]
