@@ -1,4 +1,5 @@
-# perf/topologies.sh — sourced by perf/bench.sh, perf/callgrind.sh and perf/sleep.sh: the vswitchd
+# perf/topologies.sh — sourced by perf/bench.sh, perf/callgrind.sh, perf/sleep.sh and
+# perf/failover.sh (for vs_wait_started): the vswitchd
 # configuration of each benchmark case, so that the instruction counts and the
 # throughput runs measure the same topology.
 #
