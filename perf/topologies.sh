@@ -14,7 +14,9 @@
 # vs_generator SIZE VHOST_SOCKET FILE_PREFIX JSON ERR [WAIT_LINK_S]
 #   starts vsperf in the background on core 0 as case 2's VM: txonly at full speed,
 #   SIZE-byte frames from VM1 to EXT, 1024 flows, through net_virtio_user to
-#   VHOST_SOCKET; sets VS_GEN to its pid (SIGINT ends it)
+#   VHOST_SOCKET; sets VS_GEN to its pid (SIGINT ends it). VIRTIO_ARGS (e.g.
+#   ",packed_vq=1") is appended to its devargs: the VM's virtio features, the same
+#   for every peer
 # vs_wait_started PID ERR SECS
 #   waits up to SECS for the vswitchd of PID to log "switch started" in ERR; fails
 #   (status 1) when it does not, or exits first
@@ -49,7 +51,7 @@ vs_pcap() {
 vs_generator() {
     # Backgrounded here, not by the caller: `vs_generator ... &` would make $! a
     # subshell, which does not pass SIGINT on to vsperf.
-    "$VSPERF" run --file-prefix "$3" --lcores 0 --port "net_virtio_user0,path=$2,queues=1" \
+    "$VSPERF" run --file-prefix "$3" --lcores 0 --port "net_virtio_user0,path=$2,queues=1${VIRTIO_ARGS:-}" \
         --mode txonly --rate max --src-mac "$VM1" --dst-mac "$EXT" --flows 1024 --size "$1" \
         --duration 600 --wait-link "${6:-15}" --stats-period 0 -q --json >"$4" 2>"$5" &
     VS_GEN=$!

@@ -156,7 +156,32 @@ impl Mbuf {
     }
 
     /// Appends `len` bytes at the end of the data and returns them for writing.
+    #[inline]
     pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
+        // A single segment, `rte_pktmbuf_append`'s usual case, without a call (the
+        // generator appends to every frame it makes).
+        // SAFETY: we own a reference to a valid mbuf for as long as self lives, and
+        // &mut self: nobody else reads or writes its header now.
+        let m = unsafe { self.0.as_mut() };
+        if m.nb_segs == 1 {
+            let tail = m.data_off as usize + m.data_len as usize;
+            if tail + len as usize > m.buf_len as usize {
+                return None;
+            }
+            m.data_len += len;
+            m.pkt_len += u32::from(len);
+            // SAFETY: bytes tail..tail+len lie inside the mbuf's buffer (checked against
+            // buf_len above) and belong to this mbuf's data now; &mut self is the only
+            // access to them.
+            return Some(unsafe {
+                std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(tail), len as usize)
+            });
+        }
+        self.append_chained(len)
+    }
+
+    #[cold]
+    fn append_chained(&mut self, len: u16) -> Option<&mut [u8]> {
         // SAFETY: valid mbuf we own; rte_pktmbuf_append returns NULL when there is no room.
         let p = unsafe { ffi::rte_pktmbuf_append(self.0.as_ptr(), len) };
         if p.is_null() {
@@ -310,6 +335,49 @@ impl<const N: usize> Burst<N> {
             std::ptr::copy(self.bufs.as_ptr().add(n), self.bufs.as_mut_ptr(), rest);
         }
         self.len = rest;
+    }
+
+    /// Appends `n` fresh mbufs from `pool` (empty, default headroom) in one bulk
+    /// call: all of them, or none when the pool cannot give `n` or there is no room
+    /// for them. Returns whether it did.
+    #[inline]
+    pub fn alloc_from(&mut self, pool: &Mempool, n: usize) -> bool {
+        if n == 0 || n > self.room() {
+            return n == 0;
+        }
+        let (p, _) = self.tail_ptr();
+        // SAFETY: `p` points at `room() >= n` free slots of this burst, laid out as
+        // `struct rte_mbuf *[]`; rte_pktmbuf_alloc_bulk fills all n with mbufs of
+        // refcnt 1 that we then own, or none (returning non-zero).
+        let rc = unsafe { ffi::rte_pktmbuf_alloc_bulk(pool.as_ptr(), p, n as u32) };
+        if rc != 0 {
+            return false;
+        }
+        self.grow(n);
+        true
+    }
+
+    /// Frees the entries from `n` on (keeps the first `n`).
+    #[inline]
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.len {
+            return;
+        }
+        let end = self.len;
+        self.len = n;
+        for i in n..end {
+            // SAFETY: entries n..end were initialised and owned; len is already n, so
+            // each is read (and freed) exactly once.
+            drop(unsafe { self.bufs.get_unchecked(i).assume_init_read() });
+        }
+    }
+
+    /// The held mbufs, for writing their data.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+        // SAFETY: entries 0..len are initialised; MaybeUninit<Mbuf> has Mbuf's layout;
+        // &mut self makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.bufs.as_mut_ptr() as *mut Mbuf, self.len) }
     }
 
     /// Frees every held mbuf at once (one bulk call).

@@ -125,6 +125,24 @@ fn every_vdev_kind_probes_and_forwards() {
     drop(m);
     assert_eq!(m2.data().len(), 60);
     drop(m2);
+    // Bulk allocation, the inline single-segment append and truncate balance too.
+    let mut b: Burst<8> = Burst::new();
+    assert!(b.alloc_from(&pool, 5));
+    assert!(!b.alloc_from(&pool, 4), "more than the burst's room");
+    assert!(b.alloc_from(&pool, 0));
+    assert_eq!(b.len(), 5);
+    for m in b.as_mut_slice() {
+        m.append(100).expect("room for 100 bytes").fill(7);
+        assert_eq!((m.data().len(), m.pkt_len()), (100, 100));
+    }
+    assert!(
+        b.as_mut_slice()[0].append(2048).is_none(),
+        "an append past the buffer's end"
+    );
+    assert_eq!(b.as_slice()[0].data(), &[7u8; 100][..]);
+    b.truncate(2);
+    assert_eq!(b.len(), 2);
+    drop(b);
     assert!(
         pool.in_use() <= before,
         "mbufs leaked: {} in use, {} before",

@@ -236,26 +236,42 @@ impl PortState<'_> {
         let len = tpl.frame_len();
         let off = tpl.payload_offset();
         let mut made = 0u64;
-        for _ in 0..due {
-            let Some(mut m) = pool.alloc() else {
-                self.c.alloc_failed += 1;
-                break;
-            };
+        // One bulk allocation for the burst; mbuf by mbuf only when the pool runs low.
+        let start = tx.len();
+        if !tx.alloc_from(pool, due as usize) {
+            for _ in 0..due {
+                let Some(m) = pool.alloc() else {
+                    self.c.alloc_failed += 1;
+                    break;
+                };
+                if tx.push(m).is_err() {
+                    break;
+                }
+            }
+        }
+        let first_seq = self.generated();
+        let flows = tpl.flows();
+        let mut keep = start;
+        for i in start..tx.len() {
+            let m = &mut tx.as_mut_slice()[i];
             let Some(d) = m.append(len as u16) else {
                 self.c.alloc_failed += 1;
                 break;
             };
             tpl.write(self.next_flow, d);
             if self.lat.is_some() {
-                stamp(d, off, self.generated() + made, rdtsc());
+                stamp(d, off, first_seq + made, rdtsc());
             }
             self.next_flow += 1;
-            if self.next_flow == tpl.flows() {
+            if self.next_flow == flows {
                 self.next_flow = 0;
             }
             made += 1;
-            let _ = tx.push(m);
+            keep = i + 1;
         }
+        // Mbufs that could not take a frame (not expected: the pool's data room is
+        // sized for the largest frame) go back to the pool, not on the wire.
+        tx.truncate(keep);
         self.pacer.issued(made);
         let sent = txq.tx_burst(tx);
         self.c.tx_bytes += (sent * len) as u64;

@@ -432,7 +432,12 @@ impl Templates {
     /// *Fast path*: two copies, no allocation.
     #[inline]
     pub fn write(&self, flow: usize, out: &mut [u8]) {
-        let f = flow % self.flows;
+        // The generator passes flow < flows; the division only for other callers.
+        let f = if flow < self.flows {
+            flow
+        } else {
+            flow % self.flows
+        };
         let (h, p) = out.split_at_mut(self.hdr_len);
         h.copy_from_slice(&self.headers[f * self.hdr_len..(f + 1) * self.hdr_len]);
         p.copy_from_slice(&self.payload);
