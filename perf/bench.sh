@@ -30,6 +30,8 @@
 #       net_null NICs.                    Ref: testpmd io, net_pcap -> net_null.
 #   2   VM -> bond: vsperf txonly --rate max on core 0 through net_virtio_user ->
 #       vhost-user vNIC -> the same bond. Ref: testpmd io, net_vhost -> net_null, same generator.
+#       The generator's virtqueues are split (the default); VIRTIO_ARGS=",packed_vq=1"
+#       in the environment appends to its devargs (packed ones), for every peer alike.
 #   3a  bond -> VM: a bond member backed by net_pcap (frames to the VM's MAC) -> a vNIC
 #       backed by net_null.               Ref: testpmd io, net_pcap -> net_null.
 #   3b  VM -> VM: a vNIC backed by net_pcap -> a vNIC backed by net_null.
