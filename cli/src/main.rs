@@ -287,6 +287,10 @@ enum Cmd {
     /// Per-worker poll-loop statistics: iterations, busy %, cycles per packet.
     #[command(after_help = "Example:\n  vsctl pmd-stats-show")]
     PmdStatsShow,
+    /// Which worker polls which rx queue, and each queue's share of the worker's
+    /// received frames (as ovs-appctl dpif-netdev/pmd-rxq-show).
+    #[command(after_help = "Example:\n  vsctl pmd-rxq-show\n  vsctl --format json pmd-rxq-show")]
+    PmdRxqShow,
 }
 
 /// What to send and how to show the reply.
@@ -440,6 +444,11 @@ fn action(cmd: &Cmd) -> Action {
             cmd: "pmd-stats-show",
             args: json!({}),
             text: render::pmd_stats,
+        },
+        Cmd::PmdRxqShow => Read {
+            cmd: "pmd-rxq-show",
+            args: json!({}),
+            text: render::pmd_rxq,
         },
     }
 }

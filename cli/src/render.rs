@@ -395,6 +395,42 @@ pub fn pmd_stats(pmds: &Value) -> String {
     o
 }
 
+/// `vsctl pmd-rxq-show`, in the layout of `ovs-appctl dpif-netdev/pmd-rxq-show`; the
+/// share is of the worker's received frames (Open vSwitch shows cycles).
+pub fn pmd_rxq(pmds: &Value) -> String {
+    let mut o = String::new();
+    for p in list(pmds) {
+        let _ = writeln!(
+            o,
+            "pmd thread worker {} core {}:",
+            u(p, "worker"),
+            u(p, "core")
+        );
+        let ports = arr(p, "ports");
+        if ports.is_empty() {
+            let _ = writeln!(o, "  (no rx queues)");
+        }
+        let width = ports.iter().map(|q| s(q, "port").len()).max().unwrap_or(0);
+        for q in ports {
+            let queues: Vec<String> = arr(q, "queues")
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|n| n.to_string())
+                .collect();
+            let _ = writeln!(
+                o,
+                "  port: {:<width$}  {:<4}  queue-id: {:>3}  rx: {:>12} frames  ({:5.1} % of the worker's)",
+                s(q, "port"),
+                s(q, "kind"),
+                queues.join(","),
+                u(q, "rx_pkts"),
+                f(q, "rx_share_pct"),
+            );
+        }
+    }
+    o
+}
+
 /// `vsctl vnic/bandwidth`.
 pub fn vnic_bandwidth(vnics: &Value) -> String {
     let rows: Vec<Vec<String>> = list(vnics)
@@ -457,6 +493,31 @@ mod tests {
     }
 
     #[test]
+    fn pmd_rxq_lists_each_workers_queues_in_the_ovs_layout() {
+        let v = json!([
+            {"worker": 0, "core": 1, "ports": [
+                {"port": "nic0", "kind": "nic", "queues": [0], "rx_pkts": 750, "rx_share_pct": 75.0},
+                {"port": "vm1.0", "kind": "vnic", "queues": [0], "rx_pkts": 250, "rx_share_pct": 25.0}
+            ]},
+            {"worker": 1, "core": 2, "ports": []}
+        ]);
+        let out = pmd_rxq(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "pmd thread worker 0 core 1:");
+        assert!(
+            lines[1].starts_with("  port: nic0   nic   queue-id:   0  rx:          750 frames")
+                && lines[1].ends_with("( 75.0 % of the worker's)"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("vm1.0") && lines[2].contains("25.0 %"),
+            "{out}"
+        );
+        assert_eq!(lines[3], "pmd thread worker 1 core 2:");
+        assert_eq!(lines[4], "  (no rx queues)");
+    }
+
+    #[test]
     fn renderers_tolerate_missing_and_odd_fields() {
         for v in [
             json!(null),
@@ -471,6 +532,7 @@ mod tests {
                 lacp_show(&v),
                 stats(&v),
                 pmd_stats(&v),
+                pmd_rxq(&v),
                 vnic_bandwidth(&v),
             );
         }

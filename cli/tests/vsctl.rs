@@ -145,6 +145,7 @@ fn every_show_command_in_json() {
         3000
     );
     assert_eq!(d.json(&["pmd-stats-show"])[1]["core"], 2);
+    assert_eq!(d.json(&["pmd-rxq-show"])[0]["ports"][0]["port"], "nic0");
     assert_eq!(
         d.json(&["vnic/bandwidth", "web"])[0]["shaping"]["peak_bps"],
         200_000_000

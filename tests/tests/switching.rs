@@ -514,6 +514,67 @@ fn two_workers_deliver_to_guests_with_one_queue_pair() {
         sent(&r, 1),
         "VM2 -> VM1 across workers: {r}"
     );
+
+    // pmd-rxq-show: every rx queue of every port on exactly one worker; a vNIC's
+    // frames there are the frames `stats` counts for it; shares add up per worker.
+    let stats = vsctl_json(&t.dir.0, &["stats"]);
+    let rxq = vsctl_json(&t.dir.0, &["pmd-rxq-show"]);
+    let pmds = rxq.as_array().expect("a list of workers");
+    assert_eq!(
+        pmds.iter()
+            .map(|p| p["core"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1],
+        "{rxq}"
+    );
+    for port in stats["ports"].as_array().unwrap() {
+        let name = port["name"].as_str().unwrap();
+        let mut queues = Vec::new();
+        let mut rx = 0;
+        for p in pmds {
+            for q in p["ports"].as_array().unwrap() {
+                if q["port"] == name {
+                    queues.extend(
+                        q["queues"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|n| n.as_u64().unwrap()),
+                    );
+                    rx += q["rx_pkts"].as_u64().unwrap();
+                }
+            }
+        }
+        queues.sort();
+        assert!(
+            !queues.is_empty() && queues == (0..queues.len() as u64).collect::<Vec<_>>(),
+            "{name}: rx queues {queues:?} not each polled once: {rxq}"
+        );
+        if port["kind"] == "vnic" {
+            assert_eq!(
+                rx,
+                port["rx_pkts"].as_u64().unwrap(),
+                "{name}: {rxq}\n{stats}"
+            );
+            assert!(rx >= 1800, "{name} received {rx}: {rxq}");
+        }
+    }
+    for p in pmds {
+        let qs = p["ports"].as_array().unwrap();
+        assert!(!qs.is_empty(), "a worker with no rx queue: {rxq}");
+        let share: f64 = qs.iter().map(|q| q["rx_share_pct"].as_f64().unwrap()).sum();
+        assert!(
+            (share - 100.0).abs() < 0.01,
+            "shares add up to {share}: {rxq}"
+        );
+    }
+    let (code, text, err) = vsctl(&t.dir.0, &["pmd-rxq-show"]);
+    eprintln!("{text}");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.starts_with("pmd thread worker 0 core 0:\n  port: ") && text.contains("queue-id:"),
+        "{text}"
+    );
     let (code, out) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);

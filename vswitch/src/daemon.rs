@@ -29,8 +29,8 @@ use crate::config::{Config, UplinkRef};
 use crate::control::ControlCmd;
 use crate::ctl::{
     apply_to_config, persist, ConfigChange, ControlApi, CtlError, LacpMemberShow, LacpShow,
-    MemberShow, PmdStats, PortStatsShow, ShapingShow, ShowTree, StatsShow, UplinkShow, VmShow,
-    VnicShow,
+    MemberShow, PmdRxqShow, PmdStats, PortStatsShow, RxqShow, ShapingShow, ShowTree, StatsShow,
+    UplinkShow, VmShow, VnicShow,
 };
 use crate::snapshot::PortRole;
 use crate::switch::Switch;
@@ -356,6 +356,27 @@ impl ControlApi for SwitchApi {
             .enumerate()
             .map(|(w, s)| PmdStats::from_worker(w, self.switch.cores()[w], s, hz, sleep_max))
             .collect())
+    }
+
+    fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError> {
+        let entries = self
+            .switch
+            .rx_queues()
+            .into_iter()
+            .map(|q| {
+                (
+                    q.worker,
+                    RxqShow {
+                        port: q.port,
+                        kind: q.kind.to_string(),
+                        queues: q.queues,
+                        rx_pkts: q.rx_pkts,
+                        rx_share_pct: 0.0,
+                    },
+                )
+            })
+            .collect();
+        Ok(PmdRxqShow::group(self.switch.cores(), entries))
     }
 
     fn bond_show(&self, bond: Option<&str>) -> Result<Vec<UplinkShow>, CtlError> {

@@ -96,6 +96,8 @@ struct OpenPort {
     /// The switch's counters of this port id when the port was opened (a reused id
     /// carries its previous holder's counts; status output subtracts them).
     baseline: PortTotals,
+    /// The same for each worker's received frames (`pmd-rxq-show`).
+    rx_baseline: Vec<u64>,
     /// LACP's dedicated (rx, tx) queue, beyond the data queues, when the PMD steers
     /// slow-protocol frames to it with rte_flow; the control thread owns both.
     lacp_queue: Option<(u16, u16)>,
@@ -296,6 +298,10 @@ impl PortSet {
             lacp_queue,
             steering,
             baseline: port_totals(stats, p.id()),
+            rx_baseline: stats
+                .iter()
+                .map(|w| w.ports[p.id() as usize].rx_pkts.load(Ordering::Relaxed))
+                .collect(),
             id: p.id(),
             backend: w.backend.clone(),
             devargs,
@@ -981,6 +987,8 @@ fn status_ports(topo: &Topology, ps: &PortSet) -> Vec<StatusPort> {
                 entry: p.clone(),
                 devargs: o.map(|o| o.devargs.clone()).unwrap_or_default(),
                 baseline: o.map(|o| o.baseline).unwrap_or_default(),
+                rx_baseline: o.map(|o| o.rx_baseline.clone()).unwrap_or_default(),
+                rx_owners: ps.rx_owners.get(&p.id).cloned().unwrap_or_default(),
             }
         })
         .collect()
@@ -991,6 +999,24 @@ struct StatusPort {
     entry: PortEntry,
     devargs: String,
     baseline: PortTotals,
+    rx_baseline: Vec<u64>,
+    /// The worker polling each of its rx queues (index: queue id).
+    rx_owners: Vec<usize>,
+}
+
+/// The rx queues of one port that one worker polls (`vsctl pmd-rxq-show`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RxqStatus {
+    /// Configured port name.
+    pub port: String,
+    /// "vnic" or "nic".
+    pub kind: &'static str,
+    /// The worker.
+    pub worker: usize,
+    /// Its queue ids on this port.
+    pub queues: Vec<u16>,
+    /// Frames the worker received from them since the port was opened.
+    pub rx_pkts: u64,
 }
 
 impl Switch {
@@ -1016,6 +1042,38 @@ impl Switch {
                 }
             })
             .collect()
+    }
+
+    /// Which worker polls which rx queue, with the frames each worker received from
+    /// each port: one entry per (port, worker), in port order.
+    pub fn rx_queues(&self) -> Vec<RxqStatus> {
+        let mut out = Vec::new();
+        for sp in self.ports.read().iter() {
+            let p = &sp.entry;
+            let kind = match p.role {
+                PortRole::Vnic { .. } => "vnic",
+                PortRole::Nic { .. } => "nic",
+            };
+            for (w, stats) in self.worker_stats.iter().enumerate() {
+                let queues: Vec<u16> = (0..sp.rx_owners.len())
+                    .filter(|&q| sp.rx_owners[q] == w)
+                    .map(|q| q as u16)
+                    .collect();
+                if queues.is_empty() {
+                    continue;
+                }
+                let now = stats.ports[p.id as usize].rx_pkts.load(Ordering::Relaxed);
+                let base = sp.rx_baseline.get(w).copied().unwrap_or(0);
+                out.push(RxqStatus {
+                    port: p.name.clone(),
+                    kind,
+                    worker: w,
+                    queues,
+                    rx_pkts: now.saturating_sub(base),
+                });
+            }
+        }
+        out
     }
 
     /// The control plane's view.

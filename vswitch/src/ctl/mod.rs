@@ -113,6 +113,9 @@ pub trait ControlApi: Send + Sync {
     fn stats(&self, port: Option<&str>) -> Result<StatsShow, CtlError>;
     /// Per-worker poll-loop statistics (`vsctl pmd-stats-show`).
     fn pmd_stats(&self) -> Result<Vec<PmdStats>, CtlError>;
+    /// Which worker polls which rx queue, and how the worker's frames split between
+    /// them (`vsctl pmd-rxq-show`).
+    fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError>;
     /// Bonds (all, or the named one) with members, states, traffic and pinned vNICs
     /// (`vsctl bond/show`). Unknown bond: [`CtlError::NotFound`].
     fn bond_show(&self, bond: Option<&str>) -> Result<Vec<UplinkShow>, CtlError>;
@@ -335,6 +338,65 @@ impl PortStatsShow {
     /// Sum of all drops.
     pub fn total_drops(&self) -> u64 {
         self.drops.values().sum()
+    }
+}
+
+/// `vsctl pmd-rxq-show`: one worker and the rx queues it polls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PmdRxqShow {
+    /// Worker index.
+    pub worker: usize,
+    /// The core it is pinned to.
+    pub core: usize,
+    /// Its rx queues, by port.
+    pub ports: Vec<RxqShow>,
+}
+
+/// One port's rx queues on one worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RxqShow {
+    /// Configured port name.
+    pub port: String,
+    /// "vnic" or "nic".
+    pub kind: String,
+    /// Queue ids.
+    pub queues: Vec<u16>,
+    /// Frames the worker received from them since the port was opened.
+    pub rx_pkts: u64,
+    /// Their share of the frames the worker received from all its queues, %. A share
+    /// of frames, not of cycles (Open vSwitch's "pmd usage" is cycles).
+    pub rx_share_pct: f64,
+}
+
+impl PmdRxqShow {
+    /// Groups `(worker, RxqShow)` entries by worker (every worker in `cores`, also
+    /// one that polls nothing) and fills in the shares.
+    pub fn group(cores: &[usize], entries: Vec<(usize, RxqShow)>) -> Vec<PmdRxqShow> {
+        let mut out: Vec<PmdRxqShow> = cores
+            .iter()
+            .enumerate()
+            .map(|(worker, &core)| PmdRxqShow {
+                worker,
+                core,
+                ports: Vec::new(),
+            })
+            .collect();
+        for (w, e) in entries {
+            if let Some(p) = out.get_mut(w) {
+                p.ports.push(e);
+            }
+        }
+        for p in &mut out {
+            let total: u64 = p.ports.iter().map(|e| e.rx_pkts).sum();
+            for e in &mut p.ports {
+                e.rx_share_pct = if total == 0 {
+                    0.0
+                } else {
+                    e.rx_pkts as f64 * 100.0 / total as f64
+                };
+            }
+        }
+        out
     }
 }
 

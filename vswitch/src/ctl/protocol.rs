@@ -29,6 +29,7 @@
 //! | `dump-config` | — | the desired [`Config`](crate::config::Config) |
 //! | `stats` | `{"port"?: str}` | [`StatsShow`](super::StatsShow) |
 //! | `pmd-stats-show` | — | `[`[`PmdStats`](super::PmdStats)`]` |
+//! | `pmd-rxq-show` | — | `[`[`PmdRxqShow`](super::PmdRxqShow)`]` |
 //! | `bond/show` | `{"bond"?: str}` | `[`[`UplinkShow`](super::UplinkShow)`]` |
 //! | `lacp/show` | `{"bond"?: str}` | `[`[`LacpShow`](super::LacpShow)`]` |
 //! | `bond/failback` | `{"bond": str}` | `{"moved": u64}` |
@@ -55,12 +56,13 @@ pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.ctl";
 
 /// Every command name the server knows: the read commands, then every
 /// [`ConfigChange`](super::ConfigChange) name.
-pub const COMMANDS: [&str; 24] = [
+pub const COMMANDS: [&str; 25] = [
     "hello",
     "show",
     "dump-config",
     "stats",
     "pmd-stats-show",
+    "pmd-rxq-show",
     "bond/show",
     "lacp/show",
     "bond/failback",

@@ -12,8 +12,8 @@ use crate::stats::DropReason;
 
 use super::{
     apply_to_config, persist, ConfigChange, ControlApi, CtlError, LacpMemberShow, LacpShow,
-    MemberShow, PmdStats, PortStatsShow, ShapingShow, ShowTree, StatsShow, UplinkShow, VmShow,
-    VnicShow,
+    MemberShow, PmdRxqShow, PmdStats, PortStatsShow, RxqShow, ShapingShow, ShowTree, StatsShow,
+    UplinkShow, VmShow, VnicShow,
 };
 
 /// A small valid configuration: `nic0`,`nic1` in `bond0`, unbonded `nic2`, VM `vm1`
@@ -386,6 +386,30 @@ impl ControlApi for FakeApi {
                 sleep_max_us: self.cfg().dataplane.pmd_sleep_max_us,
             })
             .collect())
+    }
+
+    fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError> {
+        let cfg = self.cfg();
+        let workers = cfg.dataplane.cores.len().max(1);
+        // Every port's queue 0 round-robin over the workers, its rx count as in `stats`.
+        let entries = self
+            .port_stats(&cfg)
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    i % workers,
+                    RxqShow {
+                        port: p.name,
+                        kind: p.kind,
+                        queues: vec![0],
+                        rx_pkts: p.rx_pkts,
+                        rx_share_pct: 0.0,
+                    },
+                )
+            })
+            .collect();
+        Ok(PmdRxqShow::group(&cfg.dataplane.cores, entries))
     }
 
     fn bond_show(&self, bond: Option<&str>) -> Result<Vec<UplinkShow>, CtlError> {

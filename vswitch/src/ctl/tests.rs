@@ -820,6 +820,14 @@ fn every_read_command_over_the_socket() {
 
     let pmd: Vec<PmdStats> = serde_json::from_value(c.ok("pmd-stats-show", Value::Null)).unwrap();
     assert_eq!(pmd.iter().map(|p| p.core).collect::<Vec<_>>(), vec![1, 2]);
+    let rxq: Vec<PmdRxqShow> = serde_json::from_value(c.ok("pmd-rxq-show", Value::Null)).unwrap();
+    assert_eq!(rxq.iter().map(|p| p.core).collect::<Vec<_>>(), vec![1, 2]);
+    let polled: usize = rxq.iter().map(|p| p.ports.len()).sum();
+    assert_eq!(polled, 6, "every port polled once: {rxq:?}");
+    for p in &rxq {
+        let share: f64 = p.ports.iter().map(|q| q.rx_share_pct).sum();
+        assert!((share - 100.0).abs() < 1e-9, "{p:?}");
+    }
 
     let bonds: Vec<UplinkShow> = serde_json::from_value(c.ok("bond/show", Value::Null)).unwrap();
     assert_eq!(bonds.len(), 1);
