@@ -361,16 +361,21 @@ pub fn stats(st: &Value) -> String {
     o
 }
 
+/// A worker's first line in `pmd-stats-show` and `pmd-rxq-show`.
+fn pmd_header(o: &mut String, p: &Value) {
+    let _ = writeln!(
+        o,
+        "pmd thread worker {} core {}:",
+        u(p, "worker"),
+        u(p, "core")
+    );
+}
+
 /// `vsctl pmd-stats-show`, in the layout of `ovs-appctl dpif-netdev/pmd-stats-show`.
 pub fn pmd_stats(pmds: &Value) -> String {
     let mut o = String::new();
     for p in list(pmds) {
-        let _ = writeln!(
-            o,
-            "pmd thread worker {} core {}:",
-            u(p, "worker"),
-            u(p, "core")
-        );
+        pmd_header(&mut o, p);
         let _ = writeln!(
             o,
             "  iterations: {} (busy {})",
@@ -400,12 +405,7 @@ pub fn pmd_stats(pmds: &Value) -> String {
 pub fn pmd_rxq(pmds: &Value) -> String {
     let mut o = String::new();
     for p in list(pmds) {
-        let _ = writeln!(
-            o,
-            "pmd thread worker {} core {}:",
-            u(p, "worker"),
-            u(p, "core")
-        );
+        pmd_header(&mut o, p);
         let ports = arr(p, "ports");
         if ports.is_empty() {
             let _ = writeln!(o, "  (no rx queues)");

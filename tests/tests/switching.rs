@@ -50,6 +50,19 @@ impl Topo {
     fn config(&self, vhost_mode: &str) -> String {
         self.topology(vhost_mode).render()
     }
+
+    /// Starts vswitchd with vhost-user server sockets and brings both taps up.
+    fn start_server(&self) -> Proc {
+        let sw = start_vswitchd(&self.dir.0, &self.config("server"), &[]);
+        assert!(
+            wait_until(Duration::from_secs(5), || iface_exists(&self.tap_a)
+                && iface_exists(&self.tap_b)),
+            "the taps did not appear"
+        );
+        set_link(&self.tap_a, true);
+        set_link(&self.tap_b, true);
+        sw
+    }
 }
 
 /// One vsperf process plays VM1 (port 0), VM2 (port 1) and the external host behind
@@ -94,14 +107,7 @@ fn send(src: &str, dst: &str, count: u64) -> VsperfArgs {
 #[test]
 fn l2_switching_between_vms_and_nics() {
     let t = Topo::new();
-    let sw = start_vswitchd(&t.dir.0, &t.config("server"), &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(
-        &t.tap_a
-    ) && iface_exists(
-        &t.tap_b
-    )));
-    set_link(&t.tap_a, true);
-    set_link(&t.tap_b, true);
+    let sw = t.start_server();
     let n = 2000u64;
 
     // VM1 -> VM2 unicast: delivered locally, never sent out.
@@ -211,14 +217,7 @@ fn l2_switching_between_vms_and_nics() {
 #[test]
 fn vms_with_packed_virtqueues_are_switched() {
     let t = Topo::new();
-    let sw = start_vswitchd(&t.dir.0, &t.config("server"), &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(
-        &t.tap_a
-    ) && iface_exists(
-        &t.tap_b
-    )));
-    set_link(&t.tap_a, true);
-    set_link(&t.tap_b, true);
+    let sw = t.start_server();
     let n = 2000u64;
     for vm2_devargs in [",packed_vq=1", ""] {
         let a = VsperfArgs::new()
@@ -263,12 +262,7 @@ fn vms_with_packed_virtqueues_are_switched() {
 #[test]
 fn vm_reconnect_keeps_switch_forwarding() {
     let t = Topo::new();
-    let sw = start_vswitchd(&t.dir.0, &t.config("server"), &[]);
-    assert!(wait_until(Duration::from_secs(5), || iface_exists(
-        &t.tap_a
-    )));
-    set_link(&t.tap_a, true);
-    set_link(&t.tap_b, true);
+    let sw = t.start_server();
     // VM2 and the host run throughout: the host sends to VM2 at 5 kpps for 8 s.
     let other = vsperf(
         "vm2+host",

@@ -103,6 +103,28 @@ fn garbage_qmp(path: &Path) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// A host behind `tap` flooding `victim` at 20 kpps for `secs` seconds.
+fn flood(tap: &str, victim: &str, secs: u64) -> Proc {
+    #[allow(clippy::useless_vec)] // args! builds a Vec; vsperf() only borrows it
+    vsperf(
+        "attacker",
+        &args![
+            "--port",
+            format!("net_af_packet0,iface={tap}"),
+            "--mode",
+            "txonly",
+            "--src-mac",
+            EXT,
+            "--dst-mac",
+            victim,
+            "--rate",
+            "20kpps",
+            "--duration",
+            secs
+        ],
+    )
+}
+
 fn pcap(dir: &Scratch, name: &str, src: &str) -> String {
     let out = dir.path(name);
     let st = Command::new(bin("vsperf"))
@@ -378,24 +400,7 @@ fn dos_attack_suspends_lower_priority_vm_and_requests_migration() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(qmp_status(&qmp_test), "running");
 
-    #[allow(clippy::useless_vec)] // args! builds a Vec; vsperf() only borrows it
-    let attacker = vsperf(
-        "attacker",
-        &args![
-            "--port",
-            format!("net_af_packet0,iface={tap}"),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            EXT,
-            "--dst-mac",
-            VICTIM,
-            "--rate",
-            "20kpps",
-            "--duration",
-            3
-        ],
-    );
+    let attacker = flood(&tap, VICTIM, 3);
     sw.wait_for("DoS attack started", Duration::from_secs(10));
     let t = Instant::now();
     wait_status(&qmp_test, "paused", Duration::from_secs(5));
@@ -470,24 +475,7 @@ fn a_live_change_during_an_action_neither_repeats_nor_loses_it() {
     set_link(&tap, true);
     std::thread::sleep(Duration::from_millis(500));
 
-    #[allow(clippy::useless_vec)] // args! builds a Vec; vsperf() only borrows it
-    let attacker = vsperf(
-        "attacker",
-        &args![
-            "--port",
-            format!("net_af_packet0,iface={tap}"),
-            "--mode",
-            "txonly",
-            "--src-mac",
-            EXT,
-            "--dst-mac",
-            VICTIM,
-            "--rate",
-            "20kpps",
-            "--duration",
-            8
-        ],
-    );
+    let attacker = flood(&tap, VICTIM, 8);
     sw.wait_for("DoS attack started", Duration::from_secs(10));
     let log = || std::fs::read_to_string(&hook_log).unwrap_or_default();
     assert!(
