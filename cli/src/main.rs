@@ -287,6 +287,12 @@ enum Cmd {
     /// Per-worker poll-loop statistics: iterations, busy %, cycles per packet.
     #[command(after_help = "Example:\n  vsctl pmd-stats-show")]
     PmdStatsShow,
+    /// Start pmd-stats-show's counts afresh (as ovs-appctl dpif-netdev/pmd-stats-clear);
+    /// port statistics and the Prometheus counters are not touched.
+    #[command(
+        after_help = "Example:\n  vsctl pmd-stats-clear && sleep 10 && vsctl pmd-stats-show"
+    )]
+    PmdStatsClear,
     /// Which worker polls which rx queue, and each queue's share of the worker's
     /// received frames (as ovs-appctl dpif-netdev/pmd-rxq-show).
     #[command(after_help = "Example:\n  vsctl pmd-rxq-show\n  vsctl --format json pmd-rxq-show")]
@@ -444,6 +450,16 @@ fn action(cmd: &Cmd) -> Action {
             cmd: "pmd-stats-show",
             args: json!({}),
             text: render::pmd_stats,
+        },
+        Cmd::PmdStatsClear => Read {
+            cmd: "pmd-stats-clear",
+            args: json!({}),
+            text: |v| {
+                format!(
+                    "pmd statistics cleared ({} worker(s))\n",
+                    v.get("workers").and_then(Value::as_u64).unwrap_or(0)
+                )
+            },
         },
         Cmd::PmdRxqShow => Read {
             cmd: "pmd-rxq-show",

@@ -132,6 +132,24 @@ fn a_lightly_loaded_worker_sleeps_forwards_everything_and_busy_polls_again_when_
     assert!(sent > 150_000, "VM1 sent only {sent} frames: {r}");
     assert_eq!(rx_from(&r, 1, VM1), sent, "VM2 lost frames: {r}");
 
+    // pmd-stats-clear: pmd-stats-show counts afresh (nothing arrives any more: no
+    // frame after it); the port statistics keep theirs.
+    let before = vsctl_json(&dir.0, &["pmd-stats-show"])[0].clone();
+    assert!(before["rx_pkts"].as_u64().unwrap() >= sent, "{before}");
+    let (code, text, err) = vsctl(&dir.0, &["pmd-stats-clear"]);
+    assert_eq!(
+        (code, text.as_str()),
+        (0, "pmd statistics cleared (1 worker(s))\n"),
+        "{err}"
+    );
+    let after = vsctl_json(&dir.0, &["pmd-stats-show"])[0].clone();
+    assert_eq!(after["rx_pkts"], 0, "{after}");
+    assert!(
+        after["iterations"].as_u64().unwrap() < before["iterations"].as_u64().unwrap(),
+        "before {before}, after {after}"
+    );
+    assert!(port_rx(&dir.0, "vm1.0") >= sent);
+
     let (code, out) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);

@@ -29,8 +29,8 @@ use crate::config::{Config, UplinkRef};
 use crate::control::ControlCmd;
 use crate::ctl::{
     apply_to_config, persist, ConfigChange, ControlApi, CtlError, LacpMemberShow, LacpShow,
-    MemberShow, PmdRxqShow, PmdStats, PortStatsShow, RxqShow, ShapingShow, ShowTree, StatsShow,
-    UplinkShow, VmShow, VnicShow,
+    MemberShow, PmdCounts, PmdRxqShow, PmdStats, PortStatsShow, RxqShow, ShapingShow, ShowTree,
+    StatsShow, UplinkShow, VmShow, VnicShow,
 };
 use crate::snapshot::PortRole;
 use crate::switch::Switch;
@@ -44,6 +44,8 @@ pub struct SwitchApi {
     switch: Arc<Switch>,
     desired: Mutex<Config>,
     path: PathBuf,
+    /// Each worker's counts at the last `pmd-stats-clear` (empty: never cleared).
+    pmd_baseline: Mutex<Vec<PmdCounts>>,
 }
 
 impl SwitchApi {
@@ -68,6 +70,7 @@ impl SwitchApi {
             switch,
             desired: Mutex::new(cfg),
             path,
+            pmd_baseline: Mutex::new(Vec::new()),
         }
     }
 
@@ -349,13 +352,31 @@ impl ControlApi for SwitchApi {
     fn pmd_stats(&self) -> Result<Vec<PmdStats>, CtlError> {
         let hz = dpdk_sys::Eal::get().map_or(0, |e| e.tsc_hz());
         let sleep_max = self.switch.pmd_sleep_max_us();
+        let base = self.pmd_baseline.lock();
         Ok(self
             .switch
             .worker_stats()
             .iter()
             .enumerate()
-            .map(|(w, s)| PmdStats::from_worker(w, self.switch.cores()[w], s, hz, sleep_max))
+            .map(|(w, s)| {
+                let now = PmdCounts::read(s);
+                let c = base.get(w).map_or(now, |b| now.since(b));
+                PmdStats::from_counts(w, self.switch.cores()[w], &c, hz, sleep_max)
+            })
             .collect())
+    }
+
+    fn pmd_stats_clear(&self) -> Result<usize, CtlError> {
+        let now: Vec<PmdCounts> = self
+            .switch
+            .worker_stats()
+            .iter()
+            .map(|s| PmdCounts::read(s))
+            .collect();
+        let n = now.len();
+        *self.pmd_baseline.lock() = now;
+        tracing::info!(workers = n, "pmd statistics cleared");
+        Ok(n)
     }
 
     fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError> {

@@ -111,8 +111,13 @@ pub trait ControlApi: Send + Sync {
     /// Counters of every port, or of the named one (`vsctl stats [--port P]`).
     /// Unknown port: [`CtlError::NotFound`].
     fn stats(&self, port: Option<&str>) -> Result<StatsShow, CtlError>;
-    /// Per-worker poll-loop statistics (`vsctl pmd-stats-show`).
+    /// Per-worker poll-loop statistics (`vsctl pmd-stats-show`), since the last
+    /// [`pmd_stats_clear`](Self::pmd_stats_clear).
     fn pmd_stats(&self) -> Result<Vec<PmdStats>, CtlError>;
+    /// Starts `pmd-stats-show`'s counts afresh (`vsctl pmd-stats-clear`, as
+    /// `ovs-appctl dpif-netdev/pmd-stats-clear`); returns the number of workers. Port
+    /// statistics and the Prometheus exporter's counters are not touched.
+    fn pmd_stats_clear(&self) -> Result<usize, CtlError>;
     /// Which worker polls which rx queue, and how the worker's frames split between
     /// them (`vsctl pmd-rxq-show`).
     fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError>;
@@ -435,6 +440,56 @@ pub struct PmdStats {
     pub sleep_max_us: u64,
 }
 
+/// A worker's poll-loop counters at one moment; `pmd-stats-clear` keeps one per
+/// worker as the baseline `pmd-stats-show` counts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PmdCounts {
+    /// Poll-loop iterations.
+    pub iterations: u64,
+    /// Iterations that received at least one frame.
+    pub busy_iterations: u64,
+    /// TSC cycles of busy iterations.
+    pub busy_cycles: u64,
+    /// TSC cycles of idle iterations, sleeps included.
+    pub idle_cycles: u64,
+    /// Frames received, all ports.
+    pub rx_pkts: u64,
+    /// Iterations that ended in a load-based sleep.
+    pub sleep_iterations: u64,
+    /// TSC cycles of those sleeps.
+    pub sleep_cycles: u64,
+}
+
+impl PmdCounts {
+    /// Reads a worker's counters (relaxed: each is exact, together they are a few
+    /// iterations apart at most).
+    pub fn read(w: &WorkerStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        PmdCounts {
+            iterations: w.iterations.load(Relaxed),
+            busy_iterations: w.busy_iterations.load(Relaxed),
+            busy_cycles: w.busy_cycles.load(Relaxed),
+            idle_cycles: w.idle_cycles.load(Relaxed),
+            rx_pkts: w.ports.iter().map(|p| p.rx_pkts.load(Relaxed)).sum(),
+            sleep_iterations: w.sleep_iterations.load(Relaxed),
+            sleep_cycles: w.sleep_cycles.load(Relaxed),
+        }
+    }
+
+    /// The counts since `base` (0 where a counter is below it).
+    pub fn since(&self, base: &PmdCounts) -> Self {
+        PmdCounts {
+            iterations: self.iterations.saturating_sub(base.iterations),
+            busy_iterations: self.busy_iterations.saturating_sub(base.busy_iterations),
+            busy_cycles: self.busy_cycles.saturating_sub(base.busy_cycles),
+            idle_cycles: self.idle_cycles.saturating_sub(base.idle_cycles),
+            rx_pkts: self.rx_pkts.saturating_sub(base.rx_pkts),
+            sleep_iterations: self.sleep_iterations.saturating_sub(base.sleep_iterations),
+            sleep_cycles: self.sleep_cycles.saturating_sub(base.sleep_cycles),
+        }
+    }
+}
+
 impl PmdStats {
     /// Builds the shape from a worker's counters (`core` is the configured core).
     /// `tsc_hz` converts cycles to time; `sleep_max_us` is the current setting.
@@ -445,12 +500,22 @@ impl PmdStats {
         tsc_hz: u64,
         sleep_max_us: u64,
     ) -> Self {
-        use std::sync::atomic::Ordering::Relaxed;
-        let busy = w.busy_cycles.load(Relaxed);
-        let idle = w.idle_cycles.load(Relaxed);
-        let rx: u64 = w.ports.iter().map(|p| p.rx_pkts.load(Relaxed)).sum();
-        let sleeps = w.sleep_iterations.load(Relaxed);
-        let slept = w.sleep_cycles.load(Relaxed);
+        Self::from_counts(worker, core, &PmdCounts::read(w), tsc_hz, sleep_max_us)
+    }
+
+    /// The same from counts already read (and perhaps made relative to a baseline).
+    pub fn from_counts(
+        worker: usize,
+        core: usize,
+        c: &PmdCounts,
+        tsc_hz: u64,
+        sleep_max_us: u64,
+    ) -> Self {
+        let busy = c.busy_cycles;
+        let idle = c.idle_cycles;
+        let rx = c.rx_pkts;
+        let sleeps = c.sleep_iterations;
+        let slept = c.sleep_cycles;
         // a / b, or 0 when b is 0 (nothing counted yet).
         let ratio = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
         let all = (busy + idle) as f64;
@@ -458,8 +523,8 @@ impl PmdStats {
         PmdStats {
             worker,
             core,
-            iterations: w.iterations.load(Relaxed),
-            busy_iterations: w.busy_iterations.load(Relaxed),
+            iterations: c.iterations,
+            busy_iterations: c.busy_iterations,
             rx_pkts: rx,
             busy_pct: 100.0 * ratio(busy as f64, all),
             cycles_per_pkt: ratio(busy as f64, rx as f64),

@@ -30,6 +30,7 @@
 //! | `stats` | `{"port"?: str}` | [`StatsShow`](super::StatsShow) |
 //! | `pmd-stats-show` | — | `[`[`PmdStats`](super::PmdStats)`]` |
 //! | `pmd-rxq-show` | — | `[`[`PmdRxqShow`](super::PmdRxqShow)`]` |
+//! | `pmd-stats-clear` | — | `{"workers": u64}` |
 //! | `bond/show` | `{"bond"?: str}` | `[`[`UplinkShow`](super::UplinkShow)`]` |
 //! | `lacp/show` | `{"bond"?: str}` | `[`[`LacpShow`](super::LacpShow)`]` |
 //! | `bond/failback` | `{"bond": str}` | `{"moved": u64}` |
@@ -56,13 +57,14 @@ pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.ctl";
 
 /// Every command name the server knows: the read commands, then every
 /// [`ConfigChange`](super::ConfigChange) name.
-pub const COMMANDS: [&str; 25] = [
+pub const COMMANDS: [&str; 26] = [
     "hello",
     "show",
     "dump-config",
     "stats",
     "pmd-stats-show",
     "pmd-rxq-show",
+    "pmd-stats-clear",
     "bond/show",
     "lacp/show",
     "bond/failback",

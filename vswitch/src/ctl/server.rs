@@ -378,6 +378,8 @@ pub fn dispatch(api: &dyn ControlApi, req: &Request) -> Response {
         "stats" => args::<PortArg>(req).and_then(|a| value(api.stats(a.port.as_deref()))),
         "pmd-stats-show" => args::<NoArgs>(req).and_then(|_| value(api.pmd_stats())),
         "pmd-rxq-show" => args::<NoArgs>(req).and_then(|_| value(api.pmd_rxq())),
+        "pmd-stats-clear" => args::<NoArgs>(req)
+            .and_then(|_| api.pmd_stats_clear().map(|n| json!({ "workers": n }))),
         "bond/show" => args::<BondArg>(req).and_then(|a| value(api.bond_show(a.bond.as_deref()))),
         "lacp/show" => args::<BondArg>(req).and_then(|a| value(api.lacp_show(a.bond.as_deref()))),
         "bond/failback" => args::<BondArg>(req).and_then(|a| match a.bond {

@@ -388,6 +388,10 @@ impl ControlApi for FakeApi {
             .collect())
     }
 
+    fn pmd_stats_clear(&self) -> Result<usize, CtlError> {
+        Ok(self.cfg().dataplane.cores.len())
+    }
+
     fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError> {
         let cfg = self.cfg();
         let workers = cfg.dataplane.cores.len().max(1);

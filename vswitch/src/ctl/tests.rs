@@ -820,6 +820,7 @@ fn every_read_command_over_the_socket() {
 
     let pmd: Vec<PmdStats> = serde_json::from_value(c.ok("pmd-stats-show", Value::Null)).unwrap();
     assert_eq!(pmd.iter().map(|p| p.core).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(c.ok("pmd-stats-clear", Value::Null), json!({"workers": 2}));
     let rxq: Vec<PmdRxqShow> = serde_json::from_value(c.ok("pmd-rxq-show", Value::Null)).unwrap();
     assert_eq!(rxq.iter().map(|p| p.core).collect::<Vec<_>>(), vec![1, 2]);
     let polled: usize = rxq.iter().map(|p| p.ports.len()).sum();
@@ -1443,4 +1444,39 @@ fn pmd_stats_shares_and_sleep_times_from_a_workers_counters() {
         ),
         (5, 500, 100.0, 50)
     );
+}
+
+#[test]
+fn pmd_counts_since_a_baseline_count_only_what_came_after() {
+    let base = PmdCounts {
+        iterations: 100,
+        busy_iterations: 40,
+        busy_cycles: 4_000,
+        idle_cycles: 6_000,
+        rx_pkts: 400,
+        sleep_iterations: 10,
+        sleep_cycles: 1_000,
+    };
+    let now = PmdCounts {
+        iterations: 300,
+        busy_iterations: 140,
+        busy_cycles: 14_000,
+        idle_cycles: 16_000,
+        rx_pkts: 1_400,
+        sleep_iterations: 10,
+        sleep_cycles: 1_000,
+    };
+    let d = now.since(&base);
+    assert_eq!(
+        (d.iterations, d.busy_iterations, d.rx_pkts),
+        (200, 100, 1_000)
+    );
+    let p = PmdStats::from_counts(0, 1, &d, 1_000_000, 0);
+    // 10 000 busy of 20 000 cycles, 10 cycles a frame, no sleep since the baseline.
+    assert_eq!(
+        (p.busy_pct, p.cycles_per_pkt, p.sleep_iterations),
+        (50.0, 10.0, 0)
+    );
+    // A counter below its baseline (a worker restarted) counts 0, not a wrap.
+    assert_eq!(base.since(&now), PmdCounts::default());
 }
