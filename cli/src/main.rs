@@ -287,8 +287,9 @@ enum Cmd {
     /// Per-worker poll-loop statistics: iterations, busy %, cycles per packet.
     #[command(after_help = "Example:\n  vsctl pmd-stats-show")]
     PmdStatsShow,
-    /// Start pmd-stats-show's counts afresh (as ovs-appctl dpif-netdev/pmd-stats-clear);
-    /// port statistics and the Prometheus counters are not touched.
+    /// Start pmd-stats-show's and pmd-rxq-show's counts afresh (as ovs-appctl
+    /// dpif-netdev/pmd-stats-clear); port statistics and the Prometheus counters are
+    /// not touched.
     #[command(
         after_help = "Example:\n  vsctl pmd-stats-clear && sleep 10 && vsctl pmd-stats-show"
     )]

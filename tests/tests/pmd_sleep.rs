@@ -136,6 +136,15 @@ fn a_lightly_loaded_worker_sleeps_forwards_everything_and_busy_polls_again_when_
     // frame after it); the port statistics keep theirs.
     let before = vsctl_json(&dir.0, &["pmd-stats-show"])[0].clone();
     assert!(before["rx_pkts"].as_u64().unwrap() >= sent, "{before}");
+    let rxq = vsctl_json(&dir.0, &["pmd-rxq-show"]);
+    let vm1 = rxq[0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["port"] == "vm1.0")
+        .cloned()
+        .unwrap_or_else(|| panic!("vm1.0 not polled: {rxq}"));
+    assert!(vm1["rx_pkts"].as_u64().unwrap() >= sent, "{rxq}");
     let (code, text, err) = vsctl(&dir.0, &["pmd-stats-clear"]);
     assert_eq!(
         (code, text.as_str()),
@@ -144,6 +153,12 @@ fn a_lightly_loaded_worker_sleeps_forwards_everything_and_busy_polls_again_when_
     );
     let after = vsctl_json(&dir.0, &["pmd-stats-show"])[0].clone();
     assert_eq!(after["rx_pkts"], 0, "{after}");
+    let rxq = vsctl_json(&dir.0, &["pmd-rxq-show"]);
+    let queues = rxq[0]["ports"].as_array().unwrap();
+    assert!(
+        queues.len() >= 2 && queues.iter().all(|q| q["rx_pkts"] == 0),
+        "pmd-rxq-show after the clear: {rxq}"
+    );
     assert!(
         after["iterations"].as_u64().unwrap() < before["iterations"].as_u64().unwrap(),
         "before {before}, after {after}"

@@ -44,8 +44,9 @@ pub struct SwitchApi {
     switch: Arc<Switch>,
     desired: Mutex<Config>,
     path: PathBuf,
-    /// Each worker's counts at the last `pmd-stats-clear` (empty: never cleared).
-    pmd_baseline: Mutex<Vec<PmdCounts>>,
+    /// Each worker's counts at the last `pmd-stats-clear` (empty: never cleared),
+    /// and its per-port-id rx counters then (for `pmd-rxq-show`).
+    pmd_baseline: Mutex<(Vec<PmdCounts>, Vec<Vec<u64>>)>,
 }
 
 impl SwitchApi {
@@ -70,7 +71,7 @@ impl SwitchApi {
             switch,
             desired: Mutex::new(cfg),
             path,
-            pmd_baseline: Mutex::new(Vec::new()),
+            pmd_baseline: Mutex::new((Vec::new(), Vec::new())),
         }
     }
 
@@ -360,7 +361,7 @@ impl ControlApi for SwitchApi {
             .enumerate()
             .map(|(w, s)| {
                 let now = PmdCounts::read(s);
-                let c = base.get(w).map_or(now, |b| now.since(b));
+                let c = base.0.get(w).map_or(now, |b| now.since(b));
                 PmdStats::from_counts(w, self.switch.cores()[w], &c, hz, sleep_max)
             })
             .collect())
@@ -374,7 +375,7 @@ impl ControlApi for SwitchApi {
             .map(|s| PmdCounts::read(s))
             .collect();
         let n = now.len();
-        *self.pmd_baseline.lock() = now;
+        *self.pmd_baseline.lock() = (now, self.switch.rx_counters());
         tracing::info!(workers = n, "pmd statistics cleared");
         Ok(n)
     }
@@ -382,7 +383,7 @@ impl ControlApi for SwitchApi {
     fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError> {
         let entries = self
             .switch
-            .rx_queues()
+            .rx_queues(&self.pmd_baseline.lock().1)
             .into_iter()
             .map(|q| {
                 (

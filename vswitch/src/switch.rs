@@ -1015,7 +1015,8 @@ pub struct RxqStatus {
     pub worker: usize,
     /// Its queue ids on this port.
     pub queues: Vec<u16>,
-    /// Frames the worker received from them since the port was opened.
+    /// Frames the worker received from them since the port was opened (or the
+    /// clear passed to [`Switch::rx_queues`]).
     pub rx_pkts: u64,
 }
 
@@ -1045,8 +1046,12 @@ impl Switch {
     }
 
     /// Which worker polls which rx queue, with the frames each worker received from
-    /// each port: one entry per (port, worker), in port order.
-    pub fn rx_queues(&self) -> Vec<RxqStatus> {
+    /// each port: one entry per (port, worker), in port order. Counted since the
+    /// port opened or, when later, since `since` (each worker's per-port-id rx
+    /// counters as [`rx_counters`](Self::rx_counters) read them at a
+    /// `pmd-stats-clear`): both are readings of the same ever-growing counter, so
+    /// the larger one is the later.
+    pub fn rx_queues(&self, since: &[Vec<u64>]) -> Vec<RxqStatus> {
         let mut out = Vec::new();
         for sp in self.ports.read().iter() {
             let p = &sp.entry;
@@ -1063,7 +1068,13 @@ impl Switch {
                     continue;
                 }
                 let now = stats.ports[p.id as usize].rx_pkts.load(Ordering::Relaxed);
-                let base = sp.rx_baseline.get(w).copied().unwrap_or(0);
+                let opened = sp.rx_baseline.get(w).copied().unwrap_or(0);
+                let cleared = since
+                    .get(w)
+                    .and_then(|c| c.get(p.id as usize))
+                    .copied()
+                    .unwrap_or(0);
+                let base = opened.max(cleared);
                 out.push(RxqStatus {
                     port: p.name.clone(),
                     kind,
@@ -1074,6 +1085,19 @@ impl Switch {
             }
         }
         out
+    }
+
+    /// Each worker's rx counter of every port id, now (for `pmd-stats-clear`).
+    pub fn rx_counters(&self) -> Vec<Vec<u64>> {
+        self.worker_stats
+            .iter()
+            .map(|w| {
+                w.ports
+                    .iter()
+                    .map(|c| c.rx_pkts.load(Ordering::Relaxed))
+                    .collect()
+            })
+            .collect()
     }
 
     /// The control plane's view.

@@ -114,9 +114,10 @@ pub trait ControlApi: Send + Sync {
     /// Per-worker poll-loop statistics (`vsctl pmd-stats-show`), since the last
     /// [`pmd_stats_clear`](Self::pmd_stats_clear).
     fn pmd_stats(&self) -> Result<Vec<PmdStats>, CtlError>;
-    /// Starts `pmd-stats-show`'s counts afresh (`vsctl pmd-stats-clear`, as
-    /// `ovs-appctl dpif-netdev/pmd-stats-clear`); returns the number of workers. Port
-    /// statistics and the Prometheus exporter's counters are not touched.
+    /// Starts `pmd-stats-show`'s and `pmd-rxq-show`'s counts afresh (`vsctl
+    /// pmd-stats-clear`, as `ovs-appctl dpif-netdev/pmd-stats-clear`); returns the
+    /// number of workers. Port statistics and the Prometheus exporter's counters are
+    /// not touched.
     fn pmd_stats_clear(&self) -> Result<usize, CtlError>;
     /// Which worker polls which rx queue, and how the worker's frames split between
     /// them (`vsctl pmd-rxq-show`).
@@ -366,7 +367,8 @@ pub struct RxqShow {
     pub kind: String,
     /// Queue ids.
     pub queues: Vec<u16>,
-    /// Frames the worker received from them since the port was opened.
+    /// Frames the worker received from them since the port was opened or the last
+    /// `pmd-stats-clear`, whichever is later.
     pub rx_pkts: u64,
     /// Their share of the frames the worker received from all its queues, %. A share
     /// of frames, not of cycles (Open vSwitch's "pmd usage" is cycles).
