@@ -81,10 +81,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
 OUT=${OUT:-/tmp/vsbench.$$}
 mkdir -p "$OUT"
-for b in vswitchd vsctl vsperf; do
-    [ -x "$BIN/$b" ] || { echo "bench.sh: $BIN/$b missing: run cargo build --release --workspace --bins" >&2; exit 1; }
-done
-command -v jq >/dev/null || { echo "bench.sh: jq is required" >&2; exit 1; }
+. "$ROOT/perf/topologies.sh"
+vs_need_tools bench.sh
 TESTPMD=$(command -v dpdk-testpmd || true)
 
 VM1=02:00:00:00:00:01
@@ -109,7 +107,6 @@ trap cleanup EXIT
 # Each case's pcaps and vswitchd configuration (shared with perf/callgrind.sh and the
 # CI smoke test); the vhost socket of case 2 is $OUT/vm1.sock.
 PCAP_DIR=$OUT VSPERF=$BIN/vsperf
-. "$ROOT/perf/topologies.sh"
 switch_config() { # CASE SIZE PREFIX
     vs_topology "$1" "$2" "$3" "$OUT/vswitchd.ctl" "$OUT/vm1.sock"
 }

@@ -40,10 +40,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
 OUT=${OUT:-/tmp/vssleep.$$}
 mkdir -p "$OUT"
-for b in vswitchd vsctl vsperf; do
-    [ -x "$BIN/$b" ] || { echo "sleep.sh: $BIN/$b missing: run cargo build --release --workspace --bins" >&2; exit 1; }
-done
-command -v jq >/dev/null || { echo "sleep.sh: jq is required" >&2; exit 1; }
+. "$ROOT/perf/topologies.sh"
+vs_need_tools sleep.sh
 
 VM1=02:00:00:00:00:01
 VM2=02:00:00:00:00:02
@@ -57,7 +55,6 @@ trap cleanup EXIT
 vsctl() { "$BIN/vsctl" --socket "$CTL" "$@"; }
 
 PCAP_DIR=$OUT VSPERF=$BIN/vsperf
-. "$ROOT/perf/topologies.sh"
 vs_topology vv 64 "vss$$" "$CTL" "$OUT/vm1.sock" "$OUT/vm2.sock" >"$OUT/sw.toml"
 rm -f "$CTL" "$OUT"/vm?.sock
 "$BIN/vswitchd" --config "$OUT/sw.toml" --json >"$OUT/sw.json" 2>"$OUT/sw.err" &

@@ -17,6 +17,8 @@
 #   VHOST_SOCKET; sets VS_GEN to its pid (SIGINT ends it). VIRTIO_ARGS (e.g.
 #   ",packed_vq=1") is appended to its devargs: the VM's virtio features, the same
 #   for every peer
+# vs_need_tools SCRIPT
+#   exits unless $BIN holds vswitchd, vsctl and vsperf and jq is installed
 # vs_wait_started PID ERR SECS
 #   waits up to SECS for the vswitchd of PID to log "switch started" in ERR; fails
 #   (status 1) when it does not, or exits first
@@ -28,6 +30,16 @@
 #   3a  bond member (net_pcap, frames to the VM) -> vNIC (net_null), MAC lookup
 #   3b  vNIC (net_pcap) -> vNIC (net_null) on the same uplink
 #   vv  the same with two vhost-user vNICs (VHOST_SOCKET, VHOST_SOCKET2): perf/sleep.sh
+vs_need_tools() {
+    # vs_need_tools SCRIPT: exits (status 1) unless $BIN has vswitchd, vsctl and vsperf
+    # and jq is installed; SCRIPT names the caller in the message.
+    local b
+    for b in vswitchd vsctl vsperf; do
+        [ -x "$BIN/$b" ] || { echo "$1: $BIN/$b missing: run cargo build --release --workspace --bins" >&2; exit 1; }
+    done
+    command -v jq >/dev/null || { echo "$1: jq is required" >&2; exit 1; }
+}
+
 vs_wait_started() {
     local i
     for i in $(seq 1 $(($3 * 10))); do

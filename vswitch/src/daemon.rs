@@ -44,9 +44,17 @@ pub struct SwitchApi {
     switch: Arc<Switch>,
     desired: Mutex<Config>,
     path: PathBuf,
-    /// Each worker's counts at the last `pmd-stats-clear` (empty: never cleared),
-    /// and its per-port-id rx counters then (for `pmd-rxq-show`).
-    pmd_baseline: Mutex<(Vec<PmdCounts>, Vec<Vec<u64>>)>,
+    /// What the workers had counted at the last `pmd-stats-clear`.
+    pmd_baseline: Mutex<PmdBaseline>,
+}
+
+/// The workers' counters at a `pmd-stats-clear` (empty vectors: never cleared).
+#[derive(Default)]
+struct PmdBaseline {
+    /// Each worker's poll-loop counts (`pmd-stats-show`).
+    pmd: Vec<PmdCounts>,
+    /// Each worker's rx counter of every port id (`pmd-rxq-show`).
+    rx: Vec<Vec<u64>>,
 }
 
 impl SwitchApi {
@@ -71,7 +79,7 @@ impl SwitchApi {
             switch,
             desired: Mutex::new(cfg),
             path,
-            pmd_baseline: Mutex::new((Vec::new(), Vec::new())),
+            pmd_baseline: Mutex::new(PmdBaseline::default()),
         }
     }
 
@@ -361,21 +369,24 @@ impl ControlApi for SwitchApi {
             .enumerate()
             .map(|(w, s)| {
                 let now = PmdCounts::read(s);
-                let c = base.0.get(w).map_or(now, |b| now.since(b));
+                let c = base.pmd.get(w).map_or(now, |b| now.since(b));
                 PmdStats::from_counts(w, self.switch.cores()[w], &c, hz, sleep_max)
             })
             .collect())
     }
 
     fn pmd_stats_clear(&self) -> Result<usize, CtlError> {
-        let now: Vec<PmdCounts> = self
+        let pmd: Vec<PmdCounts> = self
             .switch
             .worker_stats()
             .iter()
             .map(|s| PmdCounts::read(s))
             .collect();
-        let n = now.len();
-        *self.pmd_baseline.lock() = (now, self.switch.rx_counters());
+        let n = pmd.len();
+        *self.pmd_baseline.lock() = PmdBaseline {
+            pmd,
+            rx: self.switch.rx_counters(),
+        };
         tracing::info!(workers = n, "pmd statistics cleared");
         Ok(n)
     }
@@ -383,7 +394,7 @@ impl ControlApi for SwitchApi {
     fn pmd_rxq(&self) -> Result<Vec<PmdRxqShow>, CtlError> {
         let entries = self
             .switch
-            .rx_queues(&self.pmd_baseline.lock().1)
+            .rx_queues(&self.pmd_baseline.lock().rx)
             .into_iter()
             .map(|q| {
                 (

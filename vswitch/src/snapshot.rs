@@ -35,6 +35,16 @@ pub enum PortRole {
     },
 }
 
+impl PortRole {
+    /// "vnic" or "nic", as status output names the kind of port.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PortRole::Vnic { .. } => "vnic",
+            PortRole::Nic { .. } => "nic",
+        }
+    }
+}
+
 /// One port in the snapshot.
 #[derive(Debug, Clone)]
 pub struct PortEntry {

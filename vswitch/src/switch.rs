@@ -1032,10 +1032,7 @@ impl Switch {
                 PortStatus {
                     name: p.name.clone(),
                     id: p.id,
-                    kind: match p.role {
-                        PortRole::Vnic { .. } => "vnic",
-                        PortRole::Nic { .. } => "nic",
-                    },
+                    kind: p.role.kind(),
                     devargs: sp.devargs.clone(),
                     link_up: port.link().up,
                     counters: port_totals(&self.worker_stats, p.id).since(&sp.baseline),
@@ -1055,10 +1052,7 @@ impl Switch {
         let mut out = Vec::new();
         for sp in self.ports.read().iter() {
             let p = &sp.entry;
-            let kind = match p.role {
-                PortRole::Vnic { .. } => "vnic",
-                PortRole::Nic { .. } => "nic",
-            };
+            let kind = p.role.kind();
             for (w, stats) in self.worker_stats.iter().enumerate() {
                 let queues: Vec<u16> = (0..sp.rx_owners.len())
                     .filter(|&q| sp.rx_owners[q] == w)

@@ -493,19 +493,9 @@ impl PmdCounts {
 }
 
 impl PmdStats {
-    /// Builds the shape from a worker's counters (`core` is the configured core).
-    /// `tsc_hz` converts cycles to time; `sleep_max_us` is the current setting.
-    pub fn from_worker(
-        worker: usize,
-        core: usize,
-        w: &WorkerStats,
-        tsc_hz: u64,
-        sleep_max_us: u64,
-    ) -> Self {
-        Self::from_counts(worker, core, &PmdCounts::read(w), tsc_hz, sleep_max_us)
-    }
-
-    /// The same from counts already read (and perhaps made relative to a baseline).
+    /// Builds the shape from a worker's counts ([`PmdCounts::read`], perhaps made
+    /// relative to a `pmd-stats-clear` baseline); `core` is the configured core,
+    /// `tsc_hz` converts cycles to time, `sleep_max_us` is the current setting.
     pub fn from_counts(
         worker: usize,
         core: usize,

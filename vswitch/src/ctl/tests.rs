@@ -1421,7 +1421,7 @@ fn prometheus_http() {
 fn pmd_stats_shares_and_sleep_times_from_a_workers_counters() {
     let w = WorkerStats::default();
     // Nothing counted yet: zeros, no NaN.
-    let p = PmdStats::from_worker(0, 1, &w, 0, 0);
+    let p = PmdStats::from_counts(0, 1, &PmdCounts::read(&w), 0, 0);
     assert_eq!((p.busy_pct, p.cycles_per_pkt, p.sleep_pct), (0.0, 0.0, 0.0));
     assert_eq!((p.sleep_us, p.sleep_us_per_iteration), (0, 0.0));
     w.busy_cycles.store(300, Ordering::Relaxed);
@@ -1430,7 +1430,7 @@ fn pmd_stats_shares_and_sleep_times_from_a_workers_counters() {
     w.sleep_iterations.store(5, Ordering::Relaxed);
     w.ports[2].rx_pkts.store(150, Ordering::Relaxed);
     // A 1 MHz clock: a cycle is a µs.
-    let p = PmdStats::from_worker(0, 1, &w, 1_000_000, 50);
+    let p = PmdStats::from_counts(0, 1, &PmdCounts::read(&w), 1_000_000, 50);
     assert_eq!(
         (p.busy_pct, p.cycles_per_pkt, p.sleep_pct),
         (30.0, 2.0, 50.0)
