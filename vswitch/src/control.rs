@@ -20,7 +20,7 @@ use parking_lot::RwLock;
 use dpdk_sys::{Burst, Mbuf, Mempool};
 use policy::bandwidth::{Allocation, AllocatorConfig, DegradedMode, LimitReason, ShareAllocator};
 use policy::bond::{Bond, BondConfig, BondEvent, Distribution, MemberState, Mode};
-use policy::time::{Nanos, SEC};
+use policy::time::{bits_per_sec, Nanos, SEC};
 use policy::wire::ethertype;
 use policy::wire::{build_rarp, RARP_FRAME_LEN};
 
@@ -1023,7 +1023,7 @@ impl Control {
             let mut cap = Vec::with_capacity(up.members.len());
             for (m, &port) in up.members.iter().enumerate() {
                 let b = port_totals(&self.workers, port).tx_bytes;
-                member_bps.push(b.saturating_sub(ctl.tx_bytes[m]) * 8 * SEC / dt);
+                member_bps.push(bits_per_sec(b.saturating_sub(ctl.tx_bytes[m]), dt));
                 ctl.tx_bytes[m] = b;
                 cap.push(ctl.speed_mbps[m] as u64 * 1_000_000);
             }
@@ -1036,10 +1036,10 @@ impl Control {
                 .map(|&v| {
                     (
                         v,
-                        vnic_bytes[v as usize].saturating_sub(self.vnic_rx_bytes[v as usize])
-                            * 8
-                            * SEC
-                            / dt,
+                        bits_per_sec(
+                            vnic_bytes[v as usize].saturating_sub(self.vnic_rx_bytes[v as usize]),
+                            dt,
+                        ),
                     )
                 })
                 .collect();
@@ -1051,7 +1051,7 @@ impl Control {
         self.vnic_bps = vnic_bytes
             .iter()
             .zip(&self.vnic_rx_bytes)
-            .map(|(b, prev)| b.saturating_sub(*prev) * 8 * SEC / dt)
+            .map(|(b, prev)| bits_per_sec(b.saturating_sub(*prev), dt))
             .collect();
         self.vnic_rx_bytes = vnic_bytes;
     }
