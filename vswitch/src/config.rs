@@ -403,10 +403,10 @@ impl VmConfig {
             ..DosConfig::default()
         };
         if let Some(w) = self.dos_window_ms {
-            c.window = w.max(1) * MS;
+            c.window = w.max(1).saturating_mul(MS);
         }
         if let Some(w) = self.dos_clear_after_ms {
-            c.clear_after = w * MS;
+            c.clear_after = w.saturating_mul(MS);
         }
         c.responses = self
             .dos_responses
@@ -489,7 +489,9 @@ impl VnicConfig {
             average_bps: avg,
             peak_bps: self.peak_bps.unwrap_or(avg).max(avg),
             burst_bytes: self.burst_bytes.unwrap_or(0),
-            peak_period: self.peak_period_ms.map(|ms| ms * policy::time::MS),
+            peak_period: self
+                .peak_period_ms
+                .map(|ms| ms.saturating_mul(policy::time::MS)),
         });
         VnicBandwidth {
             shares: self.shares.unwrap_or(vm.shares),
@@ -634,15 +636,15 @@ impl BondConfigFile {
                 .failback
                 .parse()
                 .map_err(|e: policy::bond::ParseNameError| what(e.to_string()))?,
-            updelay: self.updelay_ms * MS,
-            downdelay: self.downdelay_ms * MS,
+            updelay: self.updelay_ms.saturating_mul(MS),
+            downdelay: self.downdelay_ms.saturating_mul(MS),
             notify_switches: self.notify_switches,
             active_order: self.active_order.iter().filter_map(|n| idx(n)).collect(),
             lacp: self.lacp != "off",
             ..Default::default()
         };
         if self.failback_delay_ms > 0 {
-            c.failback_delay = self.failback_delay_ms * MS;
+            c.failback_delay = self.failback_delay_ms.saturating_mul(MS);
         }
         if let Some(p) = self.isolate_priority_max {
             c.isolate_priority_max = p;
@@ -655,7 +657,7 @@ impl BondConfigFile {
             c.rebalance_threshold_pct = t;
         }
         if let Some(w) = self.rebalance_window_s {
-            c.rebalance_window = w * policy::time::SEC;
+            c.rebalance_window = w.saturating_mul(policy::time::SEC);
         }
         c.validate(self.members.len())
             .map_err(|e| what(e.to_string()))?;
@@ -1071,6 +1073,41 @@ dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
         assert!(invalid(r#"dos_signatures = ["x payload@0=zz"]"#).contains("invalid signature"));
         assert!(invalid("dos_window_ms = 0").contains("dos_window_ms"));
         assert!(err(&with("dos_max_ppps = 3")).contains("unknown field `dos_max_ppps`"));
+    }
+
+    /// Durations in ms or s as large as TOML allows become the longest delay there is,
+    /// not a short one: in 64-bit nanoseconds they overflow, and once wrapped.
+    #[test]
+    fn huge_durations_saturate_instead_of_wrapping() {
+        let max = i64::MAX;
+        let bond = "members = [\"nic0\", \"nic1\"]";
+        let cfg = Config::parse(
+            &GOOD.replace(
+                bond,
+                &format!(
+                    "{bond}\nupdelay_ms = {max}\ndowndelay_ms = {max}\nfailback_delay_ms = {max}\nrebalance_window_s = {max}"
+                ),
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let b = cfg.bond[0].policy().unwrap();
+        assert_eq!(
+            (b.updelay, b.downdelay, b.failback_delay, b.rebalance_window),
+            (u64::MAX, u64::MAX, u64::MAX, u64::MAX)
+        );
+        let vm = "name = \"vm1\"";
+        let cfg = Config::parse(
+            &GOOD.replacen(
+                vm,
+                &format!("{vm}\ndos_window_ms = {max}\ndos_clear_after_ms = {max}"),
+                1,
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let d = cfg.vm[0].dos_config().unwrap();
+        assert_eq!((d.window, d.clear_after), (u64::MAX, u64::MAX));
     }
 
     #[test]
