@@ -565,3 +565,69 @@ fn used_bandwidth_of_a_vnic_beyond_20_gbps_is_its_rate() {
         measured / 1e9
     );
 }
+
+/// A NIC whose PMD reports no speed (here `net_virtio_user`, the NIC side of another
+/// vhost-user switch, played by vsperf on `net_vhost`) counts as 10 Gb/s, with a
+/// warning: the bandwidth policy (on by default) once gave such an uplink no capacity,
+/// so its VM's frames after the first were dropped as over its share.
+#[test]
+fn a_nic_without_a_reported_speed_still_carries_its_vms() {
+    let dir = Scratch::new();
+    let p = pcap(&dir.0, 1, FRAME); // 64 frames, replayed once
+    let sock = dir.path("nic.sock");
+    let peer = vsperf(
+        "peer",
+        &args![
+            "--port",
+            format!("net_vhost0,iface={},queues=1", sock.display()),
+            "--mode",
+            "rxonly",
+            "--duration",
+            8
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "vsperf made no vhost-user socket: {}",
+        peer.stderr()
+    );
+    let config = Topology::new("bwn")
+        .nic(Nic::new(
+            "n0",
+            &format!("net_virtio_user0,path={},queues=1", sock.display()),
+        ))
+        .vm(Vm::new("vm1").vnic(Vnic::device(
+            &format!("net_pcap0,rx_pcap={}", p.display()),
+            "02:00:00:00:00:01",
+            "n0",
+        )))
+        .render();
+    assert!(
+        !config.contains("bandwidth = false"),
+        "the policy must be on: {config}"
+    );
+    let sw = start_vswitchd(&dir.0, &config, &[]);
+    assert!(
+        wait_until(Duration::from_secs(15), || port_stats(&dir.0, "n0")
+            ["tx_pkts"]
+            .as_u64()
+            == Some(64)),
+        "the NIC sent {} of the VM's 64 frames: {}",
+        port_stats(&dir.0, "n0"),
+        port_stats(&dir.0, "vm1.0")
+    );
+    let bw = vsctl_json(&dir.0, &["vnic/bandwidth"]);
+    assert_eq!(bw[0]["entitled_bps"], 10_000_000_000u64, "{bw}");
+    assert!(
+        sw.stderr().contains("link up without a speed from its PMD"),
+        "no warning about the assumed speed: {}",
+        sw.stderr()
+    );
+    let (code, out) = sw.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+    let s = last_json(&out);
+    assert_eq!(drops_total(port_counters(&s, "vm1.0")), 0, "{s}");
+    let (_, pout) = peer.wait(Duration::from_secs(20));
+    let r = last_json(&pout);
+    assert_eq!(r["ports"][0]["rx_pkts"], 64, "the peer NIC got: {r}");
+}

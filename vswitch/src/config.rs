@@ -200,7 +200,9 @@ pub struct NicConfig {
     pub name: String,
     /// DPDK devargs or PCI address.
     pub devargs: String,
-    /// Capacity to assume when the PMD reports no speed (virtual NICs).
+    /// The NIC's speed, Mb/s, as the bandwidth policy and load-based teaming count it
+    /// (it overrides the PMD's); LACP takes it only when the PMD reports none. Without
+    /// it, a NIC whose PMD reports no speed (virtio-net, unless told) counts as 10 Gb/s.
     #[serde(default)]
     pub speed_mbps: Option<u32>,
 }
@@ -787,6 +789,12 @@ impl Config {
             if n.devargs.trim().is_empty() {
                 return bad(format!("nic '{}': devargs is empty", n.name));
             }
+            if n.speed_mbps == Some(0) {
+                return bad(format!(
+                    "nic '{}': speed_mbps = 0 would give it no capacity; leave it out to use the PMD's speed",
+                    n.name
+                ));
+            }
         }
         let mut bonded: HashMap<&str, &str> = HashMap::new();
         for b in &self.bond {
@@ -1072,6 +1080,12 @@ dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
         assert!(invalid(r#"dos_signatures = ["x dport=9-1"]"#).contains("port range"));
         assert!(invalid(r#"dos_signatures = ["x payload@0=zz"]"#).contains("invalid signature"));
         assert!(invalid("dos_window_ms = 0").contains("dos_window_ms"));
+        let zero_speed = GOOD.replacen(
+            "devargs = \"net_null0\"",
+            "devargs = \"net_null0\"\nspeed_mbps = 0",
+            1,
+        );
+        assert!(err(&zero_speed).contains("speed_mbps = 0"));
         assert!(err(&with("dos_max_ppps = 3")).contains("unknown field `dos_max_ppps`"));
     }
 

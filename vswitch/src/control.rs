@@ -24,7 +24,7 @@ use policy::time::{bits_per_sec, Nanos, SEC};
 use policy::wire::ethertype;
 use policy::wire::{build_rarp, RARP_FRAME_LEN};
 
-use crate::lacp_ctl::{LacpCtl, LacpSettings, LacpView};
+use crate::lacp_ctl::{LacpCtl, LacpSettings, LacpView, UNKNOWN_SPEED_MBPS};
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, Snapshot, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, DropReason, WorkerStats};
@@ -264,6 +264,29 @@ struct UplinkCtl {
     lacp: Option<LacpCtl>,
 }
 
+impl UplinkCtl {
+    /// Member `m`'s speed as the bandwidth policy and load-based teaming count it, b/s:
+    /// its speed, or [`UNKNOWN_SPEED_MBPS`] when neither the configuration nor the PMD
+    /// gives one (virtio-net reports none unless told), as LACP assumes
+    /// ([`crate::lacp_ctl::effective_link`]). Counted as 0, such a member gave its
+    /// uplink no capacity and every vNIC on it an allocation of 0.
+    fn capacity_bps(&self, m: usize) -> u64 {
+        let mbps = match self.speed_mbps[m] {
+            0 => UNKNOWN_SPEED_MBPS,
+            s => s,
+        };
+        mbps as u64 * 1_000_000
+    }
+}
+
+/// Says, when member `member` of `uplink` is up without a speed from its PMD or the
+/// configuration, what the bandwidth policy assumes for it.
+fn note_unknown_speed(uplink: &str, member: &str, link: dpdk_sys::Link, configured: Option<u32>) {
+    if link.up && link.speed_mbps == 0 && configured.is_none() {
+        tracing::warn!(uplink, member, assumed_mbps = UNKNOWN_SPEED_MBPS, "link up without a speed from its PMD: the bandwidth policy counts it at the assumed speed; set speed_mbps on the [[nic]] to its real one");
+    }
+}
+
 /// The control thread's state.
 pub struct Control {
     /// The topology it runs: `base` with the DoS failovers applied.
@@ -372,21 +395,27 @@ impl Control {
             .iter()
             .map(|&p| port_totals(workers, p))
             .collect();
+        let links: Vec<_> = up
+            .members
+            .iter()
+            .map(|&p| Port::from_id(p).link())
+            .collect();
+        for (m, &l) in links.iter().enumerate() {
+            note_unknown_speed(
+                &up.name,
+                &topo.member_names[u][m],
+                l,
+                topo.member_speeds[u][m],
+            );
+        }
         UplinkCtl {
             lacp: Self::lacp_for(topo, u, now),
             published: bond.generation(),
-            link: up
-                .members
+            link: links.iter().map(|l| l.up).collect(),
+            speed_mbps: links
                 .iter()
-                .map(|&p| Port::from_id(p).link().up)
-                .collect(),
-            speed_mbps: up
-                .members
-                .iter()
-                .enumerate()
-                .map(|(m, &p)| {
-                    topo.member_speeds[u][m].unwrap_or_else(|| Port::from_id(p).link().speed_mbps)
-                })
+                .zip(&topo.member_speeds[u])
+                .map(|(l, configured)| configured.unwrap_or(l.speed_mbps))
                 .collect(),
             tx_full: totals
                 .iter()
@@ -552,7 +581,7 @@ impl Control {
             .iter()
             .enumerate()
             .filter(|(m, _)| bond.member_status(*m).is_some_and(|s| s.usable))
-            .map(|(m, _)| self.uplinks[u].speed_mbps[m] as u64 * 1_000_000)
+            .map(|(m, _)| self.uplinks[u].capacity_bps(m))
             .sum()
     }
 
@@ -959,6 +988,12 @@ impl Control {
                 }
                 ctl.speed_mbps[m] = self.topo.member_speeds[u][m].unwrap_or(l.speed_mbps);
                 if l.up != ctl.link[m] {
+                    note_unknown_speed(
+                        &up.name,
+                        &self.topo.member_names[u][m],
+                        l,
+                        self.topo.member_speeds[u][m],
+                    );
                     tracing::info!(
                         uplink = %up.name,
                         member = %self.topo.member_names[u][m],
@@ -1025,7 +1060,7 @@ impl Control {
                 let b = port_totals(&self.workers, port).tx_bytes;
                 member_bps.push(bits_per_sec(b.saturating_sub(ctl.tx_bytes[m]), dt));
                 ctl.tx_bytes[m] = b;
-                cap.push(ctl.speed_mbps[m] as u64 * 1_000_000);
+                cap.push(ctl.capacity_bps(m));
             }
             if ctl.bond.config().mode != Mode::LoadBased {
                 continue;
