@@ -1081,7 +1081,7 @@ impl Bond {
                     .map(|(i, _)| i);
                 let Some(i) = pick else { break };
                 let (slot, rate) = cands.swap_remove(i);
-                load[src] -= rate;
+                load[src] = load[src].saturating_sub(rate);
                 load[t] += rate;
                 if let Some(v) = self.vnics.get_mut(slot as usize).and_then(|v| v.as_mut()) {
                     v.home = t as u8;

@@ -1293,6 +1293,34 @@ fn load_based_never_overloads_the_target() {
     assert_eq!(b.home_of(2), Some(1));
 }
 
+/// A vNIC's rate is what its VM offered (frames the member never carried included:
+/// dropped for want of tx room, or shaped), so it can exceed its member's measured
+/// load. Moving it takes the member's load to zero, not below: once `load - rate`
+/// wrapped (release) or panicked (debug), and every other vNIC that fitted was moved
+/// too.
+#[test]
+fn load_based_moves_a_vnic_that_offers_more_than_its_member_carried() {
+    let c = BondConfig {
+        mode: Mode::LoadBased,
+        rebalance_window: 0,
+        rebalance_threshold_pct: 80,
+        ..BondConfig::default()
+    };
+    let mut b = bond_up(c, 2);
+    for s in 0..3 {
+        b.set_home_on_add(s, 0);
+    }
+    // A 10 Gb/s member carrying 9.9 (over 80 %), a 25 Gb/s one idle. vNIC 0 offers 12
+    // Gb/s; the two others are small.
+    let cap = [10 * GBIT, 25 * GBIT];
+    let rates = [(0, 12 * GBIT), (1, GBIT / 10), (2, GBIT / 10)];
+    assert_eq!(b.report_load(0, &[99 * GBIT / 10, 0], &cap, &rates), 1);
+    assert_eq!(
+        (b.home_of(0), b.home_of(1), b.home_of(2)),
+        (Some(1), Some(0), Some(0))
+    );
+}
+
 #[test]
 fn report_load_is_ignored_outside_load_based() {
     let mut b = bond_up(cfg(Mode::VmPinned), 2);
