@@ -575,17 +575,15 @@ fn a_nic_without_a_reported_speed_still_carries_its_vms() {
     let dir = Scratch::new();
     let p = pcap(&dir.0, 1, FRAME); // 64 frames, replayed once
     let sock = dir.path("nic.sock");
-    let peer = vsperf(
-        "peer",
-        &args![
-            "--port",
-            format!("net_vhost0,iface={},queues=1", sock.display()),
-            "--mode",
-            "rxonly",
-            "--duration",
-            8
-        ],
-    );
+    let peer_args = args![
+        "--port",
+        format!("net_vhost0,iface={},queues=1", sock.display()),
+        "--mode",
+        "rxonly",
+        "--duration",
+        8
+    ];
+    let peer = vsperf("peer", &peer_args);
     assert!(
         wait_until(Duration::from_secs(10), || sock.exists()),
         "vsperf made no vhost-user socket: {}",
