@@ -2,7 +2,7 @@
 # perf/bench.sh — issue 3: the switch against dpdk-testpmd (and optionally Open vSwitch
 # with DPDK) on the same ports, the same pinned core and the same frames.
 #
-# Usage: perf/bench.sh [--duration S] [--reps N] [--sizes "64 1518"] [--cases "1 2 3a 3b 4"]
+# Usage: perf/bench.sh [--duration S] [--reps N] [--sizes "64 1518"] [--cases "1 2 3a 3b 4 4v"]
 #                      [--with-ovs] [--with-5tswap] [--with-burst64] [--callgrind]
 #                      [--failover] [--smoke]
 #                      [--out DIR]
@@ -10,7 +10,7 @@
 #   --duration S   seconds measured per run, after a 1 s warm-up (default 5)
 #   --reps N       runs per case and peer; the median is reported (default 3)
 #   --sizes LIST   frame sizes in bytes, without FCS (default "64 1518")
-#   --cases LIST   which cases (default "1 2 3a 3b 4")
+#   --cases LIST   which cases (default "1 2 3a 3b 4 4v")
 #   --with-ovs     also run Open vSwitch with DPDK (installs openvswitch-switch-dpdk
 #                  with apt-get when it is missing; CI never passes this)
 #   --with-5tswap  also run testpmd --forward-mode=5tswap on the same ports (swaps the
@@ -38,6 +38,8 @@
 #                                         Ref: testpmd io, net_pcap -> net_null.
 #   4   case 1 with shares and a shaper (average_bps 400 Gb/s, a 100 MB burst: limits
 #       high enough not to drop) on the vNIC.
+#   4v  case 2 with the same policy: the cost of the policy path on the VM path.
+#                                         Ref: as case 2 (neither has a per-VM policy).
 #
 # Every forwarding loop runs on core 1 (vswitchd `cores = [1]`; testpmd `-l 0,1`, whose
 # forwarding lcore is 1; OVS pmd-cpu-mask=0x2); generators and control threads run on
@@ -50,7 +52,7 @@ set -u -o pipefail
 DURATION=5
 REPS=3
 SIZES="64 1518"
-CASES="1 2 3a 3b 4"
+CASES="1 2 3a 3b 4 4v"
 WITH_OVS=0
 WITH_5TSWAP=0
 WITH_BURST64=0
@@ -105,7 +107,7 @@ trap cleanup EXIT
 
 # ---------------------------------------------------------------- vswitchd
 # Each case's pcaps and vswitchd configuration (shared with perf/callgrind.sh and the
-# CI smoke test); the vhost socket of case 2 is $OUT/vm1.sock.
+# CI smoke test); the vhost socket of cases 2 and 4v is $OUT/vm1.sock.
 PCAP_DIR=$OUT VSPERF=$BIN/vsperf
 switch_config() { # CASE SIZE PREFIX
     vs_topology "$1" "$2" "$3" "$OUT/vswitchd.ctl" "$OUT/vm1.sock"
@@ -114,7 +116,7 @@ switch_config() { # CASE SIZE PREFIX
 # Frames transmitted by all of vswitchd's ports (in every case only the sink sends).
 switch_tx() { "$BIN/vsctl" --socket "$OUT/vswitchd.ctl" --format json stats | jq '[.ports[].tx_pkts] | add'; }
 
-# Generator for case 2 (core 0): runs until killed.
+# Generator for cases 2 and 4v (core 0): runs until killed.
 start_generator() { # SIZE SOCKETPATH PREFIX
     vs_generator "$1" "$2" "$3" "$OUT/gen.json" "$OUT/gen.err"
     GEN=$VS_GEN
@@ -159,16 +161,16 @@ run_switch() {
         echo "FAIL vswitchd did not start: $(grep -v '^\s*$' "$err" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
         return
     fi
-    [ "$c" = 2 ] && start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
+    vs_vm_case "$c" && start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
     sleep 1
-    [ "$c" = 2 ] && sleep 1
+    vs_vm_case "$c" && sleep 1
     local t0 n0 t1 n1
-    [ "$c" = 2 ] && cond_start
+    vs_vm_case "$c" && cond_start
     t0=$(now); n0=$(switch_tx); sleep "$DURATION"; t1=$(now); n1=$(switch_tx)
-    [ "$c" = 2 ] && cond_end
+    vs_vm_case "$c" && cond_end
     local cpp
     cpp=$("$BIN/vsctl" --socket "$OUT/vswitchd.ctl" --format json pmd-stats-show | jq '.[0].cycles_per_pkt | floor')
-    [ "$c" = 2 ] && stop_generator
+    vs_vm_case "$c" && stop_generator
     kill -TERM "$sw"
     # A daemon that does not stop within 30 s is killed and the run counts as failed.
     for i in $(seq 1 300); do kill -0 "$sw" 2>/dev/null || break; sleep 0.1; done
@@ -193,11 +195,11 @@ run_testpmd() {
     local c=$1 sz=$2 mode=${3:-io} burst=${4:-32} vdev0
     [ -n "$TESTPMD" ] || { echo "FAIL dpdk-testpmd not installed"; return; }
     case $c in
-        2) rm -f "$OUT/vm1.sock"; vdev0="net_vhost0,iface=$OUT/vm1.sock,queues=1" ;;
+        2|4v) rm -f "$OUT/vm1.sock"; vdev0="net_vhost0,iface=$OUT/vm1.sock,queues=1" ;;
         *) vdev0=$(vs_source "$c" "$sz") || { echo "FAIL no pcap"; return; } ;;
     esac
     local log="$OUT/tp-$mode-$burst-$c-$sz.log" warm=2 t_start
-    [ "$c" = 2 ] && warm=4
+    vs_vm_case "$c" && warm=4
     t_start=$(now)
     # stats every second; the forwarding lcore is 1 (lcore 0 is the main lcore).
     timeout -s INT $((DURATION + warm + 5)) stdbuf -oL "$TESTPMD" -l 0,1 $EAL_COMMON \
@@ -206,7 +208,7 @@ run_testpmd() {
         --mbuf-size=2176 >"$log" 2>&1 &
     local tp=$!
     PIDS+=("$tp")
-    if [ "$c" = 2 ]; then
+    if vs_vm_case "$c"; then
         local i
         for i in $(seq 1 100); do [ -S "$OUT/vm1.sock" ] && break; sleep 0.1; done
         start_generator "$sz" "$OUT/vm1.sock" "vsg$$"
@@ -224,7 +226,7 @@ run_testpmd() {
         cond_end
     fi
     wait "$tp" 2>/dev/null
-    [ "$c" = 2 ] && stop_generator
+    vs_vm_case "$c" && stop_generator
     # Tx-pps of port 1 (the null sink) per stats period (testpmd computes it over its
     # own measured interval; here it prints about every 2 s). The first period with
     # traffic includes the start and is dropped; the median of the rest is reported.
@@ -254,7 +256,7 @@ ovs_prepare() {
 run_ovs() {
     local c=$1 sz=$2 port0
     case $c in
-        2) port0=vhost ;;
+        2|4v) port0=vhost ;;
         *) port0=$(vs_source "$c" "$sz") || { echo "FAIL no pcap"; return; } ;;
     esac
     rm -rf "$OVS_DIR"; mkdir -p "$OVS_DIR"
@@ -272,8 +274,8 @@ run_ovs() {
     ovs_vsctl add-br br0 -- set bridge br0 datapath_type=netdev
     local sinkdev sink
     case $c in
-        1|2|4)
-            if [ "$c" = 2 ]; then
+        1|2|4|4v)
+            if vs_vm_case "$c"; then
                 # a vhost-user server port: the socket is $OVS_RUNDIR/vm1
                 ovs_vsctl add-port br0 vm1 -- set Interface vm1 type=dpdkvhostuser
             else
@@ -304,7 +306,7 @@ run_ovs() {
             /TX packets:/ { split($2, a, ":"); if (index(sinks, " " name " ")) s += a[2] }
             END { print s + 0 }'
     }
-    if [ "$c" = 2 ]; then
+    if vs_vm_case "$c"; then
         local i
         for i in $(seq 1 100); do [ -S "$OVS_DIR/vm1" ] && break; sleep 0.1; done
         start_generator "$sz" "$OVS_DIR/vm1" "vsg$$"
@@ -313,11 +315,11 @@ run_ovs() {
     sleep 2
     ovs_appctl dpif-netdev/pmd-stats-clear >/dev/null
     local t0 n0 t1 n1 cpp
-    [ "$c" = 2 ] && cond_start
+    vs_vm_case "$c" && cond_start
     t0=$(now); n0=$(ovs_tx); sleep "$DURATION"; t1=$(now); n1=$(ovs_tx)
-    [ "$c" = 2 ] && cond_end
+    vs_vm_case "$c" && cond_end
     cpp=$(ovs_appctl dpif-netdev/pmd-stats-show | awk -F: '/processing cycles per packet|avg processing cycles per packet/ {gsub(/[^0-9.]/, "", $2); print int($2); exit}')
-    [ "$c" = 2 ] && stop_generator
+    vs_vm_case "$c" && stop_generator
     ovs_stop
     awk -v n0="$n0" -v n1="$n1" -v t0="$t0" -v t1="$t1" -v cpp="${cpp:--}" \
         'BEGIN { if (n1 <= n0) print "FAIL no traffic"; else printf "%.3f %s\n", (n1 - n0) / (t1 - t0) / 1e6, cpp }'
@@ -379,15 +381,15 @@ SKIPPED=()
 log "raw logs in $OUT; ${DURATION}s per run, $REPS reps, sizes: $SIZES, cases: $CASES, peers: $PEERS"
 for sz in $SIZES; do
     for c in $CASES; do
-        if [ "$c" = 4 ] && ! case4_available; then
-            SKIPPED+=("case 4 (shares + shaping, ${sz} B): not yet available — vswitchd refuses [[vm.vnic]] average_bps ($(grep -o 'unknown field[^,]*' "$OUT/probe4.err" | head -1))")
+        if vs_policy_case "$c" && ! case4_available; then
+            SKIPPED+=("case $c (shares + shaping, ${sz} B): not yet available — vswitchd refuses [[vm.vnic]] average_bps ($(grep -o 'unknown field[^,]*' "$OUT/probe4.err" | head -1))")
             continue
         fi
         for r in $(seq 1 "$REPS"); do
             for p in $PEERS; do
                 rm -f "$OUT/gen.json" "$OUT/cond.txt"
                 c2c="" c2c_before=""
-                [ "$c" = 2 ] && c2c_before=$(c2c_probe)
+                vs_vm_case "$c" && c2c_before=$(c2c_probe)
                 case $p in
                     switch) res=$(run_switch "$c" "$sz") ;;
                     testpmd) res=$(run_testpmd "$c" "$sz") ;;
@@ -401,7 +403,7 @@ for sz in $SIZES; do
                 [ -s "$OUT/gen.json" ] && gen=$(jq -r '.ports[0] | "  (generator: \(.tx_pkts / 1e6 | floor) M sent, ring full on \(100 * .tx_dropped / (.tx_pkts + .tx_dropped + 1) | floor) % of tries)"' "$OUT/gen.json" 2>/dev/null)
                 [ -s "$OUT/cond.txt" ] && gen="$gen$(cat "$OUT/cond.txt")"
                 echo "$c $sz $p $r $res" >>"$RESULTS"
-                if [ "$c" = 2 ]; then
+                if vs_vm_case "$c"; then
                     c2c_after=$(c2c_probe)
                     echo "$c $sz $p $r $c2c_before $c2c_after" >>"$C2C"
                     c2c="  [cache line 0<->1: $c2c_before ns before, $c2c_after ns after]"
@@ -447,37 +449,39 @@ for sz in $SIZES; do
 done
 for s in "${SKIPPED[@]:-}"; do [ -n "$s" ] && echo "SKIP $s"; done
 
-# Case 2 per placement: runs whose probes before and after were both below
+# Cases 2 and 4v per placement: runs whose probes before and after were both below
 # C2C_SLOW_NS ("near") or both at or above it ("far"); runs whose placement changed
 # across them are left out of these rows.
-# placement_runs SIZE PEER near|far -> the Mpps of those runs
+# placement_runs CASE SIZE PEER near|far -> the Mpps of those runs
 placement_runs() {
-    awk -v s="$1" -v p="$2" -v m="$3" -v t="$C2C_SLOW_NS" '
+    awk -v c="$1" -v s="$2" -v p="$3" -v m="$4" -v t="$C2C_SLOW_NS" '
         FNR == NR { if ($5 ~ /^[0-9]+$/ && $6 ~ /^[0-9]+$/) mode[$1 " " $2 " " $3 " " $4] = ($5 < t && $6 < t) ? "near" : ($5 >= t && $6 >= t) ? "far" : "mixed"; next }
-        $1 == 2 && $2 == s && $3 == p && $5 != "FAIL" && mode[$1 " " $2 " " $3 " " $4] == m { print $5 }' "$C2C" "$RESULTS"
+        $1 == c && $2 == s && $3 == p && $5 != "FAIL" && mode[$1 " " $2 " " $3 " " $4] == m { print $5 }' "$C2C" "$RESULTS"
 }
 if [ -s "$C2C" ]; then
     echo
-    echo "Case 2 by where the host ran the two vCPUs (cache line 0<->1 below / from $C2C_SLOW_NS ns, before and after the run): median Mpps (runs)"
-    hdr="| size | placement |"
-    sep="|---|---|"
+    echo "Cases 2 and 4v by where the host ran the two vCPUs (cache line 0<->1 below / from $C2C_SLOW_NS ns, before and after the run): median Mpps (runs)"
+    hdr="| case | size | placement |"
+    sep="|---|---|---|"
     for p in $PEERS; do hdr="$hdr $p |"; sep="$sep---|"; done
     for p in $COLS; do hdr="$hdr switch/${COL_RATIO[$p]} |"; sep="$sep---|"; done
     echo "$hdr"
     echo "$sep"
     for sz in $SIZES; do
-        grep -q "^2 $sz " "$C2C" || continue
-        for m in near far; do
-            row="| $sz | $m |"
-            declare -A MED=()
-            for p in $PEERS; do
-                runs=$(placement_runs "$sz" "$p" "$m")
-                MED[$p]=$(printf '%s' "$runs" | median)
-                row="$row ${MED[$p]} ($(printf '%s' "$runs" | grep -c .)) |"
+        for c in $CASES; do
+            grep -q "^$c $sz " "$C2C" || continue
+            for m in near far; do
+                row="| $c | $sz | $m |"
+                declare -A MED=()
+                for p in $PEERS; do
+                    runs=$(placement_runs "$c" "$sz" "$p" "$m")
+                    MED[$p]=$(printf '%s' "$runs" | median)
+                    row="$row ${MED[$p]} ($(printf '%s' "$runs" | grep -c .)) |"
+                done
+                for p in $COLS; do row="$row $(ratio "${MED[switch]:--}" "${MED[$p]:--}") |"; done
+                echo "$row"
+                unset MED
             done
-            for p in $COLS; do row="$row $(ratio "${MED[switch]:--}" "${MED[$p]:--}") |"; done
-            echo "$row"
-            unset MED
         done
     done
 fi

@@ -17,6 +17,9 @@
 #   VHOST_SOCKET; sets VS_GEN to its pid (SIGINT ends it). VIRTIO_ARGS (e.g.
 #   ",packed_vq=1") is appended to its devargs: the VM's virtio features, the same
 #   for every peer
+# vs_vm_case CASE / vs_policy_case CASE
+#   true for the cases whose VM is a generator process on a vhost-user socket (2, 4v)
+#   / whose bandwidth policy is on (4, 4v)
 # vs_need_tools SCRIPT
 #   exits unless $BIN holds vswitchd, vsctl and vsperf and jq is installed
 # vs_wait_started PID ERR SECS
@@ -27,9 +30,13 @@
 #   2   the same with a vhost-user vNIC (VHOST_SOCKET) fed by a generator process
 #   4   case 1 with the bandwidth policy on: shares 500 and a shaper (average_bps
 #       400 Gb/s, a 100 MB burst), limits high enough not to drop
+#   4v  case 2 with the same policy (the VM path, VHOST_SOCKET)
 #   3a  bond member (net_pcap, frames to the VM) -> vNIC (net_null), MAC lookup
 #   3b  vNIC (net_pcap) -> vNIC (net_null) on the same uplink
 #   vv  the same with two vhost-user vNICs (VHOST_SOCKET, VHOST_SOCKET2): perf/sleep.sh
+vs_vm_case() { [ "$1" = 2 ] || [ "$1" = 4v ]; }
+vs_policy_case() { [ "$1" = 4 ] || [ "$1" = 4v ]; }
+
 vs_need_tools() {
     # vs_need_tools SCRIPT: exits (status 1) unless $BIN has vswitchd, vsctl and vsperf
     # and jq is installed; SCRIPT names the caller in the message.
@@ -104,7 +111,7 @@ EOF
 
 vs_topology() {
     local c=$1 sz=$2 prefix=$3 ctl=$4 vhost=${5:-} vhost2=${6:-} src=""
-    if [ "$c" != 2 ] && [ "$c" != vv ]; then
+    if ! vs_vm_case "$c" && [ "$c" != vv ]; then
         src=$(vs_source "$c" "$sz") || return 1
     fi
     cat <<EOF
@@ -113,17 +120,17 @@ file_prefix = "$prefix"
 [dataplane]
 cores = [1]
 control_core = 0
-bandwidth = $([ "$c" = 4 ] && echo true || echo false)
+bandwidth = $(vs_policy_case "$c" && echo true || echo false)
 [control]
 socket = "$ctl"
 EOF
     case $c in
-    1|2|4)
-        # Case 4: the allocator shares out the bond's capacity, and net_null reports
+    1|2|4|4v)
+        # Cases 4 and 4v: the allocator shares out the bond's capacity, and net_null reports
         # 10 Gb/s; at 1518 B that (2 x 10 Gb/s = 1.6 Mpps) would be the limit, not
         # the switch. The null NICs are declared 100 Gb/s so that nothing is dropped.
         local speed=""
-        [ "$c" = 4 ] && speed="speed_mbps = 100000"
+        vs_policy_case "$c" && speed="speed_mbps = 100000"
         cat <<EOF
 [[nic]]
 name = "n0"
@@ -140,17 +147,17 @@ mode = "hash-l3l4"
 [[vm]]
 name = "vm1"
 EOF
-        [ "$c" = 4 ] && echo 'shares = 500'
+        vs_policy_case "$c" && echo 'shares = 500'
         echo '  [[vm.vnic]]'
-        if [ "$c" = 2 ]; then
-            [ -n "$vhost" ] || { echo "vs_topology: case 2 needs a vhost-user socket" >&2; return 1; }
+        if vs_vm_case "$c"; then
+            [ -n "$vhost" ] || { echo "vs_topology: case $c needs a vhost-user socket" >&2; return 1; }
             echo "  socket = \"$vhost\""
         else
             echo "  devargs = \"$src\""
         fi
         # 400 Gb/s: 1518-byte frames at 8.2 Mpps are already 100 Gb/s (a 100 Gb/s
         # shaper held session 4's first case-4 run at 8.18 Mpps).
-        [ "$c" = 4 ] && printf '  average_bps = 400000000000\n  burst_bytes = 100000000\n'
+        vs_policy_case "$c" && printf '  average_bps = 400000000000\n  burst_bytes = 100000000\n'
         cat <<EOF
   mac = "$VM1"
   uplink = "bond0"

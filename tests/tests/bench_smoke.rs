@@ -153,9 +153,27 @@ fn case3b_vm_to_vm() {
 /// every frame the generator put on the virtio ring leaves through a member.
 #[test]
 fn case2_virtio_generator_to_bond() {
+    generator_to_bond("2");
+}
+
+/// Case 4v: case 2 with the bandwidth policy on (shares and a shaper high enough not
+/// to drop): still every frame the VM sent leaves through the bond.
+#[test]
+fn case4v_policy_on_the_vm_path_forwards_everything() {
+    generator_to_bond("4v");
+}
+
+/// A vsperf generator playing the VM of `case` (2 or 4v) sends 200 000 frames; the
+/// switch receives each one and sends it out of one of the bond's two members.
+fn generator_to_bond(case: &str) {
     let dir = Scratch::new();
     let sock = dir.path("vm1.sock").display().to_string();
-    let cfg = bench_topology(&dir, "2", 64, &sock);
+    let cfg = bench_topology(&dir, case, 64, &sock);
+    assert_eq!(
+        cfg.contains("bandwidth = true") && cfg.contains("average_bps"),
+        case == "4v",
+        "case {case}'s policy: {cfg}"
+    );
     let sw = start_vswitchd(&dir.0, &cfg, &[]);
     let r = vsperf_run(
         "generator",
