@@ -120,6 +120,11 @@ pub struct DataplaneSection {
     pub pmd_sleep_max_us: u64,
 }
 
+/// Longest `link_poll_ms`: 10 s (failover waits for the poll; the default is 10 ms).
+pub const MAX_LINK_POLL_MS: u64 = 10_000;
+/// Longest `allocation_interval_us` and `max_queue_delay_us`: 10 s.
+pub const MAX_INTERVAL_US: u64 = 10_000_000;
+
 /// Highest `pmd_sleep_max_us` (10 ms, as Open vSwitch).
 pub const PMD_SLEEP_MAX_US: u64 = 10_000;
 
@@ -498,7 +503,11 @@ impl VnicConfig {
         VnicBandwidth {
             shares: self.shares.unwrap_or(vm.shares),
             priority: self.priority.unwrap_or(vm.priority),
-            reservation_bps: self.reservation_mbps.or(vm.reservation_mbps).unwrap_or(0) * 1_000_000,
+            reservation_bps: self
+                .reservation_mbps
+                .or(vm.reservation_mbps)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000),
             shaping,
         }
     }
@@ -767,6 +776,22 @@ impl Config {
                 "[dataplane] pmd_sleep_max_us = {} is too long (at most {PMD_SLEEP_MAX_US}; 0 busy-polls)",
                 self.dataplane.pmd_sleep_max_us
             ));
+        }
+        let d = &self.dataplane;
+        for (key, value, max) in [
+            ("link_poll_ms", d.link_poll_ms, MAX_LINK_POLL_MS),
+            (
+                "allocation_interval_us",
+                d.allocation_interval_us,
+                MAX_INTERVAL_US,
+            ),
+            ("max_queue_delay_us", d.max_queue_delay_us, MAX_INTERVAL_US),
+        ] {
+            if value > max {
+                return bad(format!(
+                    "[dataplane] {key} = {value} is too long (at most {max})"
+                ));
+            }
         }
         if let Some(m) = &self.control.metrics {
             if m.parse::<std::net::SocketAddr>().is_err() {
@@ -1086,6 +1111,14 @@ dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
             1,
         );
         assert!(err(&zero_speed).contains("speed_mbps = 0"));
+        for key in [
+            "link_poll_ms = 10001",
+            "allocation_interval_us = 10000001",
+            "max_queue_delay_us = 18446744073709552",
+        ] {
+            let c = GOOD.replacen("cores = [1]", &format!("cores = [1]\n{key}"), 1);
+            assert!(err(&c).contains("is too long"), "{key}: {}", err(&c));
+        }
         assert!(err(&with("dos_max_ppps = 3")).contains("unknown field `dos_max_ppps`"));
     }
 

@@ -452,11 +452,13 @@ impl Worker {
             }
             self.out.flush_all();
             let now = tsc();
+            // Saturating: an unpinned worker moved to a CPU whose TSC is behind would
+            // otherwise add about 2^64 cycles.
             if got > 0 {
-                busy_cycles += now - last;
+                busy_cycles += now.saturating_sub(last);
                 busy_iters += 1;
             } else {
-                idle_cycles += now - last;
+                idle_cycles += now.saturating_sub(last);
             }
             last = now;
             // Load-based sleep: one relaxed load a pass while it is off. Frames held
@@ -473,8 +475,8 @@ impl Worker {
             if nap_ns > 0 {
                 crate::nap::nap(std::time::Duration::from_nanos(nap_ns));
                 let after = tsc();
-                idle_cycles += after - last;
-                sleep_cycles += after - last;
+                idle_cycles += after.saturating_sub(last);
+                sleep_cycles += after.saturating_sub(last);
                 sleep_iters += 1;
                 last = after;
             }
