@@ -205,7 +205,7 @@ impl LatencyTracker {
         if seq < self.next_seq {
             self.reordered += 1;
         } else {
-            self.next_seq = seq + 1;
+            self.next_seq = seq.saturating_add(1);
         }
         let Some(d) = tsc_now.checked_sub(tsc_sent) else {
             self.bad_stamps += 1;

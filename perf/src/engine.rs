@@ -479,17 +479,19 @@ fn run_ports(
         );
     }
     let secs = |t: u64| t.saturating_sub(start) as f64 / hz as f64;
-    let end_at = cfg.duration.map(|d| start + (d * hz as f64) as u64);
+    let end_at = cfg
+        .duration
+        .map(|d| start.saturating_add((d * hz as f64) as u64));
     let period = (cfg.stats_period * hz as f64) as u64;
     let mut next_print = if period > 0 && !cfg.quiet {
-        start + period
+        start.saturating_add(period)
     } else {
         u64::MAX
     };
     let mut last_print_t = start;
-    let tl_period = cfg.timeline_ms * hz / 1000;
+    let tl_period = ms_to_ticks(cfg.timeline_ms, hz);
     let mut next_tl = if tl_period > 0 {
-        start + tl_period
+        start.saturating_add(tl_period)
     } else {
         u64::MAX
     };
@@ -517,7 +519,7 @@ fn run_ports(
             }
             if stopped_by.is_some() {
                 traffic_end = now;
-                drain_end = now + cfg.drain_ms * hz / 1000;
+                drain_end = now.saturating_add(ms_to_ticks(cfg.drain_ms, hz));
             }
         } else if now >= drain_end || stop.load(Ordering::Relaxed) && stopped_by != Some("signal") {
             break;
@@ -542,14 +544,14 @@ fn run_ports(
             std::thread::sleep(idle_sleep);
         }
         if now >= next_tl {
-            let t_ms = (now - start) * 1000 / hz;
+            let t_ms = ticks_to_ms(now.saturating_sub(start), hz);
             for st in states.iter_mut() {
                 st.timeline.sample(t_ms, st.c.rx_pkts);
             }
-            next_tl += tl_period;
+            next_tl = next_tl.saturating_add(tl_period);
         }
         if now >= next_link {
-            let t_ms = (now - start) * 1000 / hz;
+            let t_ms = ticks_to_ms(now.saturating_sub(start), hz);
             for (i, st) in states.iter_mut().enumerate() {
                 let Some(w) = st.link_watch.as_mut() else {
                     continue;
@@ -595,14 +597,14 @@ fn run_ports(
                 st.last_print = st.c;
             }
             last_print_t = now;
-            next_print += period;
+            next_print = next_print.saturating_add(period);
         }
     }
     let end = rdtsc();
     let duration_s = secs(traffic_end.min(end));
     let drain_s = secs(end) - duration_s;
     if tl_period > 0 {
-        let t_ms = (end - start) * 1000 / hz;
+        let t_ms = ticks_to_ms(end.saturating_sub(start), hz);
         for st in states.iter_mut() {
             if st.timeline.samples.last().map(|s| s[0]) != Some(t_ms) {
                 st.timeline.sample(t_ms, st.c.rx_pkts);
@@ -800,9 +802,31 @@ pub fn print_summary(r: &Report, log: &mut dyn Write) {
     );
 }
 
+/// `ms` milliseconds in TSC ticks at `hz`, saturating (128-bit product).
+fn ms_to_ticks(ms: u64, hz: u64) -> u64 {
+    (ms as u128 * hz as u128 / 1000).min(u64::MAX as u128) as u64
+}
+
+/// `ticks` TSC ticks at `hz` in milliseconds (128-bit product: `ticks * 1000` in 64
+/// bits wraps after about 89 days at 2.4 GHz).
+fn ticks_to_ms(ticks: u64, hz: u64) -> u64 {
+    (ticks as u128 * 1000 / hz.max(1) as u128) as u64
+}
+
 #[cfg(test)]
 mod tests {
-    use super::watches_link;
+    use super::{ms_to_ticks, ticks_to_ms, watches_link};
+
+    #[test]
+    fn tick_conversions_do_not_wrap() {
+        let hz = 2_400_000_000;
+        assert_eq!(ms_to_ticks(1500, hz), 3_600_000_000);
+        assert_eq!(ms_to_ticks(u64::MAX, hz), u64::MAX);
+        // 100 days of ticks: `ticks * 1000` is beyond 64 bits.
+        let days_100 = 100 * 86_400 * hz;
+        assert_eq!(ticks_to_ms(days_100, hz), 100 * 86_400_000);
+        assert_eq!(ticks_to_ms(5, 0), 5000);
+    }
 
     #[test]
     fn only_virtio_user_servers_are_watched() {

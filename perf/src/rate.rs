@@ -119,7 +119,7 @@ impl Pacer {
             None => max,
             Some(r) => {
                 let elapsed = now.saturating_sub(self.start) as f64;
-                let allowed = (elapsed * r) as u64 + 1;
+                let allowed = ((elapsed * r) as u64).saturating_add(1);
                 allowed.saturating_sub(self.issued).min(max)
             }
         }
@@ -161,6 +161,15 @@ mod tests {
         ] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// A rate far beyond any port (`--rate 1e20pps`) sends as fast as it can; the
+    /// frame budget once wrapped to 0 after a fraction of a second and sending stopped.
+    #[test]
+    fn an_absurd_rate_is_as_fast_as_possible() {
+        let p = Pacer::new(Some(1e20), 1_000_000_000, 0);
+        assert_eq!(p.due(1_000_000_000, 32), 32);
+        assert_eq!(p.due(u64::MAX, 32), 32);
     }
 
     #[test]
