@@ -192,6 +192,29 @@ struct PortSet {
     rx_owners: BTreeMap<u16, Vec<usize>>,
 }
 
+/// Makes way for a vhost-user server socket at `sock`: removes a stale socket an
+/// earlier run left (a bind would fail on it), and refuses anything else there — a
+/// file that is not a socket, or a socket something still listens on (the control
+/// socket, another vNIC's, another program's). Removing whatever the path named let a
+/// vNIC socket delete any file the daemon could.
+fn clear_stale_socket(sock: &str) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(sock) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot check {sock}: {e}")),
+        Ok(md) if !md.file_type().is_socket() => Err(format!(
+            "{sock} exists and is not a socket; remove it or choose another vhost-user socket path"
+        )),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(sock) {
+            Ok(_) => Err(format!(
+                "{sock} is a socket in use by a running program; choose another path"
+            )),
+            Err(_) => std::fs::remove_file(sock)
+                .map_err(|e| format!("cannot remove the stale socket {sock}: {e}")),
+        },
+    }
+}
+
 impl PortSet {
     /// Attaches, configures and starts the port `w` asks for; `stats` gives the
     /// counters its id starts from.
@@ -204,8 +227,7 @@ impl PortSet {
         let devargs = if let Some(rest) = w.backend.strip_prefix("vhost-user:") {
             let (mode, sock) = rest.split_once(':').unwrap_or(("server", rest));
             if mode != "client" {
-                // A stale socket of an earlier run would make the bind fail.
-                let _ = std::fs::remove_file(sock);
+                clear_stale_socket(sock).map_err(|e| SwitchError::Other(format!("{what}: {e}")))?;
             }
             let client = if mode == "client" { ",client=1" } else { "" };
             let d = format!(
