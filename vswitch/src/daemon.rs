@@ -508,10 +508,28 @@ impl ControlApi for SwitchApi {
     fn apply_change(&self, change: ConfigChange) -> Result<(), CtlError> {
         let mut desired = self.desired.lock();
         let new = apply_to_config(&desired, &change)?;
-        self.reconcile(&desired, &new, &change)?;
+        // Saved before it is applied, and put back when it cannot be applied: a change
+        // the switch runs but the file lacks (a value TOML cannot hold, such as an
+        // integer above 2^63 - 1; a full disk) was lost on restart, and the next
+        // change, made from the file's version, silently undid it.
+        let earlier = std::fs::read_to_string(&self.path).ok();
         let t = std::time::Instant::now();
-        persist::write_atomic(&self.path, &new)?;
+        persist::write_atomic(&self.path, &new).map_err(|e| match e {
+            CtlError::Internal(m) => CtlError::Invalid(format!("the change cannot be saved: {m}")),
+            e => e,
+        })?;
         let took = t.elapsed();
+        if let Err(e) = self.reconcile(&desired, &new, &change) {
+            // The file as it was, byte for byte (a hand-written one keeps its comments).
+            let put_back = match &earlier {
+                Some(text) => persist::write_text_atomic(&self.path, text),
+                None => persist::write_atomic(&self.path, &desired),
+            };
+            if let Err(w) = put_back {
+                tracing::error!(path = %self.path.display(), "a refused change stays in the configuration file: {w}");
+            }
+            return Err(e);
+        }
         if took >= SLOW_SAVE {
             // The reply waits for the file to be on disk (fsync); say why it was late.
             tracing::warn!(

@@ -66,7 +66,12 @@ pub fn render(cfg: &Config) -> Result<String, CtlError> {
 /// Atomically replaces `path` with `cfg`: temp file in the same directory, fsync,
 /// rename, fsync of the directory. The file keeps its permissions (0640 when new).
 pub fn write_atomic(path: &Path, cfg: &Config) -> Result<(), CtlError> {
-    let text = render(cfg)?;
+    write_text_atomic(path, &render(cfg)?)
+}
+
+/// Atomically replaces `path` with `text`, as [`write_atomic`] does (also used to put a
+/// file's earlier bytes back).
+pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), CtlError> {
     let shown = path.display();
     let io = |what: &str, e: std::io::Error| CtlError::Io(format!("cannot {what} {shown}: {e}"));
     let prefix =
