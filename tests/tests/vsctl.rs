@@ -247,3 +247,103 @@ fn corrupted_config_is_refused_with_its_line_and_never_overwritten() {
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
 }
+
+/// A vNIC's vhost-user socket path never removes what is there unless it is a stale
+/// socket: not the configuration file, not the live control socket. Once, the daemon
+/// removed whatever the path named before binding, so `add-vnic --socket` could delete
+/// any file, and naming the control socket cut vsctl off (and was persisted).
+#[test]
+fn a_vnic_socket_never_replaces_a_file_or_a_live_socket() {
+    let dir = Scratch::new();
+    let sw = start_vswitchd(&dir.0, &config(bond0()), &[]);
+    let cfg_path = dir.path("vswitch.toml");
+    let ctl_path = dir.path("vswitchd.ctl");
+    for (target, needle) in [
+        (&cfg_path, "is not a socket"),
+        (&ctl_path, "in use by a running program"),
+    ] {
+        let before = std::fs::read_to_string(&cfg_path).unwrap();
+        let (code, _, err) = vsctl(
+            &dir.0,
+            &[
+                "add-vnic",
+                "vm2",
+                "--mac",
+                "02:00:00:00:00:12",
+                "--socket",
+                target.to_str().unwrap(),
+                "--uplink",
+                "nic2",
+            ],
+        );
+        assert_ne!(
+            code,
+            0,
+            "add-vnic --socket {} was accepted",
+            target.display()
+        );
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(
+            before,
+            std::fs::read_to_string(&cfg_path).expect("the config file is still there"),
+            "a refused change was written"
+        );
+    }
+    // The control socket still answers, and a stale socket (nothing listening) is
+    // replaced as before.
+    let stale = dir.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let (code, _, err) = vsctl(
+        &dir.0,
+        &[
+            "add-vnic",
+            "vm2",
+            "--mac",
+            "02:00:00:00:00:12",
+            "--socket",
+            stale.to_str().unwrap(),
+            "--uplink",
+            "nic2",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = vsctl(&dir.0, &["--format", "json", "stats", "--port", "vm2.1"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["ports"][0]["name"], "vm2.1", "{out}");
+    let (code, out) = sw.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// A change whose value the configuration file cannot hold (TOML integers stop at
+/// 2^63 - 1) is refused before it is applied. Once, the switch ran it, the file did
+/// not get it, and vsctl reported an internal error.
+#[test]
+fn a_change_that_cannot_be_saved_is_not_applied() {
+    let dir = Scratch::new();
+    let sw = start_vswitchd(&dir.0, &config(bond0()), &[]);
+    let before = std::fs::read_to_string(dir.path("vswitch.toml")).unwrap();
+    let (code, _, err) = vsctl(
+        &dir.0,
+        &["set-bond", "bond0", "updelay_ms=9223372036854775808"],
+    );
+    assert_ne!(code, 0, "accepted");
+    assert!(
+        err.contains("cannot be saved") && !err.contains("internal error"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read_to_string(dir.path("vswitch.toml")).unwrap()
+    );
+    let (code, out, err) = vsctl(&dir.0, &["--format", "json", "dump-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("9223372036854775808"), "{out}");
+    // The running bond kept its settings: a change that can be saved still works.
+    let (code, _, err) = vsctl(&dir.0, &["set-bond", "bond0", "updelay_ms=100"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(dir.path("vswitch.toml"))
+        .unwrap()
+        .contains("updelay_ms = 100"));
+    let (code, out) = sw.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+}
