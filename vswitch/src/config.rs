@@ -942,6 +942,12 @@ impl Config {
                             vm.name
                         ));
                     }
+                    if let Some(bond) = bonded.get(b.as_str()) {
+                        return bad(format!(
+                            "vm '{}': dos response failover:{b} names a member of bond '{bond}'; a failover goes to a bond or an unbonded nic",
+                            vm.name
+                        ));
+                    }
                 }
             }
             for (j, v) in vm.vnic.iter().enumerate() {
@@ -1105,6 +1111,7 @@ dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
         assert!(invalid(r#"dos_signatures = ["x dport=9-1"]"#).contains("port range"));
         assert!(invalid(r#"dos_signatures = ["x payload@0=zz"]"#).contains("invalid signature"));
         assert!(invalid("dos_window_ms = 0").contains("dos_window_ms"));
+        assert!(invalid(r#"dos_responses = ["failover:nic0"]"#).contains("member of bond 'bond0'"));
         let zero_speed = GOOD.replacen(
             "devargs = \"net_null0\"",
             "devargs = \"net_null0\"\nspeed_mbps = 0",

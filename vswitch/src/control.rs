@@ -970,6 +970,11 @@ impl Control {
                     None => Err(format!("no uplink {uplink}")),
                 };
                 if r.is_ok() {
+                    // The configured topology too: a DoS failover rebuilds `topo`
+                    // from `base`, which would otherwise put the old settings back.
+                    if let Some(b) = self.base.bond_configs.get_mut(uplink) {
+                        *b = cfg.clone();
+                    }
                     self.topo.bond_configs[uplink] = cfg;
                     tracing::info!(uplink = %self.topo.uplinks[uplink].name, mode = %self.topo.bond_configs[uplink].mode, "bond reconfigured");
                 }
