@@ -99,6 +99,14 @@ impl MacAddr {
     pub fn key_is_multicast(key: u64) -> bool {
         key & 1 != 0
     }
+
+    /// True when `key` ([`MacAddr::to_u64`]) is one of IEEE 802.1Q's reserved
+    /// link-local group addresses 01:80:C2:00:00:00–0F (STP, PAUSE, slow protocols,
+    /// EAPOL, LLDP), which a bridge never forwards.
+    #[inline]
+    pub fn key_is_link_local_reserved(key: u64) -> bool {
+        key & 0xf0ff_ffff_ffff == 0x0000_00c2_8001
+    }
 }
 
 impl fmt::Display for MacAddr {
@@ -798,6 +806,30 @@ pub(crate) mod tests {
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         f[36..38].copy_from_slice(&dport.to_be_bytes());
         f
+    }
+
+    #[test]
+    fn link_local_reserved_group_addresses() {
+        let key = |s: &str| s.parse::<MacAddr>().unwrap().to_u64();
+        for m in [
+            "01:80:c2:00:00:00",
+            "01:80:c2:00:00:01",
+            "01:80:c2:00:00:02",
+            "01:80:c2:00:00:0e",
+            "01:80:c2:00:00:0f",
+        ] {
+            assert!(MacAddr::key_is_link_local_reserved(key(m)), "{m}");
+        }
+        for m in [
+            "01:80:c2:00:00:10",
+            "01:80:c2:00:01:00",
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "02:80:c2:00:00:00",
+            "33:33:00:00:00:01",
+        ] {
+            assert!(!MacAddr::key_is_link_local_reserved(key(m)), "{m}");
+        }
     }
 
     #[test]

@@ -573,3 +573,50 @@ fn two_workers_deliver_to_guests_with_one_queue_pair() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0);
 }
+
+/// IEEE 802.1Q's reserved link-local group addresses (01:80:C2:00:00:0x: STP, PAUSE,
+/// EAPOL, LLDP) end at the switch, both ways, counted as `reserved_multicast`: a VM's
+/// PAUSE frame would stop the physical switch's port and its BPDU could get the port
+/// shut down; the wire's LLDP and STP are not flooded to the VMs. Broadcasts beside
+/// them still flood.
+#[test]
+fn reserved_link_local_multicast_is_not_forwarded() {
+    let dir = Scratch::new();
+    let vm1 = [2, 0, 0, 0, 0, 1];
+    let ext = [2, 0, 0, 0, 0, 0x99];
+    let ip = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let mut from_vm = Vec::new();
+    let mut from_wire = Vec::new();
+    for last in [0x00u8, 0x01, 0x0e, 0x0f] {
+        let group = [0x01, 0x80, 0xc2, 0, 0, last];
+        from_vm.push(udp_frame(vm1, group, ip.0, ip.1, 1, 2));
+        from_wire.push(udp_frame(ext, group, ip.1, ip.0, 1, 2));
+    }
+    let bcast = [0xff; 6];
+    for _ in 0..3 {
+        from_vm.push(udp_frame(vm1, bcast, ip.0, ip.1, 1, 2));
+        from_wire.push(udp_frame(ext, bcast, ip.1, ip.0, 1, 2));
+    }
+    let (pv, pw) = (dir.path("vm.pcap"), dir.path("wire.pcap"));
+    write_pcap(&pv, &from_vm);
+    write_pcap(&pw, &from_wire);
+    let config = Topology::new("vrm")
+        .dataplane("bandwidth", false)
+        .nic(Nic::new("n0", &format!("net_pcap0,rx_pcap={}", pw.display())))
+        .vm(Vm::new("vm1").vnic(Vnic::device(
+            &format!("net_pcap1,rx_pcap={}", pv.display()),
+            "02:00:00:00:00:01",
+            "n0",
+        )))
+        .vm(Vm::new("vm2").vnic(Vnic::null(2, "02:00:00:00:00:02", "n0")))
+        .render();
+    let sw = start_vswitchd(&dir.0, &config, &["--run-for", "1.5"]);
+    let ((code, stderr), out) = sw.wait_and_stderr(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let s = last_json(&out);
+    // n0 sends only the VM's 3 broadcasts; vm2 gets 3 from the VM and 3 from the wire.
+    assert_eq!(port_counters(&s, "n0")["tx_pkts"], 3, "{s}");
+    assert_eq!(port_counters(&s, "vm2.0")["tx_pkts"], 6, "{s}");
+    assert_eq!(drops(port_counters(&s, "vm1.0"), "reserved_multicast"), 4, "{s}");
+    assert_eq!(drops(port_counters(&s, "n0"), "reserved_multicast"), 4, "{s}");
+}

@@ -46,11 +46,15 @@ pub enum DropReason {
     DosDrop,
     /// Arrived on a port the current snapshot does not know (hot-plug race).
     UnknownPort,
+    /// To a reserved link-local group address (01:80:C2:00:00:0x: STP, PAUSE, EAPOL,
+    /// LLDP), which a bridge must not forward: from a VM (not out of the NICs) or from
+    /// the wire (not flooded to the VMs). Slow protocols (LACP) have their own path.
+    ReservedMulticast,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     /// All reasons in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -68,6 +72,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::DosDrop,
         DropReason::UnknownPort,
+        DropReason::ReservedMulticast,
     ];
     /// Why a frame whose first segment holds `data_len` bytes, of `pkt_len` in all,
     /// is too short to read its Ethernet header: a runt, or a header split across
@@ -98,6 +103,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::DosDrop => "dos",
             DropReason::UnknownPort => "unknown_port",
+            DropReason::ReservedMulticast => "reserved_multicast",
         }
     }
 }

@@ -826,6 +826,11 @@ impl Worker {
             return;
         }
         if multicast {
+            // Link-local control frames (STP, LLDP, PAUSE) end at the bridge.
+            if MacAddr::key_is_link_local_reserved(dst) {
+                self.stats.ports[port as usize].drop_one(DropReason::ReservedMulticast);
+                return;
+            }
             let flow = if st.dos_on { Some(frame.flow()) } else { None };
             let flow = flow.as_ref();
             let mut last: Option<u32> = None;
@@ -961,6 +966,12 @@ fn vnic_frame<P>(
     }
     let dst = frame.dst_key();
     if MacAddr::key_is_multicast(dst) {
+        // A PAUSE frame would stop the physical switch's port, a BPDU could make it
+        // shut the port down: link-local control frames stay with the VM.
+        if MacAddr::key_is_link_local_reserved(dst) {
+            out.stats.ports[port as usize].drop_one(DropReason::ReservedMulticast);
+            return;
+        }
         // To every other vNIC of the uplink (extra references), then out.
         for &other in &st.up.vnics {
             if other != st.vnic {
