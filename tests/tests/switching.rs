@@ -602,7 +602,10 @@ fn reserved_link_local_multicast_is_not_forwarded() {
     write_pcap(&pw, &from_wire);
     let config = Topology::new("vrm")
         .dataplane("bandwidth", false)
-        .nic(Nic::new("n0", &format!("net_pcap0,rx_pcap={}", pw.display())))
+        .nic(Nic::new(
+            "n0",
+            &format!("net_pcap0,rx_pcap={}", pw.display()),
+        ))
         .vm(Vm::new("vm1").vnic(Vnic::device(
             &format!("net_pcap1,rx_pcap={}", pv.display()),
             "02:00:00:00:00:01",
@@ -617,6 +620,45 @@ fn reserved_link_local_multicast_is_not_forwarded() {
     // n0 sends only the VM's 3 broadcasts; vm2 gets 3 from the VM and 3 from the wire.
     assert_eq!(port_counters(&s, "n0")["tx_pkts"], 3, "{s}");
     assert_eq!(port_counters(&s, "vm2.0")["tx_pkts"], 6, "{s}");
-    assert_eq!(drops(port_counters(&s, "vm1.0"), "reserved_multicast"), 4, "{s}");
-    assert_eq!(drops(port_counters(&s, "n0"), "reserved_multicast"), 4, "{s}");
+    assert_eq!(
+        drops(port_counters(&s, "vm1.0"), "reserved_multicast"),
+        4,
+        "{s}"
+    );
+    assert_eq!(
+        drops(port_counters(&s, "n0"), "reserved_multicast"),
+        4,
+        "{s}"
+    );
+}
+
+/// A local VM's own broadcast that the physical switch floods back through another
+/// member (switch-independent teaming) is dropped as `looped_back`: the VMs of its
+/// uplink had it from the local flood, and the sender must not hear itself (IPv6
+/// duplicate address detection). Other hosts' broadcasts still reach every VM.
+#[test]
+fn a_vms_own_broadcast_flooded_back_is_dropped() {
+    let dir = Scratch::new();
+    let (vm1, ext) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0x99]);
+    let ip = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let mut wire = Vec::new();
+    for _ in 0..3 {
+        wire.push(udp_frame(vm1, [0xff; 6], ip.0, ip.1, 1, 2));
+        wire.push(udp_frame(ext, [0xff; 6], ip.1, ip.0, 1, 2));
+    }
+    let pw = dir.path("wire.pcap");
+    write_pcap(&pw, &wire);
+    let config = Topology::new("vlb")
+        .dataplane("bandwidth", false)
+        .nic(Nic::new("n0", &format!("net_pcap0,rx_pcap={}", pw.display())))
+        .vm(Vm::new("vm1").vnic(Vnic::null(1, "02:00:00:00:00:01", "n0")))
+        .vm(Vm::new("vm2").vnic(Vnic::null(2, "02:00:00:00:00:02", "n0")))
+        .render();
+    let sw = start_vswitchd(&dir.0, &config, &["--run-for", "1.5"]);
+    let ((code, stderr), out) = sw.wait_and_stderr(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let s = last_json(&out);
+    assert_eq!(port_counters(&s, "vm1.0")["tx_pkts"], 3, "{s}");
+    assert_eq!(port_counters(&s, "vm2.0")["tx_pkts"], 3, "{s}");
+    assert_eq!(drops(port_counters(&s, "n0"), "looped_back"), 3, "{s}");
 }

@@ -258,11 +258,7 @@ fn a_vnic_socket_never_replaces_a_file_or_a_live_socket() {
     let sw = start_vswitchd(&dir.0, &config(bond0()), &[]);
     let cfg_path = dir.path("vswitch.toml");
     let ctl_path = dir.path("vswitchd.ctl");
-    for (target, needle) in [
-        (&cfg_path, "is not a socket"),
-        (&ctl_path, "in use by a running program"),
-    ] {
-        let before = std::fs::read_to_string(&cfg_path).unwrap();
+    let add_vnic = |socket: &std::path::Path| {
         let (code, _, err) = vsctl(
             &dir.0,
             &[
@@ -271,11 +267,19 @@ fn a_vnic_socket_never_replaces_a_file_or_a_live_socket() {
                 "--mac",
                 "02:00:00:00:00:12",
                 "--socket",
-                target.to_str().unwrap(),
+                socket.to_str().unwrap(),
                 "--uplink",
                 "nic2",
             ],
         );
+        (code, err)
+    };
+    for (target, needle) in [
+        (&cfg_path, "is not a socket"),
+        (&ctl_path, "in use by a running program"),
+    ] {
+        let before = std::fs::read_to_string(&cfg_path).unwrap();
+        let (code, err) = add_vnic(target);
         assert_ne!(
             code,
             0,
@@ -293,19 +297,7 @@ fn a_vnic_socket_never_replaces_a_file_or_a_live_socket() {
     // replaced as before.
     let stale = dir.path("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let (code, _, err) = vsctl(
-        &dir.0,
-        &[
-            "add-vnic",
-            "vm2",
-            "--mac",
-            "02:00:00:00:00:12",
-            "--socket",
-            stale.to_str().unwrap(),
-            "--uplink",
-            "nic2",
-        ],
-    );
+    let (code, err) = add_vnic(&stale);
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = vsctl(&dir.0, &["--format", "json", "stats", "--port", "vm2.1"]);
     assert_eq!(code, 0);

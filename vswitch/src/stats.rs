@@ -50,11 +50,15 @@ pub enum DropReason {
     /// LLDP), which a bridge must not forward: from a VM (not out of the NICs) or from
     /// the wire (not flooded to the VMs). Slow protocols (LACP) have their own path.
     ReservedMulticast,
+    /// A group-addressed frame from the wire whose source is a vNIC of the same uplink:
+    /// the physical switch flooded a VM's own frame back through another member
+    /// (switch-independent teaming); that uplink's VMs had it from the local flood.
+    LoopedBack,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     /// All reasons in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -73,6 +77,7 @@ impl DropReason {
         DropReason::DosDrop,
         DropReason::UnknownPort,
         DropReason::ReservedMulticast,
+        DropReason::LoopedBack,
     ];
     /// Why a frame whose first segment holds `data_len` bytes, of `pkt_len` in all,
     /// is too short to read its Ethernet header: a runt, or a header split across
@@ -104,6 +109,7 @@ impl DropReason {
             DropReason::DosDrop => "dos",
             DropReason::UnknownPort => "unknown_port",
             DropReason::ReservedMulticast => "reserved_multicast",
+            DropReason::LoopedBack => "looped_back",
         }
     }
 }

@@ -831,6 +831,16 @@ impl Worker {
                 self.stats.ports[port as usize].drop_one(DropReason::ReservedMulticast);
                 return;
             }
+            // A local VM's own broadcast, flooded back by the physical switch through
+            // another member (switch-independent teaming): its uplink's VMs had it
+            // already, and the sender must not see itself (IPv6 duplicate address
+            // detection would fail).
+            if let Some(v) = snap.macs.lookup_key(frame.src_key()) {
+                if snap.vnics.get(v as usize).is_some_and(|e| e.uplink == st.uplink) {
+                    self.stats.ports[port as usize].drop_one(DropReason::LoopedBack);
+                    return;
+                }
+            }
             let flow = if st.dos_on { Some(frame.flow()) } else { None };
             let flow = flow.as_ref();
             let mut last: Option<u32> = None;
