@@ -613,10 +613,7 @@ fn reserved_link_local_multicast_is_not_forwarded() {
         )))
         .vm(Vm::new("vm2").vnic(Vnic::null(2, "02:00:00:00:00:02", "n0")))
         .render();
-    let sw = start_vswitchd(&dir.0, &config, &["--run-for", "1.5"]);
-    let ((code, stderr), out) = sw.wait_and_stderr(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{stderr}");
-    let s = last_json(&out);
+    let s = run_briefly(&dir, &config);
     // n0 sends only the VM's 3 broadcasts; vm2 gets 3 from the VM and 3 from the wire.
     assert_eq!(port_counters(&s, "n0")["tx_pkts"], 3, "{s}");
     assert_eq!(port_counters(&s, "vm2.0")["tx_pkts"], 6, "{s}");
@@ -650,15 +647,24 @@ fn a_vms_own_broadcast_flooded_back_is_dropped() {
     write_pcap(&pw, &wire);
     let config = Topology::new("vlb")
         .dataplane("bandwidth", false)
-        .nic(Nic::new("n0", &format!("net_pcap0,rx_pcap={}", pw.display())))
+        .nic(Nic::new(
+            "n0",
+            &format!("net_pcap0,rx_pcap={}", pw.display()),
+        ))
         .vm(Vm::new("vm1").vnic(Vnic::null(1, "02:00:00:00:00:01", "n0")))
         .vm(Vm::new("vm2").vnic(Vnic::null(2, "02:00:00:00:00:02", "n0")))
         .render();
-    let sw = start_vswitchd(&dir.0, &config, &["--run-for", "1.5"]);
-    let ((code, stderr), out) = sw.wait_and_stderr(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{stderr}");
-    let s = last_json(&out);
+    let s = run_briefly(&dir, &config);
     assert_eq!(port_counters(&s, "vm1.0")["tx_pkts"], 3, "{s}");
     assert_eq!(port_counters(&s, "vm2.0")["tx_pkts"], 3, "{s}");
     assert_eq!(drops(port_counters(&s, "n0"), "looped_back"), 3, "{s}");
+}
+
+/// Runs vswitchd with `config` for 1.5 s (pcap sources replayed once) and returns its
+/// final JSON status; it must exit 0 (no mbuf in use).
+fn run_briefly(dir: &Scratch, config: &str) -> serde_json::Value {
+    let sw = start_vswitchd(&dir.0, config, &["--run-for", "1.5"]);
+    let ((code, stderr), out) = sw.wait_and_stderr(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    last_json(&out)
 }

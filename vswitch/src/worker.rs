@@ -836,7 +836,11 @@ impl Worker {
             // already, and the sender must not see itself (IPv6 duplicate address
             // detection would fail).
             if let Some(v) = snap.macs.lookup_key(frame.src_key()) {
-                if snap.vnics.get(v as usize).is_some_and(|e| e.uplink == st.uplink) {
+                if snap
+                    .vnics
+                    .get(v as usize)
+                    .is_some_and(|e| e.uplink == st.uplink)
+                {
                     self.stats.ports[port as usize].drop_one(DropReason::LoopedBack);
                     return;
                 }
