@@ -37,6 +37,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
 use crate::control::{Control, ControlCmd, ControlView, LacpQueue, Topology};
+use crate::ctl::server::{clear_stale_socket, SocketPathError};
 use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, PortTotals, WorkerStats, MAX_PORTS};
@@ -192,29 +193,6 @@ struct PortSet {
     rx_owners: BTreeMap<u16, Vec<usize>>,
 }
 
-/// Makes way for a vhost-user server socket at `sock`: removes a stale socket an
-/// earlier run left (a bind would fail on it), and refuses anything else there — a
-/// file that is not a socket, or a socket something still listens on (the control
-/// socket, another vNIC's, another program's). Removing whatever the path named let a
-/// vNIC socket delete any file the daemon could.
-fn clear_stale_socket(sock: &str) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(sock) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot check {sock}: {e}")),
-        Ok(md) if !md.file_type().is_socket() => Err(format!(
-            "{sock} exists and is not a socket; remove it or choose another vhost-user socket path"
-        )),
-        Ok(_) => match std::os::unix::net::UnixStream::connect(sock) {
-            Ok(_) => Err(format!(
-                "{sock} is a socket in use by a running program; choose another path"
-            )),
-            Err(_) => std::fs::remove_file(sock)
-                .map_err(|e| format!("cannot remove the stale socket {sock}: {e}")),
-        },
-    }
-}
-
 impl PortSet {
     /// Attaches, configures and starts the port `w` asks for; `stats` gives the
     /// counters its id starts from.
@@ -227,7 +205,20 @@ impl PortSet {
         let devargs = if let Some(rest) = w.backend.strip_prefix("vhost-user:") {
             let (mode, sock) = rest.split_once(':').unwrap_or(("server", rest));
             if mode != "client" {
-                clear_stale_socket(sock).map_err(|e| SwitchError::Other(format!("{what}: {e}")))?;
+                // A stale socket of an earlier run is replaced; a file or a live socket
+                // there is refused (removing whatever the path named let a vNIC socket
+                // delete any file the daemon could).
+                clear_stale_socket(std::path::Path::new(sock)).map_err(|e| {
+                    SwitchError::Other(match e {
+                        SocketPathError::NotASocket => format!(
+                            "{what}: {sock} exists and is not a socket; remove it or choose another vhost-user socket path"
+                        ),
+                        SocketPathError::InUse => format!(
+                            "{what}: {sock} is a socket in use by a running program; choose another path"
+                        ),
+                        SocketPathError::Io(m) => format!("{what}: {m}"),
+                    })
+                })?;
             }
             let client = if mode == "client" { ",client=1" } else { "" };
             let d = format!(

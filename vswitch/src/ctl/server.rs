@@ -129,37 +129,59 @@ pub fn serve_with(
         .map_err(|e| CtlError::Io(format!("cannot start the control thread: {e}")))
 }
 
+/// Why a path cannot take a new server socket ([`clear_stale_socket`]).
+#[derive(Debug)]
+pub(crate) enum SocketPathError {
+    /// Something other than a socket is there.
+    NotASocket,
+    /// A socket something listens on is there.
+    InUse,
+    /// The path could not be checked or the stale socket removed.
+    Io(String),
+}
+
+/// Makes way for a server socket at `path`, for the control socket and vhost-user
+/// server vNICs alike: removes a stale socket an earlier run left (a bind would fail
+/// on it), and refuses anything else there — a file that is not a socket, or a socket
+/// something still listens on. `Ok(true)` when a stale socket was removed.
+pub(crate) fn clear_stale_socket(path: &Path) -> Result<bool, SocketPathError> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(SocketPathError::Io(format!("cannot inspect {shown}: {e}"))),
+        Ok(md) if !md.file_type().is_socket() => Err(SocketPathError::NotASocket),
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => Err(SocketPathError::InUse),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map(|()| true)
+                    .map_err(|e| SocketPathError::Io(format!("cannot remove stale {shown}: {e}")))
+            }
+            Err(e) => Err(SocketPathError::Io(format!(
+                "cannot check existing {shown}: {e}"
+            ))),
+        },
+    }
+}
+
 /// Replaces a stale socket, refuses a live one or a non-socket, creates the parent.
 fn prepare_path(path: &Path) -> Result<(), CtlError> {
-    use std::os::unix::fs::FileTypeExt;
     let shown = path.display().to_string();
-    match std::fs::symlink_metadata(path) {
-        Ok(md) => {
-            if !md.file_type().is_socket() {
-                return Err(CtlError::Io(format!(
-                    "{shown} exists and is not a socket; remove it or choose another control socket path"
-                )));
-            }
-            match UnixStream::connect(path) {
-                Ok(_) => Err(CtlError::InUse(shown)),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    tracing::info!(path = %shown, "replacing stale control socket");
-                    std::fs::remove_file(path)
-                        .map_err(|e| CtlError::Io(format!("cannot remove stale {shown}: {e}")))
-                }
-                Err(e) => Err(CtlError::Io(format!("cannot check existing {shown}: {e}"))),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    CtlError::Io(format!("cannot create directory {}: {e}", dir.display()))
-                })?;
-            }
-            Ok(())
-        }
-        Err(e) => Err(CtlError::Io(format!("cannot inspect {shown}: {e}"))),
+    match clear_stale_socket(path) {
+        Ok(true) => tracing::info!(path = %shown, "replacing stale control socket"),
+        Ok(false) => {}
+        Err(SocketPathError::NotASocket) => return Err(CtlError::Io(format!(
+            "{shown} exists and is not a socket; remove it or choose another control socket path"
+        ))),
+        Err(SocketPathError::InUse) => return Err(CtlError::InUse(shown)),
+        Err(SocketPathError::Io(m)) => return Err(CtlError::Io(m)),
     }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CtlError::Io(format!("cannot create directory {}: {e}", dir.display())))?;
+    }
+    Ok(())
 }
 
 /// Resolves a group name (from `/etc/group`) or a numeric gid.
