@@ -99,7 +99,14 @@ pub struct PortInfo {
     pub max_rx_queues: u16,
     /// Most tx queues the device allows.
     pub max_tx_queues: u16,
+    /// Whether the device transmits multi-segment mbufs (advertises
+    /// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS`; [`Port::configure`] then turns it on).
+    pub tx_multi_seg: bool,
 }
+
+/// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS` (`RTE_BIT64(15)` in rte_ethdev.h, a macro bindgen
+/// cannot evaluate).
+const TX_OFFLOAD_MULTI_SEGS: u64 = 1 << 15;
 
 /// A DPDK Ethernet port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -202,6 +209,7 @@ impl Port {
             driver,
             max_rx_queues: info.max_rx_queues,
             max_tx_queues: info.max_tx_queues,
+            tx_multi_seg: info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS != 0,
         })
     }
 
@@ -232,20 +240,27 @@ impl Port {
     ) -> Result<(), PortError> {
         let mut conf = ffi::rte_eth_conf::default();
         conf.intr_conf.set_lsc(u32::from(lsc));
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: valid port id, valid out-pointer.
+        if unsafe { ffi::rte_eth_dev_info_get(self.id, &mut info) } != 0 {
+            info = ffi::rte_eth_dev_info::default();
+        }
         if nb_rx > 1 {
             // Several rx queues: hash flows over them (RSS) where the device can, on the
             // fields it supports; without RSS every frame would land on queue 0.
-            let mut info = ffi::rte_eth_dev_info::default();
-            // SAFETY: valid port id, valid out-pointer.
-            if unsafe { ffi::rte_eth_dev_info_get(self.id, &mut info) } == 0 {
-                let hf = RSS_IP_TCP_UDP & info.flow_type_rss_offloads;
-                if hf != 0 {
-                    conf.rxmode.mq_mode = ffi::RTE_ETH_MQ_RX_RSS;
-                    conf.rx_adv_conf.rss_conf.rss_hf = hf;
-                }
+            let hf = RSS_IP_TCP_UDP & info.flow_type_rss_offloads;
+            if hf != 0 {
+                conf.rxmode.mq_mode = ffi::RTE_ETH_MQ_RX_RSS;
+                conf.rx_adv_conf.rss_conf.rss_hf = hf;
             }
         }
-        // SAFETY: valid port id and a configuration struct zeroed but for RSS and LSC.
+        // Chained mbufs (a vhost-user guest's frames longer than one mbuf) may only be
+        // given to a device that was configured for them: without the offload a PMD
+        // may pick a tx path that sends the first segment and never frees the rest.
+        // Where the device has it, it is on; [`TxQueue::multi_seg`] tells which.
+        conf.txmode.offloads = info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS;
+        // SAFETY: valid port id and a configuration struct zeroed but for RSS, LSC and
+        // the multi-segment offload the device advertises.
         let rc = unsafe { ffi::rte_eth_dev_configure(self.id, nb_rx, nb_tx, &conf) };
         if rc != 0 {
             return Err(op_err(*self, "configure", rc));
@@ -414,10 +429,12 @@ impl Port {
 
     /// Claims tx queue `q` for the calling owner.
     pub fn tx_queue(&self, q: u16) -> Result<TxQueue, PortError> {
+        let multi_seg = self.info()?.tx_multi_seg;
         claim(&TX_CLAIMS, *self, q, "tx")?;
         Ok(TxQueue {
             port: self.id,
             queue: q,
+            multi_seg,
             _not_sync: PhantomData,
         })
     }
@@ -650,6 +667,7 @@ impl Drop for RxQueue {
 pub struct TxQueue {
     port: u16,
     queue: u16,
+    multi_seg: bool,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -663,6 +681,13 @@ impl TxQueue {
     #[inline]
     pub fn queue(&self) -> u16 {
         self.queue
+    }
+    /// Whether the queue may be given multi-segment mbufs (the device advertises
+    /// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS`, which [`Port::configure`] turns on). Where it
+    /// may not, the caller must not pass chained mbufs to [`tx_burst`](Self::tx_burst).
+    #[inline]
+    pub fn multi_seg(&self) -> bool {
+        self.multi_seg
     }
     /// Transmits from the front of the burst; sent mbufs leave it, the rest move to
     /// the front and stay owned by the caller. Returns how many were sent.
@@ -717,6 +742,12 @@ impl SharedTxQueue {
     pub fn port(&self) -> u16 {
         // SAFETY: port() reads a field that never changes after construction.
         unsafe { (*self.queue.get()).port() }
+    }
+
+    /// [`TxQueue::multi_seg`] of the wrapped queue.
+    pub fn multi_seg(&self) -> bool {
+        // SAFETY: multi_seg() reads a field that never changes after construction.
+        unsafe { (*self.queue.get()).multi_seg() }
     }
 
     /// Transmits like [`TxQueue::tx_burst`], spinning until the queue is free.

@@ -83,6 +83,9 @@ fn every_vdev_kind_probes_and_forwards() {
         assert_eq!(&info.driver, driver, "{devargs} bound to the wrong driver");
         p.configure(1, 1, 512, &pool)
             .unwrap_or_else(|e| panic!("{driver}: {e}"));
+        // DPDK 22.11: these advertise multi-segment tx; net_null and net_pcap do not.
+        let chains = !matches!(*driver, "net_null" | "net_pcap");
+        assert_eq!(info.tx_multi_seg, chains, "{driver}: multi-segment tx");
         p.start().unwrap_or_else(|e| panic!("{driver}: {e}"));
         ports.push((driver, p));
     }
@@ -105,6 +108,7 @@ fn every_vdev_kind_probes_and_forwards() {
         "an rx queue can be claimed twice"
     );
     let mut txq = null_port.tx_queue(0).unwrap();
+    assert!(!txq.multi_seg(), "net_null takes chained mbufs");
     let mut burst: Burst<32> = Burst::new();
     let before = pool.in_use();
     let mut got = 0;
@@ -142,6 +146,18 @@ fn every_vdev_kind_probes_and_forwards() {
     assert_eq!(b.as_slice()[0].data(), &[7u8; 100][..]);
     b.truncate(2);
     assert_eq!(b.len(), 2);
+    // retain keeps the chosen mbufs in order and frees the others.
+    let mut r: Burst<8> = Burst::new();
+    for len in [10u8, 11, 12, 13, 14] {
+        r.push(Mbuf::from_bytes(&pool, &vec![len; len as usize]).unwrap())
+            .unwrap();
+    }
+    assert_eq!(r.retain(|m| m.pkt_len() % 2 == 0), 2);
+    let lens: Vec<u32> = r.as_slice().iter().map(|m| m.pkt_len()).collect();
+    assert_eq!(lens, [10, 12, 14]);
+    assert_eq!(r.retain(|_| true), 0);
+    assert_eq!(r.len(), 3);
+    drop(r);
     drop(b);
     assert!(
         pool.in_use() <= before,
@@ -153,6 +169,7 @@ fn every_vdev_kind_probes_and_forwards() {
     // virtio_user -> vhost: a frame crosses vhost-user.
     let vhost = ports.iter().find(|(d, _)| **d == "net_vhost").unwrap().1;
     let mut vtx = vu.tx_queue(0).unwrap();
+    assert!(vhost.tx_queue(0).unwrap().multi_seg(), "net_vhost");
     let mut hrx = vhost.rx_queue(0).unwrap();
     let mut out: Burst<4> = Burst::new();
     let mut crossed = 0;

@@ -54,11 +54,16 @@ pub enum DropReason {
     /// the physical switch flooded a VM's own frame back through another member
     /// (switch-independent teaming); that uplink's VMs had it from the local flood.
     LoopedBack,
+    /// A chain of segments (a vhost-user guest's frame longer than one mbuf) for a
+    /// port whose device does not transmit chains (no `RTE_ETH_TX_OFFLOAD_MULTI_SEGS`):
+    /// counted here, charged to that port, instead of handing the PMD a chain whose
+    /// tail it could neither send nor free.
+    ChainUnsupported,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// All reasons in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -78,6 +83,7 @@ impl DropReason {
         DropReason::UnknownPort,
         DropReason::ReservedMulticast,
         DropReason::LoopedBack,
+        DropReason::ChainUnsupported,
     ];
     /// Why a frame whose first segment holds `data_len` bytes, of `pkt_len` in all,
     /// is too short to read its Ethernet header: a runt, or a header split across
@@ -110,6 +116,7 @@ impl DropReason {
             DropReason::UnknownPort => "unknown_port",
             DropReason::ReservedMulticast => "reserved_multicast",
             DropReason::LoopedBack => "looped_back",
+            DropReason::ChainUnsupported => "chain_unsupported",
         }
     }
 }

@@ -28,7 +28,7 @@ use policy::wire::{ethertype, EthHeaderKey, Flow, FrameView, MacAddr, V4_RUN_MIN
 
 use crate::shared::Shared;
 use crate::snapshot::{PortRole, Snapshot, UplinkEntry, VnicEntry, NO_PORT};
-use crate::stats::{bump, DropReason, WorkerStats, MAX_PORTS};
+use crate::stats::{bump, DropReason, PortCounters, WorkerStats, MAX_PORTS};
 use policy::bandwidth::{Allocation, GateConfig, Verdict, VnicGate};
 use policy::bond::{bucket_of, hash_flow, hash_l3l4_words, BurstPick, HashFields, SelectCtx};
 use policy::time::Nanos;
@@ -149,6 +149,14 @@ pub enum TxSlot {
 }
 
 impl TxSlot {
+    /// Whether the queue takes chained mbufs ([`TxQueue::multi_seg`]).
+    fn multi_seg(&self) -> bool {
+        match self {
+            TxSlot::Own(q) => q.multi_seg(),
+            TxSlot::Shared(q) => q.multi_seg(),
+        }
+    }
+
     #[inline]
     fn tx_burst<const N: usize>(&mut self, burst: &mut Burst<N>) -> usize {
         match self {
@@ -272,6 +280,7 @@ impl Worker {
             index,
             rx: queues.rx,
             out: TxPath {
+                single_seg: single_seg_ports(&queues.tx),
                 queues: queues.tx,
                 bufs: std::array::from_fn(|_| TxBuf::default()),
                 pending: 0,
@@ -366,6 +375,7 @@ impl Worker {
                     if let Some(slot) = self.out.queues.get_mut(port as usize) {
                         *slot = Some(tx);
                     }
+                    self.out.single_seg = single_seg_ports(&self.out.queues);
                 }
                 WorkerMsg::Detach { port } => {
                     let p = port as usize;
@@ -373,6 +383,7 @@ impl Worker {
                         // Sends what is buffered; what the port refuses is freed.
                         self.out.flush(p);
                         self.out.queues[p] = None;
+                        self.out.single_seg = single_seg_ports(&self.out.queues);
                     }
                     self.rx.retain(|q| q.port() != port);
                 }
@@ -1350,6 +1361,9 @@ struct NicRx {
 struct TxPath {
     /// The worker's tx queue on each port, by port id.
     queues: Vec<Option<TxSlot>>,
+    /// A bit per port id whose queue must not be given chained mbufs
+    /// ([`single_seg_ports`]).
+    single_seg: u64,
     /// A buffer per port id (below [`MAX_PORTS`]), and [`SINK`].
     bufs: [TxBuf; TX_BUFS],
     pending: u64,
@@ -1474,6 +1488,11 @@ impl TxPath {
             frames.free_all();
             return;
         };
+        if self.single_seg & (1u64 << p) != 0
+            && frames.as_slice().iter().any(|m| m.nb_segs() > 1)
+        {
+            bytes -= drop_chains(frames, c);
+        }
         let n = txq.tx_burst(frames);
         if !frames.is_empty() {
             let unsent: u64 = frames.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
@@ -1484,6 +1503,35 @@ impl TxPath {
         bump(&c.tx_pkts, n as u64);
         bump(&c.tx_bytes, bytes);
     }
+}
+
+/// The ports (a bit per port id) whose tx queue in `queues` does not take chained
+/// mbufs.
+fn single_seg_ports(queues: &[Option<TxSlot>]) -> u64 {
+    queues
+        .iter()
+        .enumerate()
+        .take(MAX_PORTS)
+        .filter(|(_, q)| q.as_ref().is_some_and(|q| !q.multi_seg()))
+        .fold(0, |bits, (p, _)| bits | 1 << p)
+}
+
+/// Frees the chained frames of `frames` (for a port that transmits single segments
+/// only), counted as [`DropReason::ChainUnsupported`] of port counters `c`. Returns
+/// their bytes.
+#[cold]
+#[inline(never)]
+fn drop_chains(frames: &mut Burst<TX_BURST>, c: &PortCounters) -> u64 {
+    let mut bytes = 0;
+    let n = frames.retain(|m| {
+        let one = m.nb_segs() == 1;
+        if !one {
+            bytes += m.pkt_len() as u64;
+        }
+        one
+    });
+    bump(&c.drops[DropReason::ChainUnsupported as usize], n as u64);
+    bytes
 }
 
 /// Applies a vNIC's allocation and shaping (`bw`) to a frame bound for the uplink
