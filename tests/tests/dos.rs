@@ -503,3 +503,109 @@ fn failover_response_moves_the_attacked_vm_to_the_alternate_uplink_and_back() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0, "{out}");
 }
+
+/// A live reconfiguration neither raises a false alarm nor keeps a stale mitigation.
+/// VM1 is protected and gets a steady 3 kpps (below its 8 kpps limit) from the
+/// network. (1) Changing another VM rebuilds the VM actions and carries VM1's
+/// detector over: VM1's counters must go on rising for it; they used to restart from
+/// zero in a fresh table and jump back, which the detector read as a flood. (2) After
+/// a real flood, VM1's rate limit would stay in force for a minute (`clear_after`);
+/// changing VM1's DoS settings starts its detection afresh, and the mitigation
+/// decided under the old settings must end with them: it used to stay forever,
+/// policing VM1's traffic with no detector left to lift it.
+#[test]
+fn a_reconfiguration_neither_raises_a_false_alarm_nor_keeps_a_stale_mitigation() {
+    let dir = Scratch::new();
+    let d = &dir.0;
+    let tap = unique("vsr");
+    let (s1, s2) = (
+        dir.path("vm1.sock").display().to_string(),
+        dir.path("vm2.sock").display().to_string(),
+    );
+    let config = Topology::new("vsr")
+        .nic(Nic::tap("nic0", 0, &tap))
+        .vm(Vm::new("vm1")
+            .set("dos_max_pps", 8000)
+            .set("dos_window_ms", 50)
+            .set("dos_clear_after_ms", 60_000)
+            .set("dos_responses", ["rate-limit:100"])
+            .vnic(Vnic::vhost(&s1, VM1, "nic0")))
+        .vm(Vm::new("vm2").vnic(Vnic::vhost(&s2, VM2, "nic0")))
+        .render();
+    let mut sw = start_vswitchd(d, &config, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
+    quiet_iface(&tap);
+    set_link(&tap, true);
+    let vms = vsperf(
+        "vms",
+        &VsperfArgs::new()
+            .wait_link(10)
+            .duration(60)
+            .opt("idle-sleep-us", 50)
+            .vm_ring(0, &s1, 1024)
+            .rxonly()
+            .vm(1, &s2)
+            .rxonly()
+            .host(0, &tap)
+            .txonly(EXT, VM1)
+            .rate("3kpps")
+            .build(),
+    );
+    sw.wait_for("vNIC link changed", Duration::from_secs(15));
+    // Counters well above what 50 ms at 8 kpps allows.
+    std::thread::sleep(Duration::from_secs(2));
+    let (tx0, drops0) = counters(d, "vm1.0");
+    assert!(
+        tx0 > 3000 && drops0 == 0,
+        "before: {tx0} delivered, {drops0} dropped"
+    );
+
+    // (1) Another VM's change: VM1's detector is carried over.
+    let (code, out, e) = vsctl(d, &["set-vm", "vm2", "priority=6"]);
+    assert_eq!(code, 0, "{out}{e}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !sw.stderr().contains("DoS attack started"),
+        "a reconfiguration raised a false alarm:\n{}",
+        sw.stderr()
+    );
+    assert_eq!(counters(d, "vm1.0").1, 0, "dropped without an attack");
+
+    // (2) A flood: VM1 is policed to 100 pps, and stays so after the flood ends.
+    let sent = attack(
+        &tap,
+        &args!["--proto", "udp", "--flows", 64, "--duration", 1],
+    );
+    let line = nth_line(&sw, "DoS attack started", 1, Duration::from_secs(2));
+    assert!(line.contains("vm1"), "{line}");
+    eprintln!("flood: {sent} frames");
+    let window = || {
+        let (t0, d0) = counters(d, "vm1.0");
+        std::thread::sleep(Duration::from_millis(1000));
+        let (t1, d1) = counters(d, "vm1.0");
+        (t1 - t0, d1 - d0)
+    };
+    let (tx, dropped) = window();
+    eprintln!("after the flood: {tx} delivered, {dropped} dropped in 1 s");
+    assert!(
+        dropped > 1500 && tx < 500,
+        "not policed after the flood: {tx} delivered, {dropped} dropped"
+    );
+
+    // VM1's DoS settings change: its mitigation ends with the old detector.
+    let (code, out, e) = vsctl(d, &["set-vm", "vm1", "dos_max_pps=9000"]);
+    assert_eq!(code, 0, "{out}{e}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (tx, dropped) = window();
+    eprintln!("after the change: {tx} delivered, {dropped} dropped in 1 s");
+    assert!(
+        dropped == 0 && tx > 2000,
+        "a stale mitigation: {tx} delivered, {dropped} dropped"
+    );
+
+    vms.signal("TERM");
+    let _ = vms.wait(Duration::from_secs(30));
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0, "{out}");
+}

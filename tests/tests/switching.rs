@@ -707,7 +707,10 @@ fn a_jumbo_frame_goes_whole_where_chains_are_taken_and_is_counted_elsewhere() {
     let s = last_json(&out);
     assert_eq!(s["mbufs_in_use_at_exit"], 0, "{s}");
     let sent = port_counters(&s, "vm1.0")["rx_pkts"].as_u64().unwrap();
-    assert!(sent >= 400, "the switch took {sent} of VM1's 500 frames: {r}\n{s}");
+    assert!(
+        sent >= 400,
+        "the switch took {sent} of VM1's 500 frames: {r}\n{s}"
+    );
     let got = rx_from(&r, 1, VM1);
     assert_eq!(got, sent, "VM2 got {got} of {sent}: {r}\n{s}");
     assert_eq!(

@@ -16,12 +16,14 @@
 //!   delay-queue bound) behind a mutex that only the control thread writes, once,
 //!   and workers read only when its generation moves (a quiescent point at the top
 //!   of an iteration), like a snapshot reload.
-//! - The mirror table is sized when the settings are installed, for the configured
-//!   number of workers and vNICs ([`DosShared::install`]), and published with the
-//!   settings (an `ArcSwap`): each worker takes its own `Arc` of it at the reload, so
-//!   mirroring is a plain index into memory it holds, and every worker, however
-//!   many, is accounted. Worker `w`'s mirrors are contiguous (no false sharing
-//!   between workers but at the block edges).
+//! - The mirror table is sized for the configured number of workers and every vNIC
+//!   slot, and published with the first settings (an `ArcSwap`): each worker takes
+//!   its own `Arc` of it at the reload, so mirroring is a plain index into memory it
+//!   holds, and every worker, however many, is accounted. Worker `w`'s mirrors are
+//!   contiguous (no false sharing between workers but at the block edges). Later
+//!   installs (live reconfigurations) keep it: a detector carried over a
+//!   reconfiguration must see its vNIC's counters go on rising, not fall to zero and
+//!   jump back, which it would read as a flood.
 //! - The control thread sums a vNIC's mirrors over workers ([`DosShared::totals`]),
 //!   so several workers may deliver to the same vNIC.
 //!
@@ -30,6 +32,13 @@
 //!   policed or held, so mitigation never hides an attack from the detector.
 //! - Held frames are delivered in arrival order after the hold time, or at once when
 //!   the mitigation no longer asks for a delay; a full delay ring drops (counted).
+//!   A held frame goes only to the vNIC it was held for: when the vNIC's protection
+//!   is removed or its slot changes hands in a reconfiguration, or the vNIC is gone
+//!   when the frame is due, the frame is dropped and counted (`dos`, on the port it
+//!   was held for).
+//! - Each install sets every vNIC's mitigation word (the carried-over detector's
+//!   mitigation, or none), so no mitigation outlives the configuration it was
+//!   decided under.
 //! - Every worker is accounted; a worker whose index is beyond the table it was
 //!   given (the table was installed for fewer workers than run) still applies
 //!   mitigation but cannot mirror its counters, which is logged once at the reload.
@@ -93,6 +102,8 @@ pub struct VnicDosSettings {
     pub signatures: Option<Arc<SignatureSet>>,
     /// Bound of the delay queue (frames).
     pub delay_frames: usize,
+    /// The vNIC's name: a slot whose owner changes starts afresh.
+    pub owner: Arc<str>,
 }
 
 /// DoS words shared between the workers and the control thread.
@@ -115,13 +126,32 @@ impl DosShared {
     }
 
     /// Control thread: installs the per-vNIC settings (by vNIC index; `None` =
-    /// unprotected) and a mirror table for `workers` workers (the configured worker
-    /// count); workers pick them up at their next iteration.
-    pub fn install(&self, settings: Vec<Option<VnicDosSettings>>, workers: usize) {
-        self.mirrors.store(Some(Arc::new(MirrorTable::new(
-            workers.max(1),
-            settings.len(),
-        ))));
+    /// unprotected) and mitigations (by vNIC index; missing = none; every other word
+    /// is cleared), and the mirror table for `workers` workers (the configured worker
+    /// count) unless one for as many is in place; workers pick them up at their next
+    /// iteration.
+    pub fn install(
+        &self,
+        settings: Vec<Option<VnicDosSettings>>,
+        mitigations: &[Mitigation],
+        workers: usize,
+    ) {
+        let workers = workers.max(1);
+        if self
+            .mirrors
+            .load()
+            .as_ref()
+            .is_none_or(|t| t.workers != workers)
+        {
+            self.mirrors.store(Some(Arc::new(MirrorTable::new(
+                workers,
+                self.mitigation.len(),
+            ))));
+        }
+        for (i, w) in self.mitigation.iter().enumerate() {
+            let m = mitigations.get(i).copied().unwrap_or(Mitigation::NONE);
+            w.store(m.pack(), Ordering::Relaxed);
+        }
         *self.settings.lock() = settings;
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -161,6 +191,8 @@ impl DosShared {
 struct VnicDos {
     counters: DosCounters,
     sigs: Option<Arc<SignatureSet>>,
+    owner: Arc<str>,
+    delay_frames: usize,
     word: u64,
     mit: Mitigation,
     budget: PacketBudget,
@@ -215,8 +247,10 @@ impl DosPath {
     }
 
     /// Reloads the settings when the control thread installed new ones. Cheap (one
-    /// atomic load) when nothing changed; call at the top of an iteration.
-    pub fn reload(&mut self, shared: &DosShared, now: Nanos) {
+    /// atomic load) when nothing changed; call at the top of an iteration. Frames
+    /// held for a vNIC that is no longer protected, or whose slot changed owner or
+    /// delay bound, are handed to `lost` (vNIC index, frame) to be freed and counted.
+    pub fn reload(&mut self, shared: &DosShared, now: Nanos, mut lost: impl FnMut(u32, Waiting)) {
         let g = shared.generation.load(Ordering::Acquire);
         if g == self.generation {
             return;
@@ -231,34 +265,56 @@ impl DosPath {
                 "DoS counters installed for fewer workers than run; this worker's are not mirrored"
             );
         }
-        for (i, s) in settings.iter().enumerate() {
-            if self.vnics.len() <= i {
-                self.vnics.resize_with(i + 1, || None);
-            }
+        if self.vnics.len() < settings.len() {
+            self.vnics.resize_with(settings.len(), || None);
+        }
+        for i in 0..self.vnics.len() {
+            let s = settings.get(i).and_then(|s| s.as_ref());
+            let delay_frames = s.map_or(1, |s| s.delay_frames.max(1));
             match (s, self.vnics[i].as_mut()) {
-                (Some(s), Some(v)) => v.sigs = s.signatures.clone(),
+                (Some(s), Some(v)) => {
+                    if v.owner != s.owner || v.delay_frames != delay_frames {
+                        while let Some(w) = v.ring.pop() {
+                            lost(i as u32, w);
+                        }
+                        v.ring = DelayRing::new(delay_frames);
+                        v.delay_frames = delay_frames;
+                        v.owner = s.owner.clone();
+                    }
+                    v.sigs = s.signatures.clone();
+                }
                 (Some(s), None) => {
                     self.vnics[i] = Some(VnicDos {
                         counters: DosCounters::default(),
                         sigs: s.signatures.clone(),
+                        owner: s.owner.clone(),
+                        delay_frames,
                         word: 0,
                         mit: Mitigation::NONE,
                         budget: PacketBudget::new(1, 1, now),
-                        ring: DelayRing::new(s.delay_frames.max(1)),
+                        ring: DelayRing::new(delay_frames),
                         touched: false,
                     });
                     self.protected.push(i as u32);
                 }
-                // A vNIC is never unprotected at run time (settings are installed once).
-                (None, _) => {}
+                (None, Some(v)) => {
+                    while let Some(w) = v.ring.pop() {
+                        lost(i as u32, w);
+                    }
+                    // Its counters go with it; the mirror keeps the last value, which a
+                    // detector of the slot's next protected owner takes as its start.
+                    self.vnics[i] = None;
+                    self.protected.retain(|&p| p != i as u32);
+                }
+                (None, None) => {}
             }
         }
     }
 
-    /// Accounts a frame arriving for `vnic` and applies its mitigation. *Fast path*:
-    /// no allocation, no locks.
+    /// Accounts a frame arriving for `vnic` (vNIC port `port`) and applies its
+    /// mitigation. *Fast path*: no allocation, no locks.
     #[inline]
-    pub fn inspect(&mut self, vnic: u32, flow: &Flow, m: Mbuf) -> DosVerdict {
+    pub fn inspect(&mut self, vnic: u32, port: u16, flow: &Flow, m: Mbuf) -> DosVerdict {
         match self.account(vnic, flow, m.pkt_len(), m.data()) {
             Action::Deliver => DosVerdict::Deliver(m),
             Action::Drop => DosVerdict::Dropped,
@@ -270,7 +326,7 @@ impl DosPath {
                 match v.ring.push(Waiting {
                     mbuf: m,
                     since: now,
-                    port: 0,
+                    port,
                 }) {
                     Ok(()) => DosVerdict::Held,
                     Err(w) => {
@@ -370,15 +426,18 @@ impl DosPath {
     }
 
     /// The next held frame that is due (its hold time passed, or the mitigation no
-    /// longer delays), with its vNIC; oldest first per vNIC.
+    /// longer delays), with its vNIC and the vNIC's name (deliver it only to a vNIC
+    /// of that name); oldest first per vNIC. `Waiting::port` is the vNIC's port when
+    /// the frame was held.
     #[inline]
-    pub fn pop_due(&mut self) -> Option<(u32, Mbuf)> {
+    pub fn pop_due(&mut self) -> Option<(u32, &str, Waiting)> {
         while let Some(&vnic) = self.protected.get(self.cursor) {
             if let Some(v) = self.vnics[vnic as usize].as_mut() {
                 let hold = v.mit.delay_hold_us as u64 * US;
                 if let Some((_, since)) = v.ring.front() {
                     if hold == 0 || self.now >= since.saturating_add(hold) {
-                        return v.ring.pop().map(|w| (vnic, w.mbuf));
+                        let v = self.vnics[vnic as usize].as_mut()?;
+                        return v.ring.pop().map(|w| (vnic, &*v.owner, w));
                     }
                 }
             }
@@ -433,13 +492,14 @@ mod tests {
         let protected = VnicDosSettings {
             signatures: None,
             delay_frames: 4,
+            owner: "vm.0".into(),
         };
-        shared.install(vec![None, None, Some(protected), None], WORKERS);
+        shared.install(vec![None, None, Some(protected), None], &[], WORKERS);
         let frame = udp_frame();
         let flow = Flow::parse(&frame).unwrap();
         let mut paths: Vec<DosPath> = (0..WORKERS).map(DosPath::new).collect();
         for (w, p) in paths.iter_mut().enumerate() {
-            p.reload(&shared, 0);
+            p.reload(&shared, 0, |_, _| panic!("nothing is held"));
             assert!(p.enabled(), "worker {w} protects nothing");
             for _ in 0..=w {
                 assert_eq!(p.account(2, &flow, 60, &frame), Action::Deliver);
@@ -467,11 +527,11 @@ mod tests {
     #[test]
     fn a_worker_beyond_the_table_mirrors_nothing() {
         let shared = DosShared::new(2);
-        shared.install(vec![Some(VnicDosSettings::default()), None], 1);
+        shared.install(vec![Some(VnicDosSettings::default()), None], &[], 1);
         let frame = udp_frame();
         let flow = Flow::parse(&frame).unwrap();
         let mut p = DosPath::new(3);
-        p.reload(&shared, 0);
+        p.reload(&shared, 0, |_, _| panic!("nothing is held"));
         shared.set_mitigation(
             0,
             Mitigation {
@@ -484,5 +544,71 @@ mod tests {
         assert_eq!(p.account(0, &flow, 60, &frame), Action::Hold);
         p.poll(&shared, 2);
         assert_eq!(shared.totals(0).pkts, 0);
+    }
+
+    /// A reinstall (a live reconfiguration) keeps the counters: a detector carried over
+    /// must see them go on rising. A fresh table used to show zero until the next
+    /// frame, then the whole count at once, which the detector read as a flood.
+    #[test]
+    fn counters_survive_a_reinstall() {
+        let shared = DosShared::new(4);
+        let s = |owner: &str| VnicDosSettings {
+            owner: owner.into(),
+            ..VnicDosSettings::default()
+        };
+        shared.install(vec![Some(s("a.0")), None], &[], 1);
+        let frame = udp_frame();
+        let flow = Flow::parse(&frame).unwrap();
+        let mut p = DosPath::new(0);
+        p.reload(&shared, 0, |_, _| panic!("nothing is held"));
+        for _ in 0..100 {
+            p.account(0, &flow, 60, &frame);
+        }
+        p.poll(&shared, 1);
+        assert_eq!(shared.totals(0).pkts, 100);
+        // One more vNIC, the first unchanged.
+        shared.install(vec![Some(s("a.0")), None, Some(s("b.0"))], &[], 1);
+        assert_eq!(
+            shared.totals(0).pkts,
+            100,
+            "the reinstall lost the counters"
+        );
+        p.reload(&shared, 2, |_, _| panic!("nothing is held"));
+        p.account(0, &flow, 60, &frame);
+        p.poll(&shared, 3);
+        assert_eq!(shared.totals(0).pkts, 101);
+        assert!(p.enabled());
+        // Protection removed from every vNIC: nothing left to inspect.
+        shared.install(vec![None, None, None], &[], 1);
+        p.reload(&shared, 4, |_, _| panic!("nothing is held"));
+        assert!(!p.enabled(), "a vNIC stayed protected");
+        assert_eq!(p.account(0, &flow, 60, &frame), Action::Deliver);
+    }
+
+    /// Every install sets every mitigation word: what it is given, none elsewhere. A
+    /// mitigation decided under settings that were replaced used to stay in force.
+    #[test]
+    fn an_install_replaces_every_mitigation() {
+        let shared = DosShared::new(4);
+        let limit = Mitigation {
+            rate_flood: true,
+            rate_limit_pps: 100,
+            ..Mitigation::NONE
+        };
+        shared.install(vec![Some(VnicDosSettings::default()); 3], &[], 1);
+        for v in 0..4 {
+            shared.set_mitigation(v, limit);
+        }
+        shared.install(
+            vec![Some(VnicDosSettings::default()); 3],
+            &[Mitigation::NONE, limit],
+            1,
+        );
+        let words: Vec<u64> = shared
+            .mitigation
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(words, [0, limit.pack(), 0, 0]);
     }
 }

@@ -218,14 +218,16 @@ impl VmCtl {
                 let sigs = vm
                     .dos_signature_set()
                     .map_err(|e| format!("vm '{}': {e}", vm.name))?;
-                let s = VnicDosSettings {
-                    signatures: (!sigs.is_empty()).then(|| std::sync::Arc::new(sigs)),
-                    delay_frames: dos
-                        .delay_policy()
-                        .map_or(1, |d| d.max_frames.clamp(1, 1 << 16)),
-                };
+                let signatures = (!sigs.is_empty()).then(|| std::sync::Arc::new(sigs));
+                let delay_frames = dos
+                    .delay_policy()
+                    .map_or(1, |d| d.max_frames.clamp(1, 1 << 16));
                 for &v in &vnics {
-                    settings[v as usize] = Some(s.clone());
+                    settings[v as usize] = Some(VnicDosSettings {
+                        signatures: signatures.clone(),
+                        delay_frames,
+                        owner: topo.vnics[v as usize].name.as_str().into(),
+                    });
                 }
                 Some(DosDetector::new(dos))
             } else {
@@ -346,7 +348,26 @@ impl VmCtl {
         if protected > 0 {
             tracing::info!(vnics = protected, "DoS defence on");
         }
-        dos.install(std::mem::take(&mut self.settings), self.workers);
+        // Every mitigation word is set anew: a detector carried over keeps its
+        // mitigation in force without a gap; any other vNIC (a VM whose DoS settings
+        // changed, a slot that changed hands) has none until its detector decides.
+        let mut mitigations = vec![Mitigation::NONE; self.settings.len()];
+        for vm in &mut self.vms {
+            vm.mitigation = vm
+                .detector
+                .as_ref()
+                .map_or(Mitigation::NONE, |d| d.mitigation());
+            for &v in &vm.vnics {
+                if let Some(m) = mitigations.get_mut(v as usize) {
+                    *m = vm.mitigation;
+                }
+            }
+        }
+        dos.install(
+            std::mem::take(&mut self.settings),
+            &mitigations,
+            self.workers,
+        );
     }
 
     /// Control thread, every iteration. `degraded(u)` tells whether uplink `u` is

@@ -424,7 +424,11 @@ impl Worker {
             if !self.shared.mailbox[self.index].is_empty() {
                 self.read_mail(&snap);
             }
-            self.dos.reload(&self.shared.dos, self.now);
+            let stats = &self.stats;
+            self.dos.reload(&self.shared.dos, self.now, |_, w| {
+                drop(w.mbuf);
+                held_frame_lost(stats, w.port);
+            });
             if self.dos.enabled() {
                 self.dos_poll(&snap);
             }
@@ -907,7 +911,7 @@ impl Worker {
         let Some(flow) = flow else {
             return self.out.enqueue(port, m);
         };
-        match self.dos.inspect(vnic, flow, m) {
+        match self.dos.inspect(vnic, port, flow, m) {
             DosVerdict::Deliver(m) => self.out.enqueue(port, m),
             DosVerdict::Dropped => self.stats.ports[port as usize].drop_one(DropReason::DosDrop),
             DosVerdict::Held => {}
@@ -919,10 +923,14 @@ impl Worker {
     fn dos_poll(&mut self, snap: &Snapshot) {
         let now = ((dpdk_sys::eal::rdtsc() as u128 * self.tsc_mult) >> 32) as Nanos;
         self.dos.poll(&self.shared.dos, now);
-        while let Some((v, m)) = self.dos.pop_due() {
+        while let Some((v, owner, w)) = self.dos.pop_due() {
             match snap.vnics.get(v as usize) {
-                Some(e) if e.live => self.out.enqueue(e.port, m),
-                _ => drop(m),
+                Some(e) if e.live && e.name == owner => self.out.enqueue(e.port, w.mbuf),
+                // Its vNIC is gone, or the slot is another vNIC's now.
+                _ => {
+                    drop(w.mbuf);
+                    held_frame_lost(&self.stats, w.port);
+                }
             }
         }
     }
@@ -1488,9 +1496,7 @@ impl TxPath {
             frames.free_all();
             return;
         };
-        if self.single_seg & (1u64 << p) != 0
-            && frames.as_slice().iter().any(|m| m.nb_segs() > 1)
-        {
+        if self.single_seg & (1u64 << p) != 0 && frames.as_slice().iter().any(|m| m.nb_segs() > 1) {
             bytes -= drop_chains(frames, c);
         }
         let n = txq.tx_burst(frames);
@@ -1502,6 +1508,16 @@ impl TxPath {
         }
         bump(&c.tx_pkts, n as u64);
         bump(&c.tx_bytes, bytes);
+    }
+}
+
+/// Counts a frame the DoS defence held for the vNIC on port `port` and then could not
+/// deliver to it (the vNIC is gone, lost its protection or its slot changed hands):
+/// a `dos` drop of that port.
+#[cold]
+fn held_frame_lost(stats: &WorkerStats, port: u16) {
+    if let Some(c) = stats.ports.get(port as usize) {
+        c.drop_one(DropReason::DosDrop);
     }
 }
 

@@ -171,9 +171,11 @@ fn prepare_path(path: &Path) -> Result<(), CtlError> {
     match clear_stale_socket(path) {
         Ok(true) => tracing::info!(path = %shown, "replacing stale control socket"),
         Ok(false) => {}
-        Err(SocketPathError::NotASocket) => return Err(CtlError::Io(format!(
+        Err(SocketPathError::NotASocket) => {
+            return Err(CtlError::Io(format!(
             "{shown} exists and is not a socket; remove it or choose another control socket path"
-        ))),
+        )))
+        }
         Err(SocketPathError::InUse) => return Err(CtlError::InUse(shown)),
         Err(SocketPathError::Io(m)) => return Err(CtlError::Io(m)),
     }
