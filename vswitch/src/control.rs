@@ -29,14 +29,16 @@ use crate::shared::Shared;
 use crate::snapshot::{PortEntry, PortRole, Snapshot, UplinkEntry, VnicEntry};
 use crate::stats::{port_totals, DropReason, WorkerStats};
 
-/// A request from the daemon's API to the control thread, answered on `reply`.
+/// A request from the daemon's API to the control thread, answered on `reply`. The
+/// control thread claims it before acting ([`crate::reply::Reply::claim`]): a request
+/// its requester gave up on is dropped, never carried out.
 pub enum ControlCmd {
     /// Manual failback of uplink `uplink`; replies with the number of members readmitted.
     Failback {
         /// Uplink index.
         uplink: usize,
         /// Where the answer goes.
-        reply: crossbeam::channel::Sender<u64>,
+        reply: crate::reply::Reply<u64>,
     },
     /// New teaming settings for uplink `uplink`.
     SetBond {
@@ -45,7 +47,7 @@ pub enum ControlCmd {
         /// The new configuration.
         cfg: BondConfig,
         /// Where the answer goes.
-        reply: crossbeam::channel::Sender<Result<(), String>>,
+        reply: crate::reply::Reply<Result<(), String>>,
     },
     /// A new topology (ports added or removed, vNICs moved, settings changed): the
     /// control thread keeps the state of every uplink whose members are unchanged,
@@ -58,14 +60,14 @@ pub enum ControlCmd {
         /// Dedicated LACP queues of the ports this change added.
         lacp_queues: Vec<LacpQueue>,
         /// Where the generation goes.
-        reply: crossbeam::channel::Sender<u64>,
+        reply: crate::reply::Reply<u64>,
     },
     /// Hands the control thread its VM actions and DoS detection (once, at start).
     VmActions {
         /// Built from the configuration by the daemon.
         ctl: Box<crate::vm_ctl::VmCtl>,
         /// Answered when installed.
-        reply: crossbeam::channel::Sender<()>,
+        reply: crate::reply::Reply<()>,
     },
 }
 
@@ -930,6 +932,16 @@ impl Control {
     }
 
     fn handle_cmd(&mut self, cmd: ControlCmd, now: Nanos) {
+        let (claimed, what) = match &cmd {
+            ControlCmd::Reconfigure { reply, .. } => (reply.claim(), "reconfigure"),
+            ControlCmd::VmActions { reply, .. } => (reply.claim(), "VM actions"),
+            ControlCmd::Failback { reply, .. } => (reply.claim(), "failback"),
+            ControlCmd::SetBond { reply, .. } => (reply.claim(), "set-bond"),
+        };
+        if !claimed {
+            tracing::warn!(request = what, "a request its requester gave up on (the control thread was late) is dropped, not carried out");
+            return;
+        }
         match cmd {
             ControlCmd::Reconfigure {
                 topo,
@@ -945,12 +957,12 @@ impl Control {
                 }
                 let t = self.effective();
                 let g = self.adopt(t, vm, lacp_queues, now);
-                let _ = reply.send(g);
+                reply.send(g);
             }
             ControlCmd::VmActions { ctl, reply } => {
                 self.failover_seen = None;
                 self.install_vm_actions(ctl, now);
-                let _ = reply.send(());
+                reply.send(());
             }
             ControlCmd::Failback { uplink, reply } => {
                 let n = self
@@ -959,7 +971,7 @@ impl Control {
                     .map(|u| u.bond.manual_failback(now) as u64)
                     .unwrap_or(0);
                 tracing::info!(uplink = %self.topo.uplinks.get(uplink).map(|u| u.name.as_str()).unwrap_or("?"), readmitted = n, "manual failback");
-                let _ = reply.send(n);
+                reply.send(n);
             }
             ControlCmd::SetBond { uplink, cfg, reply } => {
                 let r = match self.uplinks.get_mut(uplink) {
@@ -978,7 +990,7 @@ impl Control {
                     self.topo.bond_configs[uplink] = cfg;
                     tracing::info!(uplink = %self.topo.uplinks[uplink].name, mode = %self.topo.bond_configs[uplink].mode, "bond reconfigured");
                 }
-                let _ = reply.send(r);
+                reply.send(r);
             }
         }
     }

@@ -261,7 +261,8 @@ impl SwitchApi {
                     Some(Ok(())) => Ok(()),
                     Some(Err(e)) => Err(CtlError::Invalid(format!("bond '{bond}': {e}"))),
                     None => Err(CtlError::Internal(
-                        "the control thread did not answer".into(),
+                        "the control thread did not take the change within 2 s; it was not made"
+                            .into(),
                     )),
                 };
             }
@@ -484,7 +485,12 @@ impl ControlApi for SwitchApi {
         })?;
         self.switch
             .control_request(|reply| ControlCmd::Failback { uplink: u, reply })
-            .ok_or_else(|| CtlError::Internal("the control thread did not answer".into()))
+            .ok_or_else(|| {
+                CtlError::Internal(
+                    "the control thread did not take the failback within 2 s; it was not made"
+                        .into(),
+                )
+            })
     }
 
     fn vnic_bandwidth(&self, vnic: Option<&str>) -> Result<Vec<VnicShow>, CtlError> {

@@ -20,6 +20,7 @@ pub mod delay_ring;
 pub mod dos_path;
 pub mod lacp_ctl;
 pub mod nap;
+pub mod reply;
 pub mod shared;
 pub mod snapshot;
 pub mod stats;

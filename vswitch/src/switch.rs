@@ -885,7 +885,8 @@ impl Switch {
                 ps.just_vacated.clear();
                 self.release_ports(&mut ps, &new_ports);
                 return Err(SwitchError::Other(
-                    "the control thread did not take the new topology".into(),
+                    "the control thread did not take the new topology within 2 s; it was withdrawn"
+                        .into(),
                 ));
             }
         };
@@ -1159,14 +1160,17 @@ impl Switch {
         &self.cores
     }
 
-    /// Sends a request to the control thread and waits (up to 2 s) for its answer.
+    /// Sends a request to the control thread and waits for its answer: `None` when the
+    /// control thread did not take it up within 2 s (it is then withdrawn and never
+    /// carried out; [`crate::reply`]), the answer otherwise.
     pub fn control_request<T>(
         &self,
-        make: impl FnOnce(crossbeam::channel::Sender<T>) -> ControlCmd,
+        make: impl FnOnce(crate::reply::Reply<T>) -> ControlCmd,
     ) -> Option<T> {
-        let (tx, rx) = crossbeam::channel::bounded(1);
-        self.cmds.send(make(tx)).ok()?;
-        rx.recv_timeout(Duration::from_secs(2)).ok()
+        crate::reply::request(
+            |reply| self.cmds.send(make(reply)).is_ok(),
+            Duration::from_secs(2),
+        )
     }
 
     /// Stops workers and the control thread, frees every frame, closes ports and
