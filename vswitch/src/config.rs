@@ -889,6 +889,9 @@ impl Config {
         }
         let mut macs: HashMap<MacAddr, String> = HashMap::new();
         let mut sockets: HashSet<&str> = HashSet::new();
+        // vNIC names (given, or `<vm>.<index>`) name ports in status, counters and
+        // vsctl, and key the switch's per-vNIC slots: one name, one vNIC.
+        let mut vnic_names: HashSet<String> = HashSet::new();
         for vm in &self.vm {
             if let Some(prev) = names.insert(&vm.name, "vm") {
                 return bad(format!(
@@ -953,6 +956,9 @@ impl Config {
             for (j, v) in vm.vnic.iter().enumerate() {
                 let vname = Config::vnic_name(vm, j);
                 let what = format!("vm '{}' vnic '{vname}'", vm.name);
+                if !vnic_names.insert(vname.clone()) {
+                    return bad(format!("{what}: another vnic has this name"));
+                }
                 let mac: MacAddr = v
                     .mac
                     .parse()
@@ -1291,6 +1297,15 @@ dos_signatures = ["dns proto=udp dport=53 payload@0=abcd"]"#,
 
     #[test]
     fn bad_mac_and_duplicates() {
+        // A given name equal to another vNIC's positional one.
+        let e = err(&GOOD.replace(
+            "socket = \"/tmp/vm1b.sock\"",
+            "socket = \"/tmp/vm1b.sock\"\n  name = \"vm1.0\"",
+        ));
+        assert!(
+            e.contains("vnic 'vm1.0': another vnic has this name"),
+            "{e}"
+        );
         assert!(err(&GOOD.replace("02:00:00:00:00:03", "02:00:00:00:00")).contains("invalid MAC"));
         assert!(err(&GOOD.replace("02:00:00:00:00:03", "02:00:00:00:00:01"))
             .contains("already used by vnic 'vm1.0'"));

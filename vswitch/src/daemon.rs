@@ -98,8 +98,7 @@ impl SwitchApi {
         let topo = self.switch.topology();
         view.uplinks
             .iter()
-            .enumerate()
-            .map(|(u, up)| {
+            .map(|up| {
                 let bond_cfg = cfg.bond.iter().find(|b| b.name == up.name);
                 UplinkShow {
                     name: up.name.clone(),
@@ -135,11 +134,20 @@ impl SwitchApi {
                             }
                         })
                         .collect(),
-                    vnics: topo.uplinks[u]
-                        .vnics
+                    // The view and the topology are read one after the other: a
+                    // reconfiguration between them may have changed the uplinks.
+                    vnics: topo
+                        .uplinks
                         .iter()
-                        .map(|&v| topo.vnics[v as usize].name.clone())
-                        .collect(),
+                        .find(|t| t.name == up.name)
+                        .map(|t| {
+                            t.vnics
+                                .iter()
+                                .filter_map(|&v| topo.vnics.get(v as usize))
+                                .map(|v| v.name.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect()

@@ -1098,7 +1098,16 @@ fn set_keys<T: Serialize + serde::de::DeserializeOwned>(
             Some(cur) if !cur.is_null() && !raw.trim().is_empty() => {
                 let t = typed_like(cur, raw)
                     .map_err(|e| CtlError::BadArgs(format!("{what} {k}: {e}")))?;
-                (t.clone(), t)
+                // An empty list gives no element type: its items were guessed, and
+                // read as strings in the fallback.
+                let f = match cur {
+                    Value::Array(items) if items.is_empty() => {
+                        list_items(raw, |p| Ok::<_, String>(Value::String(p.to_string())))
+                            .map_err(|e| CtlError::BadArgs(format!("{what} {k}: {e}")))?
+                    }
+                    _ => t.clone(),
+                };
+                (t, f)
             }
             Some(cur) if !cur.is_null() => (
                 Value::Null,
@@ -1148,24 +1157,30 @@ fn typed_like(old: &Value, raw: &str) -> Result<Value, String> {
             Value::Bool(parse_bool(raw).ok_or_else(|| format!("'{raw}' is not true or false"))?)
         }
         Value::Number(_) => parse_number(raw).ok_or_else(|| format!("'{raw}' is not a number"))?,
-        Value::Array(items) => {
-            let numeric = items.first().is_some_and(Value::is_number);
-            let parts = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
-            let mut out = Vec::new();
-            for p in parts {
-                out.push(if numeric {
-                    parse_number(p).ok_or_else(|| format!("'{p}' is not a number"))?
-                } else {
-                    Value::String(p.to_string())
-                });
-            }
-            Value::Array(out)
-        }
+        // Items typed like the list's first; an empty list's are guessed (number,
+        // boolean or string), as for an unset optional field.
+        Value::Array(items) => match items.first() {
+            Some(Value::Number(_)) => list_items(raw, |p| {
+                parse_number(p).ok_or_else(|| format!("'{p}' is not a number"))
+            })?,
+            Some(_) => list_items(raw, |p| Ok(Value::String(p.to_string())))?,
+            None => list_items(raw, |p| Ok(guess_value(p)))?,
+        },
         Value::Null => guess_value(raw),
         Value::Object(_) => {
             return Err("this key is a table; set its fields in the config file".into())
         }
     })
+}
+
+/// The comma-separated items of `raw` (empty ones skipped), each typed by `item`.
+fn list_items(raw: &str, item: impl Fn(&str) -> Result<Value, String>) -> Result<Value, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(item)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
 }
 
 /// Types a value for an optional field that is unset: empty unsets it; then a

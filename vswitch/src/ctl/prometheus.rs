@@ -105,20 +105,29 @@ fn answer(mut s: TcpStream, api: &dyn ControlApi) {
     let (method, target) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET", "/metrics") => match collect(api) {
-            Ok(body) => reply(
-                &mut s,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-            ),
-            Err(e) => reply(
-                &mut s,
-                "500 Internal Server Error",
-                "text/plain",
-                &format!("{e}\n"),
-            ),
-        },
+        // A panicking API call (a bug) answers 500 instead of ending the exporter
+        // thread, as the control socket's server does.
+        ("GET", "/metrics") => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collect(api)))
+                .unwrap_or_else(|_| {
+                    Err(CtlError::Internal(
+                        "the metrics could not be gathered (a bug; see the log)".into(),
+                    ))
+                }) {
+                Ok(body) => reply(
+                    &mut s,
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    &body,
+                ),
+                Err(e) => reply(
+                    &mut s,
+                    "500 Internal Server Error",
+                    "text/plain",
+                    &format!("{e}\n"),
+                ),
+            }
+        }
         ("GET", "/") => reply(
             &mut s,
             "200 OK",

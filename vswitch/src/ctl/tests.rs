@@ -467,6 +467,28 @@ fn set_bond_keys_are_typed_by_field() {
     )
     .unwrap();
     assert_eq!(c.bond[0].isolated_member, None);
+    // A list that is empty now: its items' type comes from the field, numbers here
+    // (they used to be read as strings and refused).
+    assert!(c.bond[0].lacp_port_priorities.is_empty());
+    let c = apply_to_config(
+        &c,
+        &ConfigChange::SetBond {
+            bond: "bond0".into(),
+            settings: vec![s("lacp_port_priorities", "100, 200")],
+        },
+    )
+    .unwrap();
+    assert_eq!(c.bond[0].lacp_port_priorities, vec![100, 200]);
+    let e = apply_to_config(
+        &c,
+        &ConfigChange::SetBond {
+            bond: "bond0".into(),
+            settings: vec![s("lacp_port_priorities", "100, high")],
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'high' is not a number"), "{e}");
 
     let set = |k: &str, v: &str| {
         apply_err(ConfigChange::SetBond {
@@ -1413,6 +1435,24 @@ fn prometheus_http() {
         http(addr, &format!("GET /{} HTTP/1.1\r\n", "a".repeat(10_000)))
             .starts_with("HTTP/1.1 431")
     );
+    quit.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+}
+
+/// A panicking API call answers 500; the exporter goes on serving (its thread used to
+/// die with the panic).
+#[test]
+fn prometheus_survives_a_panicking_api() {
+    let fake = Arc::new(FakeApi::new(sample_config(), None));
+    let api: Arc<dyn ControlApi> = fake.clone();
+    let quit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr, h) = prometheus::serve("127.0.0.1:0".parse().unwrap(), api, quit.clone()).unwrap();
+    fake.panic_in_show.store(true, Ordering::Relaxed);
+    let r = http(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 500"), "{r}");
+    fake.panic_in_show.store(false, Ordering::Relaxed);
+    let r = http(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
     quit.store(true, Ordering::Relaxed);
     h.join().unwrap();
 }
