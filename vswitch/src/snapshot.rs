@@ -132,6 +132,9 @@ pub struct UplinkPorts {
     pub by_bucket: [u16; HASH_BUCKETS],
     /// A bit per member port (bit `port`; port ids are below [`MAX_PORTS`]).
     pub mask: u64,
+    /// A bit per member port a frame may leave on now: the usable members (for
+    /// active-backup, the active one).
+    pub live: u64,
 }
 
 impl Default for UplinkPorts {
@@ -139,6 +142,7 @@ impl Default for UplinkPorts {
         UplinkPorts {
             by_bucket: [NO_PORT; HASH_BUCKETS],
             mask: 0,
+            live: 0,
         }
     }
 }
@@ -156,7 +160,35 @@ impl UplinkPorts {
             .iter()
             .filter(|&&m| (m as usize) < MAX_PORTS)
             .fold(0, |a, &m| a | 1 << m);
+        let live_members = match dist.mode() {
+            policy::bond::Mode::ActiveBackup => dist.active().map_or(0, |a| 1u32 << a),
+            _ => u32::from(dist.usable_mask()),
+        };
+        p.live = members
+            .iter()
+            .enumerate()
+            .filter(|&(i, &m)| i < 32 && live_members & (1 << i) != 0 && (m as usize) < MAX_PORTS)
+            .fold(0, |a, (_, &m)| a | 1 << m);
         p
+    }
+
+    /// The member port for a frame that was given `chosen` earlier (it waited in a
+    /// vNIC's delay ring) and leaves now: `chosen` while a frame may still leave on
+    /// it, else one of the live members, the same one for every frame of `chosen`
+    /// (a failed member's flows stay together); [`NO_PORT`] when none is live.
+    pub fn still_live(&self, chosen: u16) -> u16 {
+        if (chosen as usize) < MAX_PORTS && self.live & (1 << chosen) != 0 {
+            return chosen;
+        }
+        let n = self.live.count_ones();
+        if n == 0 {
+            return NO_PORT;
+        }
+        let mut left = self.live;
+        for _ in 0..chosen as u32 % n {
+            left &= left - 1;
+        }
+        left.trailing_zeros() as u16
     }
 }
 
@@ -376,5 +408,50 @@ mod tests {
         let p = UplinkPorts::new(&[5], &b.distribution());
         assert!(p.by_bucket.iter().all(|&x| x == 5 || x == NO_PORT));
         assert!(p.by_bucket.contains(&5) && p.by_bucket.contains(&NO_PORT));
+    }
+
+    /// A frame queued for a member leaves on it while the member is live, else on one
+    /// live member per failed one; for active-backup, on the active member only.
+    #[test]
+    fn a_queued_frame_leaves_on_a_live_member() {
+        use policy::bond::{Bond, BondConfig, HashFields, Mode};
+        let members = [7u16, 3, 12];
+        let bond = |mode: Mode, up: u8| {
+            let mut b = Bond::new(
+                BondConfig {
+                    mode,
+                    ..BondConfig::default()
+                },
+                members.len(),
+            )
+            .unwrap();
+            for m in 0..members.len() {
+                b.link_changed(m, up & (1 << m) != 0, 0).unwrap();
+            }
+            UplinkPorts::new(&members, &b.distribution())
+        };
+        let hash = Mode::Hash(HashFields::L3L4);
+        let all = bond(hash, 0b111);
+        assert_eq!(all.live, 1 << 7 | 1 << 3 | 1 << 12);
+        for &m in &members {
+            assert_eq!(all.still_live(m), m);
+        }
+        // Member 3 failed while frames waited for it: they leave on 7 or 12, all on
+        // the same one.
+        let two = bond(hash, 0b101);
+        let p = two.still_live(3);
+        assert!(p == 7 || p == 12, "{p}");
+        assert_eq!(two.still_live(7), 7);
+        assert_eq!(two.still_live(NO_PORT), two.still_live(NO_PORT));
+        assert_ne!(two.still_live(NO_PORT), NO_PORT);
+        // None live: no port.
+        assert_eq!(bond(hash, 0).still_live(7), NO_PORT);
+        // Active-backup: the standby is up but frames leave on the active member.
+        let ab = bond(Mode::ActiveBackup, 0b111);
+        assert_eq!(ab.live.count_ones(), 1, "{:b}", ab.live);
+        let active = ab.live.trailing_zeros() as u16;
+        for &m in &members {
+            assert_eq!(ab.still_live(m), active);
+        }
     }
 }

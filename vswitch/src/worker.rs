@@ -438,7 +438,7 @@ impl Worker {
                 let prev = self.now;
                 self.now = ((tsc() as u128 * self.tsc_mult) >> 32) as Nanos;
                 self.refresh_allocations(self.now.saturating_sub(prev));
-                queued = self.service_queues();
+                queued = self.service_queues(&snap);
             }
             let mut got = 0;
             let mut busy = false;
@@ -732,11 +732,19 @@ impl Worker {
     /// Offers queued frames to their gates, oldest first.
     ///
     /// Returns whether frames are still waiting (the load-based sleep waits for them).
-    fn service_queues(&mut self) -> bool {
+    /// A frame leaves on the member it was given when it was queued while that member
+    /// is still live in `snap`, else on a live member of the vNIC's uplink now
+    /// ([`crate::snapshot::UplinkPorts::still_live`]): a failover while it waited does not send it to
+    /// the failed member.
+    fn service_queues(&mut self, snap: &Snapshot) -> bool {
         let now = self.now;
         let mut waiting = false;
         for i in 0..self.owned.len() {
             let v = self.owned[i] as usize;
+            let up = snap
+                .vnics
+                .get(v)
+                .and_then(|e| snap.uplinks.get(e.uplink as usize));
             while let Some(bw) = self.bw[v].as_mut() {
                 let Some((len, since)) = bw.ring.front() else {
                     break;
@@ -750,7 +758,13 @@ impl Worker {
                     }
                     Verdict::Send => {
                         let w = bw.ring.pop().expect("front was Some");
-                        self.out.enqueue(w.port, w.mbuf);
+                        match up.map_or(NO_PORT, |u| u.ports.still_live(w.port)) {
+                            NO_PORT => {
+                                drop(w.mbuf);
+                                no_member(&self.out, vport);
+                            }
+                            p => self.out.enqueue(p, w.mbuf),
+                        }
                     }
                     Verdict::Drop(r) => {
                         drop(bw.ring.pop());
