@@ -15,9 +15,14 @@
 //!   [`Response`] and the connection stays usable; a line longer than
 //!   [`MAX_LINE`] is answered with an error and that connection is closed; a panic
 //!   inside the API is caught and answered as an internal error.
-//! - A client that sends nothing for [`ServerOptions::idle_timeout`] is disconnected,
-//!   so a silent client cannot hold a thread forever; half a line followed by a
-//!   disconnect is discarded.
+//! - A client that makes no request for [`ServerOptions::idle_timeout`] is
+//!   disconnected, so a silent client cannot hold a thread forever: only a complete,
+//!   non-blank request line counts, not a trickle of bytes or blank lines. Half a line
+//!   followed by a disconnect is discarded.
+//! - When every slot is taken, a new client is still served: the connection idle the
+//!   longest (at least [`ServerOptions::evict_after`]) is told why and closed to make
+//!   room, so idle connections cannot lock operators out. Only when every client made
+//!   a request more recently is the new one refused.
 //! - The socket is created with the requested mode (0660 by default) and optionally
 //!   handed to a group; a stale socket file (nobody listening) is replaced, a live one
 //!   (another `vswitchd`) makes [`serve`] fail, and anything that is not a socket is
@@ -27,7 +32,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,8 +55,11 @@ pub struct ServerOptions {
     pub group: Option<String>,
     /// Most concurrent clients.
     pub max_clients: usize,
-    /// A client silent for this long is disconnected.
+    /// A client that makes no request for this long is disconnected.
     pub idle_timeout: Duration,
+    /// With every slot taken, a client idle at least this long gives its slot to a
+    /// new one.
+    pub evict_after: Duration,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +69,7 @@ impl Default for ServerOptions {
             group: None,
             max_clients: 16,
             idle_timeout: Duration::from_secs(60),
+            evict_after: Duration::from_secs(1),
         }
     }
 }
@@ -209,6 +218,15 @@ fn lookup_group(g: &str) -> Result<u32, CtlError> {
         })
 }
 
+/// What the accept thread knows of a client thread.
+struct ClientState {
+    /// When its last request was answered (or it connected), in ms since the server
+    /// started.
+    idle_since_ms: AtomicU64,
+    /// Set by the accept thread: close to make room for a new client.
+    evict: AtomicBool,
+}
+
 struct ClientSlot(Arc<AtomicUsize>);
 impl Drop for ClientSlot {
     fn drop(&mut self) {
@@ -223,18 +241,21 @@ fn accept_loop(
     quit: &Arc<AtomicBool>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
-    let mut clients: Vec<JoinHandle<()>> = Vec::new();
+    let epoch = Instant::now();
+    let mut clients: Vec<(JoinHandle<()>, Arc<ClientState>)> = Vec::new();
     while !quit.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((mut stream, _)) => {
-                clients.retain(|h| !h.is_finished());
+                clients.retain(|(h, _)| !h.is_finished());
                 if stream.set_nonblocking(false).is_err() {
                     continue;
                 }
-                if active.load(Ordering::SeqCst) >= opts.max_clients {
+                if active.load(Ordering::SeqCst) >= opts.max_clients
+                    && !evict_longest_idle(&clients, epoch, opts.evict_after)
+                {
                     let _ = stream.set_write_timeout(Some(POLL));
                     let msg = format!(
-                        "too many control clients ({}); try again later",
+                        "too many control clients ({}), all of them active; try again later",
                         opts.max_clients
                     );
                     let _ = stream.write_all(Response::err(0, msg).to_line().as_bytes());
@@ -242,16 +263,26 @@ fn accept_loop(
                 }
                 active.fetch_add(1, Ordering::SeqCst);
                 let slot = ClientSlot(Arc::clone(&active));
-                let (api, quit, idle) = (Arc::clone(api), Arc::clone(quit), opts.idle_timeout);
+                let state = Arc::new(ClientState {
+                    idle_since_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+                    evict: AtomicBool::new(false),
+                });
+                let client = Client {
+                    quit: Arc::clone(quit),
+                    state: Arc::clone(&state),
+                    epoch,
+                    idle: opts.idle_timeout,
+                };
+                let api = Arc::clone(api);
                 let spawned =
                     std::thread::Builder::new()
                         .name("ctl-client".into())
                         .spawn(move || {
                             let _slot = slot;
-                            serve_client(stream, &*api, &quit, idle);
+                            serve_client(stream, &*api, &client);
                         });
                 match spawned {
-                    Ok(h) => clients.push(h),
+                    Ok(h) => clients.push((h, state)),
                     Err(e) => tracing::warn!("cannot start a control client thread: {e}"),
                 }
             }
@@ -266,13 +297,47 @@ fn accept_loop(
             }
         }
     }
-    for h in clients {
+    for (h, _) in clients {
         let _ = h.join();
     }
 }
 
-/// Serves one connection until EOF, error, idle timeout, an oversized line or quit.
-fn serve_client(mut stream: UnixStream, api: &dyn ControlApi, quit: &AtomicBool, idle: Duration) {
+/// Asks the client idle the longest, if it has been idle at least `min`, to close
+/// (it does within [`POLL`]); false when there is none.
+fn evict_longest_idle(
+    clients: &[(JoinHandle<()>, Arc<ClientState>)],
+    epoch: Instant,
+    min: Duration,
+) -> bool {
+    let now = epoch.elapsed().as_millis() as u64;
+    let victim = clients
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| !c.evict.load(Ordering::Relaxed))
+        .min_by_key(|c| c.idle_since_ms.load(Ordering::Relaxed))
+        .filter(|c| {
+            now.saturating_sub(c.idle_since_ms.load(Ordering::Relaxed)) >= min.as_millis() as u64
+        });
+    match victim {
+        Some(c) => {
+            c.evict.store(true, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A client thread's view of the server.
+struct Client {
+    quit: Arc<AtomicBool>,
+    state: Arc<ClientState>,
+    epoch: Instant,
+    idle: Duration,
+}
+
+/// Serves one connection until EOF, error, idle timeout, an oversized line, eviction
+/// or quit.
+fn serve_client(mut stream: UnixStream, api: &dyn ControlApi, client: &Client) {
     if stream.set_read_timeout(Some(POLL)).is_err()
         || stream
             .set_write_timeout(Some(Duration::from_secs(5)))
@@ -298,30 +363,33 @@ fn serve_client(mut stream: UnixStream, api: &dyn ControlApi, quit: &AtomicBool,
             if stream.write_all(resp.to_line().as_bytes()).is_err() {
                 return;
             }
+            last = Instant::now();
+            client
+                .state
+                .idle_since_ms
+                .store(client.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
         if buf.len() >= MAX_LINE {
             let _ = stream.write_all(too_long().to_line().as_bytes());
             return;
         }
-        if quit.load(Ordering::Relaxed) {
+        if client.quit.load(Ordering::Relaxed) || last.elapsed() >= client.idle {
+            return;
+        }
+        if client.state.evict.load(Ordering::Relaxed) {
+            let msg = "closed: every control client slot is taken and this connection was idle the longest; reconnect to go on";
+            let _ = stream.write_all(Response::err(0, msg.to_string()).to_line().as_bytes());
             return;
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                last = Instant::now();
-            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // Nothing for POLL: look at the flags and the idle time again.
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if last.elapsed() >= idle {
-                    return;
-                }
-            }
+                ) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }

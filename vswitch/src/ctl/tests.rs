@@ -1129,6 +1129,86 @@ fn silent_clients_time_out_and_the_client_cap_holds() {
     }
 }
 
+/// With every slot taken, a new client is served: the connection idle the longest
+/// is told why and closed. A trickle of blank lines is not activity: it neither keeps
+/// a connection past the idle timeout nor protects it from eviction.
+#[test]
+fn idle_clients_make_room_and_a_trickle_is_not_activity() {
+    let opts = ServerOptions {
+        max_clients: 2,
+        idle_timeout: Duration::from_millis(1500),
+        evict_after: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let f = Fixture::with(false, opts);
+    let start = Instant::now();
+    // `a` sends a blank line every 50 ms and never a request.
+    let a = UnixStream::connect(&f.sock).unwrap();
+    let mut a_w = a.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        while a_w.write_all(b"\n").is_ok() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = f.client();
+    b.ok("hello", Value::Null);
+    std::thread::sleep(Duration::from_millis(300));
+    // Both slots taken; `a` has been idle the longest.
+    let mut c = f.client();
+    assert_eq!(c.ok("hello", Value::Null), b.ok("hello", Value::Null));
+    let mut a_r = BufReader::new(a);
+    a_r.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut line = String::new();
+    a_r.read_line(&mut line).unwrap();
+    let r: Response = serde_json::from_str(&line).unwrap();
+    assert!(r.error.unwrap().contains("idle the longest"), "{line}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "evicted only by the idle timeout"
+    );
+    trickle.join().unwrap();
+    // `b` and `c` both made requests within 200 ms: a third is refused.
+    b.ok("hello", Value::Null);
+    c.ok("hello", Value::Null);
+    let mut d = f.client();
+    let r = d.read().expect("an error line");
+    assert!(r.error.unwrap().contains("all of them active"));
+    // A client that only trickles blank lines is closed after the idle timeout.
+    let f = Fixture::with(
+        false,
+        ServerOptions {
+            idle_timeout: Duration::from_millis(500),
+            ..ServerOptions::default()
+        },
+    );
+    let mut t = UnixStream::connect(&f.sock).unwrap();
+    t.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let begun = Instant::now();
+    let mut buf = [0u8; 16];
+    loop {
+        assert!(
+            begun.elapsed() < Duration::from_secs(5),
+            "a trickle kept the connection"
+        );
+        if t.write_all(b"\n").is_err() {
+            break;
+        }
+        match t.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => panic!("a blank line was answered"),
+            Err(_) => std::thread::sleep(Duration::from_millis(30)),
+        }
+    }
+    assert!(
+        begun.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        begun.elapsed()
+    );
+}
+
 #[test]
 fn a_panicking_api_call_is_an_error_reply() {
     let f = Fixture::new(false);
