@@ -372,30 +372,6 @@ impl<const N: usize> Burst<N> {
         }
     }
 
-    /// Keeps the mbufs for which `keep` is true, in order, and frees the others.
-    /// Returns how many were freed.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Mbuf) -> bool) -> usize {
-        let end = self.len;
-        let mut kept = 0;
-        // len stays 0 while entries move, so a panic in `keep` leaks the remaining
-        // mbufs instead of freeing one twice.
-        self.len = 0;
-        for i in 0..end {
-            // SAFETY: i < end <= N; entry i is initialised and owned and has not been
-            // read (entries are read in order, and the writes below go to slots
-            // kept <= i that were read already).
-            let m = unsafe { self.bufs.get_unchecked(i).assume_init_read() };
-            if keep(&m) {
-                self.bufs[kept].write(m);
-                kept += 1;
-            } else {
-                drop(m);
-            }
-        }
-        self.len = kept;
-        end - kept
-    }
-
     /// The held mbufs, for writing their data.
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {

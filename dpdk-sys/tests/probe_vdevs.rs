@@ -146,18 +146,6 @@ fn every_vdev_kind_probes_and_forwards() {
     assert_eq!(b.as_slice()[0].data(), &[7u8; 100][..]);
     b.truncate(2);
     assert_eq!(b.len(), 2);
-    // retain keeps the chosen mbufs in order and frees the others.
-    let mut r: Burst<8> = Burst::new();
-    for len in [10u8, 11, 12, 13, 14] {
-        r.push(Mbuf::from_bytes(&pool, &vec![len; len as usize]).unwrap())
-            .unwrap();
-    }
-    assert_eq!(r.retain(|m| m.pkt_len() % 2 == 0), 2);
-    let lens: Vec<u32> = r.as_slice().iter().map(|m| m.pkt_len()).collect();
-    assert_eq!(lens, [10, 12, 14]);
-    assert_eq!(r.retain(|_| true), 0);
-    assert_eq!(r.len(), 3);
-    drop(r);
     drop(b);
     assert!(
         pool.in_use() <= before,

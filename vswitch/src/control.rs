@@ -209,6 +209,13 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The speed member `m` of uplink `u` counts with: its configured `speed_mbps`, else
+    /// what its PMD reports in `link` (0 when it reports none; see
+    /// [`UplinkCtl::capacity_bps`]).
+    fn member_speed(&self, u: usize, m: usize, link: &dpdk_sys::Link) -> u32 {
+        self.member_speeds[u][m].unwrap_or(link.speed_mbps)
+    }
+
     /// A snapshot with the given distributions, one per uplink.
     pub fn snapshot(&self, dists: &[Distribution]) -> Snapshot {
         let mut uplinks = self.uplinks.clone();
@@ -416,8 +423,8 @@ impl Control {
             link: links.iter().map(|l| l.up).collect(),
             speed_mbps: links
                 .iter()
-                .zip(&topo.member_speeds[u])
-                .map(|(l, configured)| configured.unwrap_or(l.speed_mbps))
+                .enumerate()
+                .map(|(m, l)| topo.member_speed(u, m, l))
                 .collect(),
             tx_full: totals
                 .iter()
@@ -722,8 +729,7 @@ impl Control {
                         c.lacp = Self::lacp_for(&self.topo, u, now);
                     }
                     for (m, &port) in up.members.iter().enumerate() {
-                        c.speed_mbps[m] = self.topo.member_speeds[u][m]
-                            .unwrap_or_else(|| Port::from_id(port).link().speed_mbps);
+                        c.speed_mbps[m] = self.topo.member_speed(u, m, &Port::from_id(port).link());
                     }
                     c
                 }
@@ -1003,7 +1009,7 @@ impl Control {
                 if let Some(lacp) = ctl.lacp.as_mut() {
                     lacp.set_link(m, l, now);
                 }
-                ctl.speed_mbps[m] = self.topo.member_speeds[u][m].unwrap_or(l.speed_mbps);
+                ctl.speed_mbps[m] = self.topo.member_speed(u, m, &l);
                 if l.up != ctl.link[m] {
                     note_unknown_speed(
                         &up.name,

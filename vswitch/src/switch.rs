@@ -638,7 +638,9 @@ impl Switch {
             args.push("--log-level=lib.vhost.config:error".into());
         }
         let eal = Eal::init(&args)?;
-        let pool = Mempool::new(eal, "vswitch_pool", cfg.dataplane.mbufs, 256, 2048 + 128)
+        // RTE_PKTMBUF_HEADROOM (128) + one segment's data (see `ONE_SEGMENT_MAX`).
+        let data_room = crate::worker::ONE_SEGMENT_MAX as u16 + 128;
+        let pool = Mempool::new(eal, "vswitch_pool", cfg.dataplane.mbufs, 256, data_room)
             .map_err(SwitchError::Other)?;
         let mut ps = PortSet {
             eal,

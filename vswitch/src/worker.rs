@@ -28,7 +28,7 @@ use policy::wire::{ethertype, EthHeaderKey, Flow, FrameView, MacAddr, V4_RUN_MIN
 
 use crate::shared::Shared;
 use crate::snapshot::{PortRole, Snapshot, UplinkEntry, VnicEntry, NO_PORT};
-use crate::stats::{bump, DropReason, PortCounters, WorkerStats, MAX_PORTS};
+use crate::stats::{bump, DropReason, WorkerStats, MAX_PORTS};
 use policy::bandwidth::{Allocation, GateConfig, Verdict, VnicGate};
 use policy::bond::{bucket_of, hash_flow, hash_l3l4_words, BurstPick, HashFields, SelectCtx};
 use policy::time::Nanos;
@@ -1186,6 +1186,7 @@ enum Stop {
     Other(Mbuf),
     /// At a frame whose tx buffer (index `usize` of [`TxPath::bufs`]) is full.
     Full(Mbuf, usize),
+
     /// At a frame of the run whose member the loop does not pick
     /// ([`Pick::pick_in_loop`]).
     Slow(Mbuf),
@@ -1392,6 +1393,12 @@ struct TxPath {
     stats: Arc<WorkerStats>,
 }
 
+/// The most bytes one of the switch's mbufs holds (its pool's data room less the
+/// headroom). A longer frame is a chain of segments; a frame this long or shorter is
+/// never one, since the PMDs the switch receives from (vhost-user, pcap; NICs run
+/// without rx scatter) fill a segment before they chain another.
+pub const ONE_SEGMENT_MAX: u32 = 2048;
+
 /// Tx buffers of a worker: one per port id, and above them the sink.
 const TX_BUFS: usize = 2 * MAX_PORTS;
 /// The buffer a member pick of [`NO_PORT`] lands in ([`TxPath::try_push`] indexes the
@@ -1448,9 +1455,14 @@ impl TxPath {
 
     /// [`push_marked`](Self::push_marked) onto buffer `i` (a port id, or [`SINK`] for
     /// [`NO_PORT`], modulo [`TX_BUFS`]) without the call when the buffer is full: the
-    /// frame is given back, for [`enqueue_full`](Self::enqueue_full).
+    /// frame is given back, for [`enqueue_full`](Self::enqueue_full). So is a frame
+    /// longer than one mbuf ([`ONE_SEGMENT_MAX`]), which may be a chain: a branch
+    /// here, the check out of line there, and no call in the loops that buffer.
     #[inline(always)]
     fn try_push(&mut self, i: usize, m: Mbuf, len: u32) -> Result<(), Mbuf> {
+        if len > ONE_SEGMENT_MAX {
+            return Err(m);
+        }
         let buf = &mut self.bufs[i];
         buf.frames.push(m)?;
         buf.bytes += len as u64;
@@ -1472,14 +1484,30 @@ impl TxPath {
         );
     }
 
-    /// [`enqueue`](Self::enqueue) onto a full buffer: flush it, then push.
+    /// A frame [`try_push`](Self::try_push) gave back for buffer `p`: one longer than
+    /// one mbuf, or any frame for a full buffer. A chain of segments for a port whose
+    /// device does not transmit chains is freed and counted as
+    /// [`DropReason::ChainUnsupported`] of that port (without the offload, a PMD may
+    /// send the first segment and never free the rest); otherwise a full buffer is
+    /// flushed and the frame buffered.
     #[cold]
     #[inline(never)]
     fn enqueue_full(&mut self, p: usize, m: Mbuf) {
-        self.flush(p);
+        if m.nb_segs() > 1 && p < MAX_PORTS && self.single_seg & (1u64 << p) != 0 {
+            drop(m);
+            self.stats.ports[p].drop_one(DropReason::ChainUnsupported);
+            return;
+        }
+        if self.bufs[p].frames.is_full() {
+            self.flush(p);
+        }
         let len = m.pkt_len();
-        match self.try_push(p, m, len) {
-            Ok(()) => self.pending |= 1 << p,
+        let buf = &mut self.bufs[p];
+        match buf.frames.push(m) {
+            Ok(()) => {
+                buf.bytes += len as u64;
+                self.pending |= 1 << p;
+            }
             Err(m) => {
                 drop(m);
                 self.stats.ports[p].drop_one(DropReason::TxFull);
@@ -1510,9 +1538,6 @@ impl TxPath {
             frames.free_all();
             return;
         };
-        if self.single_seg & (1u64 << p) != 0 && frames.as_slice().iter().any(|m| m.nb_segs() > 1) {
-            bytes -= drop_chains(frames, c);
-        }
         let n = txq.tx_burst(frames);
         if !frames.is_empty() {
             let unsent: u64 = frames.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
@@ -1544,24 +1569,6 @@ fn single_seg_ports(queues: &[Option<TxSlot>]) -> u64 {
         .take(MAX_PORTS)
         .filter(|(_, q)| q.as_ref().is_some_and(|q| !q.multi_seg()))
         .fold(0, |bits, (p, _)| bits | 1 << p)
-}
-
-/// Frees the chained frames of `frames` (for a port that transmits single segments
-/// only), counted as [`DropReason::ChainUnsupported`] of port counters `c`. Returns
-/// their bytes.
-#[cold]
-#[inline(never)]
-fn drop_chains(frames: &mut Burst<TX_BURST>, c: &PortCounters) -> u64 {
-    let mut bytes = 0;
-    let n = frames.retain(|m| {
-        let one = m.nb_segs() == 1;
-        if !one {
-            bytes += m.pkt_len() as u64;
-        }
-        one
-    });
-    bump(&c.drops[DropReason::ChainUnsupported as usize], n as u64);
-    bytes
 }
 
 /// Applies a vNIC's allocation and shaping (`bw`) to a frame bound for the uplink
