@@ -108,6 +108,12 @@ pub struct PortInfo {
 /// cannot evaluate).
 const TX_OFFLOAD_MULTI_SEGS: u64 = 1 << 15;
 
+/// Drivers that do not advertise `RTE_ETH_TX_OFFLOAD_MULTI_SEGS` but whose tx takes a
+/// chain whole: DPDK 22.11's `net_null` counts `pkt_len` and frees every mbuf with
+/// `rte_pktmbuf_free_bulk`, which frees chains. (`net_pcap` also copes, up to its
+/// snapshot length, but is held to what it advertises.)
+const TX_CHAINS_UNADVERTISED: [&str; 1] = ["net_null"];
+
 /// A DPDK Ethernet port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Port {
@@ -429,7 +435,8 @@ impl Port {
 
     /// Claims tx queue `q` for the calling owner.
     pub fn tx_queue(&self, q: u16) -> Result<TxQueue, PortError> {
-        let multi_seg = self.info()?.tx_multi_seg;
+        let info = self.info()?;
+        let multi_seg = info.tx_multi_seg || TX_CHAINS_UNADVERTISED.contains(&info.driver.as_str());
         claim(&TX_CLAIMS, *self, q, "tx")?;
         Ok(TxQueue {
             port: self.id,
@@ -682,9 +689,10 @@ impl TxQueue {
     pub fn queue(&self) -> u16 {
         self.queue
     }
-    /// Whether the queue may be given multi-segment mbufs (the device advertises
-    /// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS`, which [`Port::configure`] turns on). Where it
-    /// may not, the caller must not pass chained mbufs to [`tx_burst`](Self::tx_burst).
+    /// Whether the queue may be given multi-segment mbufs: the device advertises
+    /// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS` (which [`Port::configure`] turns on), or its
+    /// driver takes chains without saying so (`TX_CHAINS_UNADVERTISED`). Where it may
+    /// not, the caller must not pass chained mbufs to [`tx_burst`](Self::tx_burst).
     #[inline]
     pub fn multi_seg(&self) -> bool {
         self.multi_seg

@@ -672,17 +672,30 @@ fn run_briefly(dir: &Scratch, config: &str) -> serde_json::Value {
 /// A VM's jumbo frame, longer than one of the switch's mbufs (vhost-user dequeues it
 /// into a chain of segments), reaches the other VM whole (vhost-user transmits
 /// chains), and is counted as `chain_unsupported` at the NIC, whose device does not
-/// take chains (net_null advertises no multi-segment tx): never handed to a PMD that
+/// take chains (net_pcap advertises no multi-segment tx): never handed to a PMD that
 /// may send its first segment and lose the rest. No mbuf is left in use at exit.
 #[test]
 fn a_jumbo_frame_goes_whole_where_chains_are_taken_and_is_counted_elsewhere() {
     let t = Topo::new();
     let vm = |name: &str, sock: &str, mac: &str| Vm::new(name).vnic(Vnic::vhost(sock, mac, "n0"));
+    let (empty, out) = (t.dir.path("empty.pcap"), t.dir.path("n0.pcap"));
+    // VM3 sends unicast jumbo frames out of the uplink (the VM -> uplink loop).
+    const VM3: &str = "02:00:00:00:00:03";
+    let vm3_sock = t.dir.path("vm3.sock").display().to_string();
+    write_pcap(&empty, &[]);
     let cfg = Topology::new("vjb")
         .dataplane("bandwidth", false)
-        .nic(Nic::null("n0", 0))
+        .nic(Nic::new(
+            "n0",
+            &format!(
+                "net_pcap0,rx_pcap={},tx_pcap={}",
+                empty.display(),
+                out.display()
+            ),
+        ))
         .vm(vm("vm1", &t.vm1_sock, VM1))
         .vm(vm("vm2", &t.vm2_sock, VM2))
+        .vm(vm("vm3", &vm3_sock, VM3))
         .render();
     let sw = start_vswitchd(&t.dir.0, &cfg, &[]);
     let size = 4000;
@@ -699,6 +712,10 @@ fn a_jumbo_frame_goes_whole_where_chains_are_taken_and_is_counted_elsewhere() {
             .rate("5kpps")
             .vm(1, &t.vm2_sock)
             .rxonly()
+            .vm(2, &vm3_sock)
+            .txonly(VM3, EXT)
+            .count(300)
+            .rate("5kpps")
             .build(),
         Duration::from_secs(40),
     );
@@ -718,7 +735,12 @@ fn a_jumbo_frame_goes_whole_where_chains_are_taken_and_is_counted_elsewhere() {
         got * size,
         "frames cut short: {r}"
     );
+    let unicast = port_counters(&s, "vm3.0")["rx_pkts"].as_u64().unwrap();
+    assert!(
+        unicast >= 200,
+        "the switch took {unicast} of VM3's 300 frames: {s}"
+    );
     let n0 = port_counters(&s, "n0");
-    assert_eq!(drops(n0, "chain_unsupported"), sent, "{s}");
+    assert_eq!(drops(n0, "chain_unsupported"), sent + unicast, "{s}");
     assert_eq!(n0["tx_pkts"], 0, "{s}");
 }

@@ -1145,8 +1145,15 @@ where
     P: Pick,
 {
     let mut bytes = 0u64;
+    // Whether a member of this uplink must not be given chains: only then does the
+    // loop look at frame lengths (real NICs take chains; so do the benchmarks' ports).
+    let chains = out.single_seg & up.ports.mask != 0;
     loop {
-        let stop = direct_loop::<P, ET, MIN_LEN>(frames, &key, up, out, select, pick, &mut bytes);
+        let stop = if chains {
+            direct_loop::<P, ET, MIN_LEN, true>(frames, &key, up, out, select, pick, &mut bytes)
+        } else {
+            direct_loop::<P, ET, MIN_LEN, false>(frames, &key, up, out, select, pick, &mut bytes)
+        };
         let rest = match stop {
             Stop::End => None,
             Stop::Other(m) => Some(m),
@@ -1196,8 +1203,10 @@ enum Stop {
 /// values stay in registers from its arguments on. Inlined, they were live across
 /// `direct_run`'s calls, and the compiler kept them on the stack, reloading four a
 /// frame. Adds the bytes of the frames it buffers to `bytes`.
+/// With `CHAINS`, a frame longer than one mbuf stops the loop like a full buffer, for
+/// [`TxPath::enqueue_full`]'s chain check.
 #[inline(never)]
-fn direct_loop<P, const ET: u16, const MIN_LEN: usize>(
+fn direct_loop<P, const ET: u16, const MIN_LEN: usize, const CHAINS: bool>(
     frames: &mut Drain<'_, RX_BURST>,
     key: &EthHeaderKey,
     up: &UplinkEntry,
@@ -1242,7 +1251,10 @@ where
             let len = m.pkt_len();
             b += len as u64;
             let i = o as usize % TX_BUFS;
-            if let Err(m) = out.try_push(i, m, len) {
+            if CHAINS && len > ONE_SEGMENT_MAX {
+                break 'run Stop::Full(m, i);
+            }
+            if let Err(m) = out.push_short(i, m, len) {
                 break 'run Stop::Full(m, i);
             }
         }
@@ -1463,6 +1475,13 @@ impl TxPath {
         if len > ONE_SEGMENT_MAX {
             return Err(m);
         }
+        self.push_short(i, m, len)
+    }
+
+    /// [`try_push`](Self::try_push) without the length check, for a loop that made it
+    /// (or whose ports all take chains).
+    #[inline(always)]
+    fn push_short(&mut self, i: usize, m: Mbuf, len: u32) -> Result<(), Mbuf> {
         let buf = &mut self.bufs[i];
         buf.frames.push(m)?;
         buf.bytes += len as u64;
