@@ -75,7 +75,7 @@ enum Cmd {
     DumpConfig,
     /// Add a physical NIC (it starts unbonded).
     #[command(
-        after_help = "Example:\n  vsctl add-nic nic3 0000:3b:00.1\n  vsctl add-nic nic4 net_tap0,iface=tap0 --speed-mbps 10000"
+        after_help = "Example:\n  vsctl add-nic nic3 0000:3b:00.1 --mtu 9000\n  vsctl add-nic nic4 net_tap0,iface=tap0 --speed-mbps 10000"
     )]
     AddNic {
         /// NIC name.
@@ -85,6 +85,22 @@ enum Cmd {
         /// Speed to assume when the driver reports none (virtual NICs).
         #[arg(long, value_name = "N")]
         speed_mbps: Option<u32>,
+        /// MTU, 68-9710 (default 1500); longer frames are not sent out of the NIC but
+        /// counted as mtu_exceeded drops.
+        #[arg(long, value_name = "N")]
+        mtu: Option<u16>,
+    },
+    /// Change NIC settings: mtu (68-9710; Open vSwitch's mtu_request), speed_mbps,
+    /// devargs (reopens the port). An empty value unsets an optional key.
+    #[command(
+        after_help = "Example:\n  vsctl set-nic nic0 mtu=9000\n  vsctl set-nic nic1 speed_mbps=25000"
+    )]
+    SetNic {
+        /// NIC name.
+        nic: String,
+        /// key=value pairs.
+        #[arg(required = true, value_parser = key_value, value_name = "KEY=VALUE")]
+        settings: Vec<(String, String)>,
     },
     /// Delete an unbonded NIC that no vNIC uses.
     #[command(after_help = "Example:\n  vsctl del-nic nic3")]
@@ -338,9 +354,14 @@ fn action(cmd: &Cmd) -> Action {
             name,
             devargs,
             speed_mbps,
+            mtu,
         } => Change {
             cmd: "add-nic",
-            args: json!({"name": name, "devargs": devargs, "speed_mbps": speed_mbps}),
+            args: json!({"name": name, "devargs": devargs, "speed_mbps": speed_mbps, "mtu": mtu}),
+        },
+        Cmd::SetNic { nic, settings } => Change {
+            cmd: "set-nic",
+            args: json!({"nic": nic, "settings": settings}),
         },
         Cmd::DelNic { name } => Change {
             cmd: "del-nic",

@@ -87,6 +87,9 @@ fn member_line(m: &Value) -> String {
     if u(m, "speed_mbps") > 0 {
         let _ = write!(l, ", {} Mb/s", u(m, "speed_mbps"));
     }
+    if u(m, "mtu") > 0 {
+        let _ = write!(l, ", mtu {}", u(m, "mtu"));
+    }
     l
 }
 
@@ -146,6 +149,9 @@ pub fn show(t: &Value) -> String {
             );
             if u(&m, "speed_mbps") > 0 {
                 let _ = write!(l, ", {} Mb/s", u(&m, "speed_mbps"));
+            }
+            if u(&m, "mtu") > 0 {
+                let _ = write!(l, ", mtu {}", u(&m, "mtu"));
             }
             let _ = writeln!(o, "{l}");
         }

@@ -111,8 +111,8 @@ fn show_text_and_json() {
     for want in [
         "vswitchd (snapshot generation 3)",
         "    bond bond0: mode vm-pinned, failback immediate, lacp active",
-        "      member nic0: enabled, link up, 10000 Mb/s; carries vm1.0",
-        "    nic nic2 (unbonded): link up, 1000 Mb/s",
+        "      member nic0: enabled, link up, 10000 Mb/s, mtu 1500; carries vm1.0",
+        "    nic nic2 (unbonded): link up, 1000 Mb/s, mtu 1500",
         "    vm vm1: priority 7, shares 2000",
         "      vnic vm1.0: mac 02:00:00:00:00:01, vhost-user server /tmp/vm1.sock, link up",
         "        uplink bond0 (on nic0), shares 2000, priority 7, reservation -, shaping -",
@@ -164,7 +164,7 @@ fn text_of_show_commands() {
         ),
         "{t}"
     );
-    assert!(t.contains("\nmember nic1: enabled, link up, 10000 Mb/s\n  usable: yes\n  tx: 4000 packets, 256000 bytes\n"), "{t}");
+    assert!(t.contains("\nmember nic1: enabled, link up, 10000 Mb/s, mtu 1500\n  usable: yes\n  tx: 4000 packets, 256000 bytes\n"), "{t}");
     assert!(t.contains("  vnics: web\n"), "{t}");
     let t = d.ok(&["stats"]);
     assert!(

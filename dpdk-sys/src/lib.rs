@@ -28,4 +28,6 @@ pub mod port;
 
 pub use eal::{Eal, EalError};
 pub use mbuf::{Burst, Drain, Mbuf, Mempool};
-pub use port::{Link, Port, PortError, PortInfo, PortStats, RxQueue, SharedTxQueue, TxQueue};
+pub use port::{
+    Link, Port, PortError, PortInfo, PortSetup, PortStats, RxQueue, SharedTxQueue, TxQueue,
+};

@@ -102,11 +102,39 @@ pub struct PortInfo {
     /// Whether the device transmits multi-segment mbufs (advertises
     /// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS`; [`Port::configure`] then turns it on).
     pub tx_multi_seg: bool,
+    /// The smallest and largest MTU the device takes (the largest also within its
+    /// longest receivable frame, less an Ethernet header and FCS).
+    pub min_mtu: u16,
+    /// See `min_mtu`.
+    pub max_mtu: u16,
+    /// Whether the device can receive a frame into several mbufs
+    /// (`RTE_ETH_RX_OFFLOAD_SCATTER`).
+    pub rx_scatter: bool,
+}
+
+/// What [`Port::configure_with`] sets beyond the queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortSetup {
+    /// The link-status-change interrupt (see [`Port::configure_with_lsc`]).
+    pub lsc: bool,
+    /// The MTU (the largest IP packet, without the Ethernet header): given to the
+    /// device at configure time and with `rte_eth_dev_set_mtu`, so a NIC sizes its
+    /// receive to it (and a tap's kernel interface takes it). Where a frame of this
+    /// MTU does not fit one mbuf of the pool, rx scatter is turned on if the device
+    /// has it. `None`: DPDK's default (1500).
+    pub mtu: Option<u16>,
 }
 
 /// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS` (`RTE_BIT64(15)` in rte_ethdev.h, a macro bindgen
 /// cannot evaluate).
 const TX_OFFLOAD_MULTI_SEGS: u64 = 1 << 15;
+/// `RTE_ETH_RX_OFFLOAD_SCATTER` (`RTE_BIT64(13)`).
+const RX_OFFLOAD_SCATTER: u64 = 1 << 13;
+/// What DPDK adds to an MTU for the longest frame a port receives: the Ethernet
+/// header, the FCS and one VLAN tag.
+const MTU_OVERHEAD: u32 = 14 + 4 + 4;
+/// `RTE_PKTMBUF_HEADROOM`.
+const HEADROOM: u32 = 128;
 
 /// Drivers that do not advertise `RTE_ETH_TX_OFFLOAD_MULTI_SEGS` but whose tx takes a
 /// chain whole: DPDK 22.11's `net_null` counts `pkt_len` and frees every mbuf with
@@ -216,7 +244,34 @@ impl Port {
             max_rx_queues: info.max_rx_queues,
             max_tx_queues: info.max_tx_queues,
             tx_multi_seg: info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS != 0,
+            min_mtu: info.min_mtu,
+            // Also held to the longest frame the device receives (ethdev checks both;
+            // net_tap says 65535 but receives 1522 bytes at most).
+            max_mtu: info
+                .max_mtu
+                .min(info.max_rx_pktlen.saturating_sub(14 + 4).min(65535) as u16),
+            rx_scatter: info.rx_offload_capa & RX_OFFLOAD_SCATTER != 0,
         })
+    }
+
+    /// Sets the device's MTU (`rte_eth_dev_set_mtu`), on a configured port, running or
+    /// not where the PMD allows it. A PMD without an MTU operation (`net_null`,
+    /// `net_pcap`) is left as it is: not an error.
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), PortError> {
+        // SAFETY: valid port id; DPDK checks the port is configured and the range.
+        let rc = unsafe { ffi::rte_eth_dev_set_mtu(self.id, mtu) };
+        if rc != 0 && rc != -libc_enotsup() {
+            return Err(op_err(*self, "set_mtu", rc));
+        }
+        Ok(())
+    }
+
+    /// The device's MTU now (`rte_eth_dev_get_mtu`).
+    pub fn mtu(&self) -> Option<u16> {
+        let mut mtu = 0u16;
+        // SAFETY: valid out-pointer; the call only reads the port's data.
+        let rc = unsafe { ffi::rte_eth_dev_get_mtu(self.id, &mut mtu) };
+        (rc == 0).then_some(mtu)
     }
 
     /// Configures `nb_rx` rx and `nb_tx` tx queues with default settings, sets up each
@@ -244,6 +299,28 @@ impl Port {
         pool: &Mempool,
         lsc: bool,
     ) -> Result<(), PortError> {
+        self.configure_with(
+            nb_rx,
+            nb_tx,
+            nb_desc,
+            pool,
+            PortSetup {
+                lsc,
+                ..PortSetup::default()
+            },
+        )
+    }
+
+    /// [`Port::configure`] with the settings of `setup`.
+    pub fn configure_with(
+        &self,
+        nb_rx: u16,
+        nb_tx: u16,
+        nb_desc: u16,
+        pool: &Mempool,
+        setup: PortSetup,
+    ) -> Result<(), PortError> {
+        let lsc = setup.lsc;
         let mut conf = ffi::rte_eth_conf::default();
         conf.intr_conf.set_lsc(u32::from(lsc));
         let mut info = ffi::rte_eth_dev_info::default();
@@ -265,11 +342,24 @@ impl Port {
         // may pick a tx path that sends the first segment and never frees the rest.
         // Where the device has it, it is on; [`TxQueue::multi_seg`] tells which.
         conf.txmode.offloads = info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS;
-        // SAFETY: valid port id and a configuration struct zeroed but for RSS, LSC and
-        // the multi-segment offload the device advertises.
+        if let Some(mtu) = setup.mtu {
+            conf.rxmode.mtu = u32::from(mtu);
+            // SAFETY: the pool pointer is valid for the life of the process.
+            let room = u32::from(unsafe { ffi::rte_pktmbuf_data_room_size(pool.as_ptr()) });
+            if u32::from(mtu) + MTU_OVERHEAD > room.saturating_sub(HEADROOM) {
+                conf.rxmode.offloads |= info.rx_offload_capa & RX_OFFLOAD_SCATTER;
+            }
+        }
+        // SAFETY: valid port id and a configuration struct zeroed but for RSS, LSC, the
+        // MTU and the offloads (multi-segment tx, rx scatter) the device advertises.
         let rc = unsafe { ffi::rte_eth_dev_configure(self.id, nb_rx, nb_tx, &conf) };
         if rc != 0 {
             return Err(op_err(*self, "configure", rc));
+        }
+        if let Some(mtu) = setup.mtu {
+            // The configure above records the MTU; a PMD with an MTU operation (tap:
+            // its kernel interface's MTU) applies it here.
+            self.set_mtu(mtu)?;
         }
         // SAFETY: plain query on a valid port.
         let socket = unsafe { ffi::rte_eth_dev_socket_id(self.id) };

@@ -672,8 +672,9 @@ fn run_briefly(dir: &Scratch, config: &str) -> serde_json::Value {
 /// A VM's jumbo frame, longer than one of the switch's mbufs (vhost-user dequeues it
 /// into a chain of segments), reaches the other VM whole (vhost-user transmits
 /// chains), and is counted as `chain_unsupported` at the NIC, whose device does not
-/// take chains (net_pcap advertises no multi-segment tx): never handed to a PMD that
-/// may send its first segment and lose the rest. No mbuf is left in use at exit.
+/// take chains (net_pcap advertises no multi-segment tx) though its MTU would let the
+/// frame go: never handed to a PMD that may send its first segment and lose the rest.
+/// No mbuf is left in use at exit.
 #[test]
 fn a_jumbo_frame_goes_whole_where_chains_are_taken_and_is_counted_elsewhere() {
     let t = Topo::new();
@@ -685,14 +686,17 @@ fn a_jumbo_frame_goes_whole_where_chains_are_taken_and_is_counted_elsewhere() {
     write_pcap(&empty, &[]);
     let cfg = Topology::new("vjb")
         .dataplane("bandwidth", false)
-        .nic(Nic::new(
-            "n0",
-            &format!(
-                "net_pcap0,rx_pcap={},tx_pcap={}",
-                empty.display(),
-                out.display()
-            ),
-        ))
+        .nic(
+            Nic::new(
+                "n0",
+                &format!(
+                    "net_pcap0,rx_pcap={},tx_pcap={}",
+                    empty.display(),
+                    out.display()
+                ),
+            )
+            .set("mtu", 9000),
+        )
         .vm(vm("vm1", &t.vm1_sock, VM1))
         .vm(vm("vm2", &t.vm2_sock, VM2))
         .vm(vm("vm3", &vm3_sock, VM3))
@@ -743,4 +747,131 @@ fn a_jumbo_frame_goes_whole_where_chains_are_taken_and_is_counted_elsewhere() {
     let n0 = port_counters(&s, "n0");
     assert_eq!(drops(n0, "chain_unsupported"), sent + unicast, "{s}");
     assert_eq!(n0["tx_pkts"], 0, "{s}");
+}
+
+/// A NIC's MTU (`mtu` of `[[nic]]`, Open vSwitch's `mtu_request`) is set on the device
+/// (the tap's kernel interface takes it), and a VM's frame longer than the MTU plus an
+/// Ethernet header and a VLAN tag is not sent out of the NIC but counted there as
+/// `mtu_exceeded`, unicast (the VM -> uplink loop) and broadcast alike. `vsctl
+/// set-nic` changes the MTU of the running port; an MTU the device does not take
+/// (DPDK 22.11's net_tap receives 1522-byte frames at most: MTU 1504) is refused with
+/// the device's range, and changes nothing. No mbuf is left in use at exit.
+#[test]
+fn a_nic_mtu_is_set_on_the_device_and_enforced_on_what_the_vms_send() {
+    let dir = Scratch::new();
+    let tap = unique("vmt");
+    let sock = dir.path("vm1.sock").display().to_string();
+    let cfg = Topology::new("vmt")
+        .dataplane("bandwidth", false)
+        .nic(Nic::tap("nic0", 0, &tap).set("mtu", 1400))
+        .vm(Vm::new("vm1").vnic(Vnic::vhost(&sock, VM1, "nic0")))
+        .render();
+    let sw = start_vswitchd(&dir.0, &cfg, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
+    quiet_iface(&tap);
+    set_link(&tap, true);
+    let sys = |f: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/class/net/{tap}/{f}"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        sys("mtu"),
+        1400,
+        "the tap's kernel interface has the NIC's MTU"
+    );
+    // `count` frames of `size` bytes from VM1 to `dst`: what the switch took from
+    // the VM, what it sent out of nic0, its mtu_exceeded drops there, and what the
+    // kernel received on the tap (frames, bytes), each as a change.
+    let send = |size: u64, dst: &str| -> [u64; 5] {
+        let before = [
+            port_rx(&dir.0, "vm1.0"),
+            port_stats(&dir.0, "nic0")["tx_pkts"].as_u64().unwrap(),
+            drops(&port_stats(&dir.0, "nic0"), "mtu_exceeded"),
+            sys("statistics/rx_packets"),
+            sys("statistics/rx_bytes"),
+        ];
+        let r = vsperf_run(
+            "vm1",
+            &VsperfArgs::new()
+                .wait_link(10)
+                .duration(3)
+                .drain_ms(300)
+                .opt("size", size)
+                .vm(0, &sock)
+                .txonly(VM1, dst)
+                .count(100)
+                .rate("5kpps")
+                .build(),
+            Duration::from_secs(30),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let after = [
+            port_rx(&dir.0, "vm1.0"),
+            port_stats(&dir.0, "nic0")["tx_pkts"].as_u64().unwrap(),
+            drops(&port_stats(&dir.0, "nic0"), "mtu_exceeded"),
+            sys("statistics/rx_packets"),
+            sys("statistics/rx_bytes"),
+        ];
+        let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        assert!(d[0] >= 80, "the switch took {} of 100 frames: {r}", d[0]);
+        [d[0], d[1], d[2], d[3], d[4]]
+    };
+    // MTU 1400: a 1418-byte frame fits (1400 + header + VLAN tag), 1419 does not.
+    let [took, tx, mtu, k_pkts, k_bytes] = send(1418, EXT);
+    assert_eq!((tx, mtu), (took, 0), "1418 B at MTU 1400");
+    assert!(
+        k_pkts >= took && k_bytes >= took * 1418,
+        "the kernel got {k_pkts} frames, {k_bytes} B"
+    );
+    let [took, tx, mtu, k_pkts, _] = send(1419, EXT);
+    assert_eq!((tx, mtu), (0, took), "1419 B unicast at MTU 1400");
+    assert!(k_pkts < took, "the kernel got {k_pkts} frames of 1419 B");
+    let [took, tx, mtu, _, _] = send(1419, "ff:ff:ff:ff:ff:ff");
+    assert_eq!((tx, mtu), (0, took), "1419 B broadcast at MTU 1400");
+
+    // Raised on the running port: the device, the show output and the limit follow.
+    let (code, out, err) = vsctl(&dir.0, &["set-nic", "nic0", "mtu=1500"]);
+    assert_eq!(code, 0, "set-nic: {err}{out}");
+    assert!(
+        wait_until(Duration::from_secs(3), || sys("mtu") == 1500),
+        "kernel MTU {}",
+        sys("mtu")
+    );
+    let show = vsctl_json(&dir.0, &["show"]);
+    let up = show["uplinks"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == "nic0"))
+        .unwrap_or_else(|| panic!("no uplink nic0: {show}"));
+    assert_eq!(up["members"][0]["mtu"], 1500, "{show}");
+    let [took, tx, mtu, k_pkts, k_bytes] = send(1518, EXT);
+    assert_eq!((tx, mtu), (took, 0), "1518 B at MTU 1500");
+    assert!(
+        k_pkts >= took && k_bytes >= took * 1518,
+        "the kernel got {k_pkts} frames, {k_bytes} B"
+    );
+
+    // Refused: out of the switch's range, and out of the device's. Neither changes
+    // the device or the saved configuration.
+    let (code, _, err) = vsctl(&dir.0, &["set-nic", "nic0", "mtu=67"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("mtu 67 is outside 68..=9710"), "{err}");
+    let (code, _, err) = vsctl(&dir.0, &["set-nic", "nic0", "mtu=9000"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("mtu 9000 is outside what its device (net_tap) takes, 46..=1504"),
+        "{err}"
+    );
+    assert_eq!(sys("mtu"), 1500);
+    let saved = vsctl_json(&dir.0, &["dump-config"]);
+    assert_eq!(saved["nic"][0]["mtu"], 1500, "{saved}");
+    let [took, tx, mtu, _, _] = send(1519, EXT);
+    assert_eq!((tx, mtu), (0, took), "1519 B at MTU 1500");
+
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    let s = last_json(&out);
+    assert_eq!(s["mbufs_in_use_at_exit"], 0, "{s}");
 }

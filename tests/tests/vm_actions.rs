@@ -119,6 +119,12 @@ fn flood(tap: &str, victim: &str, secs: u64) -> Proc {
             victim,
             "--rate",
             "20kpps",
+            // Paced, it mostly waits: sleeping then, not spinning, leaves the core to
+            // the hooks the tests time. Suspected cause of a rare failure: a `sleep 3`
+            // hook not done 6 s later while this process and vswitchd busy-polled
+            // both cores.
+            "--idle-sleep-us",
+            "50",
             "--duration",
             secs
         ],

@@ -210,6 +210,36 @@ pub struct NicConfig {
     /// it, a NIC whose PMD reports no speed (virtio-net, unless told) counts as 10 Gb/s.
     #[serde(default)]
     pub speed_mbps: Option<u32>,
+    /// The MTU (bytes of IP packet; Open vSwitch's `mtu_request`), default 1500. The
+    /// device is set to it, and a frame longer than the MTU plus an Ethernet header
+    /// and one VLAN tag ([`NicConfig::frame_max`]) is not sent out of this NIC but
+    /// counted as an `mtu_exceeded` drop. A change reopens the port (its link drops
+    /// briefly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+}
+
+/// The MTU of a NIC that sets none.
+pub const DEFAULT_MTU: u16 = 1500;
+/// The smallest MTU a NIC takes (IPv4's minimum, RFC 791; DPDK's `RTE_ETHER_MIN_MTU`).
+pub const MIN_MTU: u16 = 68;
+/// The largest MTU a NIC takes: a 9728-byte frame, Open vSwitch's limit.
+pub const MAX_MTU: u16 = 9710;
+/// What a frame adds to its MTU at most and still leaves: the Ethernet header and one
+/// VLAN tag (mbuf lengths exclude the FCS). Open vSwitch's `MTU_TO_FRAME_LEN` allows
+/// the same.
+pub const MTU_FRAME_OVERHEAD: u32 = 14 + 4;
+
+impl NicConfig {
+    /// The MTU in force: the configured one, else [`DEFAULT_MTU`].
+    pub fn mtu(&self) -> u16 {
+        self.mtu.unwrap_or(DEFAULT_MTU)
+    }
+
+    /// The longest frame (mbuf `pkt_len`) this NIC sends.
+    pub fn frame_max(&self) -> u32 {
+        u32::from(self.mtu()) + MTU_FRAME_OVERHEAD
+    }
 }
 
 /// `[[bond]]`: a team of NICs.
@@ -819,6 +849,14 @@ impl Config {
                     "nic '{}': speed_mbps = 0 would give it no capacity; leave it out to use the PMD's speed",
                     n.name
                 ));
+            }
+            if let Some(mtu) = n.mtu {
+                if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+                    return bad(format!(
+                        "nic '{}': mtu {mtu} is outside {MIN_MTU}..={MAX_MTU}",
+                        n.name
+                    ));
+                }
             }
         }
         let mut bonded: HashMap<&str, &str> = HashMap::new();

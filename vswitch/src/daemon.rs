@@ -126,6 +126,11 @@ impl SwitchApi {
                                 link_up: m.link_up,
                                 usable: m.usable,
                                 speed_mbps: m.speed_mbps,
+                                mtu: cfg
+                                    .nic
+                                    .iter()
+                                    .find(|n| n.name == m.name)
+                                    .map_or(0, |n| n.mtu()),
                                 tx_pkts: c.tx_pkts,
                                 tx_bytes: c.tx_bytes,
                                 rx_pkts: c.rx_pkts,

@@ -54,6 +54,10 @@ pub struct PortEntry {
     pub name: String,
     /// Its role.
     pub role: PortRole,
+    /// The longest frame (mbuf `pkt_len`) that may leave through this port: a NIC's
+    /// MTU plus an Ethernet header and a VLAN tag ([`crate::config::NicConfig::frame_max`]);
+    /// `u32::MAX` for a vNIC (no limit).
+    pub frame_max: u32,
 }
 
 /// No port: the port id of a vNIC slot that holds no vNIC ([`VnicEntry::vacant`]),

@@ -59,11 +59,14 @@ pub enum DropReason {
     /// counted here, charged to that port, instead of handing the PMD a chain whose
     /// tail it could neither send nor free.
     ChainUnsupported,
+    /// Longer than the MTU of the NIC it was to leave by, plus an Ethernet header and
+    /// a VLAN tag (Open vSwitch's `tx_mtu_exceeded`), charged to that NIC.
+    MtuExceeded,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
     /// All reasons in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -84,6 +87,7 @@ impl DropReason {
         DropReason::ReservedMulticast,
         DropReason::LoopedBack,
         DropReason::ChainUnsupported,
+        DropReason::MtuExceeded,
     ];
     /// Why a frame whose first segment holds `data_len` bytes, of `pkt_len` in all,
     /// is too short to read its Ethernet header: a runt, or a header split across
@@ -117,6 +121,7 @@ impl DropReason {
             DropReason::ReservedMulticast => "reserved_multicast",
             DropReason::LoopedBack => "looped_back",
             DropReason::ChainUnsupported => "chain_unsupported",
+            DropReason::MtuExceeded => "mtu_exceeded",
         }
     }
 }

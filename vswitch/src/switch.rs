@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dpdk_sys::{Eal, Mempool, Port, PortStats, SharedTxQueue};
+use dpdk_sys::{Eal, Mempool, Port, PortSetup, PortStats, SharedTxQueue};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
@@ -104,6 +104,11 @@ struct OpenPort {
     lacp_queue: Option<(u16, u16)>,
     /// How LACP frames reach the control thread on this port (for `lacp/show`).
     steering: String,
+    /// A NIC's MTU, as last set on the device.
+    mtu: Option<u16>,
+    /// Whether rx scatter was turned on when the port was configured (a NIC whose MTU
+    /// makes frames longer than one mbuf, on a device that has it).
+    scatter: bool,
 }
 
 /// What a configured port needs: its key (`nic:NAME` / `vnic:NAME`), a description
@@ -116,6 +121,8 @@ struct WantedPort {
     server_socket: Option<String>,
     /// A member of a bond that runs LACP.
     lacp: bool,
+    /// A NIC's MTU ([`crate::config::NicConfig::mtu`]); `None` for a vNIC.
+    mtu: Option<u16>,
 }
 
 /// The ports the configuration asks for, in start-up order: NICs (bond members
@@ -147,6 +154,7 @@ fn wanted_ports(cfg: &Config) -> Vec<WantedPort> {
             nic: true,
             server_socket: None,
             lacp,
+            mtu: Some(n.mtu()),
         });
     }
     for vm in &cfg.vm {
@@ -167,6 +175,7 @@ fn wanted_ports(cfg: &Config) -> Vec<WantedPort> {
                 nic: false,
                 server_socket,
                 lacp: false,
+                mtu: None,
             });
         }
     }
@@ -242,6 +251,19 @@ impl PortSet {
             ))));
         }
         let info = p.info().map_err(port_err(what.clone())).map_err(fail)?;
+        if let Some(mtu) = w.mtu {
+            if !(info.min_mtu..=info.max_mtu).contains(&mtu) {
+                return Err(fail(SwitchError::Other(format!(
+                    "{what}: mtu {mtu} is outside what its device ({}) takes, {}..={}",
+                    info.driver, info.min_mtu, info.max_mtu
+                ))));
+            }
+        }
+        let setup = PortSetup {
+            lsc: false,
+            mtu: w.mtu,
+        };
+        let scatter = w.mtu.is_some_and(needs_scatter) && info.rx_scatter;
         // One rx and one tx queue per worker where the device allows it (rx queues are
         // spread over the workers); a port with fewer tx queues than workers
         // (vhost-user, whose guest may enable a single queue pair; pcap) gets one tx
@@ -274,7 +296,7 @@ impl PortSet {
         if w.lacp {
             if info.max_rx_queues > nb_rx && info.max_tx_queues > nb_tx {
                 let dedicated = p
-                    .configure(nb_rx + 1, nb_tx + 1, self.desc, &self.pool)
+                    .configure_with(nb_rx + 1, nb_tx + 1, self.desc, &self.pool, setup)
                     .and_then(|_| p.rss_spread_over(nb_rx))
                     .and_then(|_| p.steer_ethertype(policy::wire::ethertype::SLOW, nb_rx));
                 match dedicated {
@@ -297,7 +319,7 @@ impl PortSet {
             tracing::info!(port = %what, "LACP steering: {steering}");
         }
         if lacp_queue.is_none() {
-            p.configure(nb_rx, nb_tx, self.desc, &self.pool)
+            p.configure_with(nb_rx, nb_tx, self.desc, &self.pool, setup)
                 .map_err(port_err(what.clone()))
                 .map_err(fail)?;
         }
@@ -321,7 +343,73 @@ impl PortSet {
             nb_rx,
             nb_tx,
             socket: w.server_socket.clone(),
+            mtu: w.mtu,
+            scatter,
         })
+    }
+
+    /// The kept NICs of `wanted` whose MTU changes: (key, what, new MTU).
+    fn mtu_changes<'a>(&self, wanted: &'a [WantedPort]) -> Vec<(&'a str, &'a str, u16)> {
+        wanted
+            .iter()
+            .filter_map(|w| {
+                let o = self.open.get(&w.key)?;
+                let mtu = w.mtu?;
+                (o.backend == w.backend && o.mtu != Some(mtu)).then_some((
+                    w.key.as_str(),
+                    w.what.as_str(),
+                    mtu,
+                ))
+            })
+            .collect()
+    }
+
+    /// Whether the running device of open port `key` can take `mtu`: within the
+    /// device's range, and needing no rx scatter the port was opened without (such a
+    /// change needs the port opened anew).
+    fn check_mtu(&self, key: &str, what: &str, mtu: u16) -> Result<(), SwitchError> {
+        let Some(o) = self.open.get(key) else {
+            return Ok(());
+        };
+        let info = Port::from_id(o.id)
+            .info()
+            .map_err(port_err(what.to_string()))?;
+        if !(info.min_mtu..=info.max_mtu).contains(&mtu) {
+            return Err(SwitchError::Other(format!(
+                "{what}: mtu {mtu} is outside what its device ({}) takes, {}..={}",
+                info.driver, info.min_mtu, info.max_mtu
+            )));
+        }
+        if needs_scatter(mtu) && info.rx_scatter && !o.scatter {
+            return Err(SwitchError::Other(format!(
+                "{what}: mtu {mtu} makes frames longer than one mbuf, which takes rx scatter, off since the port opened; {REOPEN}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets the MTUs of `changes` on the running devices. Returns what to undo them
+    /// with ([`PortSet::revert_mtus`]); on an error, those already set are undone.
+    fn apply_mtus(
+        &mut self,
+        changes: &[(&str, &str, u16)],
+    ) -> Result<Vec<(u16, u16)>, SwitchError> {
+        let mut done = Vec::new();
+        for &(key, what, mtu) in changes {
+            let Some(o) = self.open.get_mut(key) else {
+                continue;
+            };
+            let old = o.mtu.unwrap_or(crate::config::DEFAULT_MTU);
+            if let Err(e) = Port::from_id(o.id).set_mtu(mtu) {
+                revert_mtus(&done);
+                return Err(SwitchError::Other(format!(
+                    "{what}: the device refuses mtu {mtu} while running ({e}); {REOPEN}"
+                )));
+            }
+            o.mtu = Some(mtu);
+            done.push((o.id, old));
+        }
+        Ok(done)
     }
 
     /// The queue tokens of port `o`, as mailbox messages by worker: its rx queues to
@@ -415,6 +503,25 @@ impl PortSet {
     }
 }
 
+/// The advice given with an MTU change a running device cannot take.
+const REOPEN: &str = "the port must be opened anew: put the mtu in the nic's [[nic]] table of the configuration file and restart vswitchd (an unbonded nic no vnic uses can also be deleted and added again with the mtu)";
+
+/// Whether a NIC with MTU `mtu` receives frames longer than one of the switch's mbufs
+/// (a frame of the MTU, its Ethernet header, FCS and one VLAN tag), which a device
+/// puts into several mbufs only with rx scatter.
+fn needs_scatter(mtu: u16) -> bool {
+    u32::from(mtu) + 14 + 4 + 4 > crate::worker::ONE_SEGMENT_MAX
+}
+
+/// Sets the MTUs of `done` (port id, MTU) back, as far as the devices let it.
+fn revert_mtus(done: &[(u16, u16)]) {
+    for &(id, mtu) in done {
+        if let Err(e) = Port::from_id(id).set_mtu(mtu) {
+            tracing::error!(port = id, mtu, "could not set the MTU back: {e}");
+        }
+    }
+}
+
 /// Builds the control-plane topology of `cfg` over the open ports and vNIC slots.
 fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError> {
     let port_of = |key: &str| -> Result<u16, SwitchError> {
@@ -443,6 +550,7 @@ fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError
         let mut speeds = Vec::new();
         for (mi, nic) in nics.iter().enumerate() {
             let id = port_of(&format!("nic:{nic}"))?;
+            let nc = cfg.nic.iter().find(|n| &n.name == nic);
             entries.push(PortEntry {
                 id,
                 name: nic.clone(),
@@ -450,14 +558,10 @@ fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError
                     uplink: u,
                     member: mi as u8,
                 },
+                frame_max: nc.map_or(u32::MAX, |n| n.frame_max()),
             });
             members.push(id);
-            speeds.push(
-                cfg.nic
-                    .iter()
-                    .find(|n| &n.name == nic)
-                    .and_then(|n| n.speed_mbps),
-            );
+            speeds.push(nc.and_then(|n| n.speed_mbps));
         }
         uplinks.push(UplinkEntry {
             name: name.to_string(),
@@ -542,6 +646,7 @@ fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError
                 id,
                 name,
                 role: PortRole::Vnic { vnic: slot as u32 },
+                frame_max: u32::MAX,
             });
         }
     }
@@ -790,6 +895,13 @@ impl Switch {
             .filter(|w| ps.open.get(&w.key).is_none_or(|o| o.backend != w.backend))
             .collect();
 
+        // A NIC kept with a new MTU changes it on the running device (step 4); what
+        // the device is known to refuse is refused here, before anything changed.
+        let mtu_changes = ps.mtu_changes(&wanted);
+        for &(key, what, mtu) in &mtu_changes {
+            ps.check_mtu(key, what, mtu)?;
+        }
+
         // A new backend under a device name that is still attached would find the
         // old device instead of probing a new one.
         for w in &coming {
@@ -864,7 +976,12 @@ impl Switch {
         for (w, o) in &opened {
             ps.open.insert(w.key.clone(), o.clone());
         }
-        let topo = match ps.assign_slots(cfg).and_then(|_| build_topology(cfg, &ps)) {
+        let built = ps.assign_slots(cfg).and_then(|_| build_topology(cfg, &ps));
+        let mtus = match &built {
+            Ok(_) => ps.apply_mtus(&mtu_changes),
+            Err(_) => Ok(Vec::new()),
+        };
+        let (topo, mtus) = match built.and_then(|t| Ok((t, mtus?))) {
             Ok(t) => t,
             Err(e) => {
                 (ps.open, ps.slots) = before;
@@ -883,6 +1000,7 @@ impl Switch {
         }) {
             Some(g) => g,
             None => {
+                revert_mtus(&mtus);
                 (ps.open, ps.slots) = before;
                 ps.just_vacated.clear();
                 self.release_ports(&mut ps, &new_ports);

@@ -280,7 +280,9 @@ impl Worker {
             index,
             rx: queues.rx,
             out: TxPath {
-                single_seg: single_seg_ports(&queues.tx),
+                single_seg: 0,
+                frame_max: [u32::MAX; MAX_PORTS],
+                short_max: ONE_SEGMENT_MAX,
                 queues: queues.tx,
                 bufs: std::array::from_fn(|_| TxBuf::default()),
                 pending: 0,
@@ -293,6 +295,7 @@ impl Worker {
             nic_seen: [None; MAX_PORTS],
             rx_want: [RX_BURST as u8; MAX_PORTS],
         };
+        w.out.refresh_limits(&snap);
         w.sync_vnics(&snap);
         w
     }
@@ -375,7 +378,7 @@ impl Worker {
                     if let Some(slot) = self.out.queues.get_mut(port as usize) {
                         *slot = Some(tx);
                     }
-                    self.out.single_seg = single_seg_ports(&self.out.queues);
+                    self.out.refresh_limits(snap);
                 }
                 WorkerMsg::Detach { port } => {
                     let p = port as usize;
@@ -383,7 +386,7 @@ impl Worker {
                         // Sends what is buffered; what the port refuses is freed.
                         self.out.flush(p);
                         self.out.queues[p] = None;
-                        self.out.single_seg = single_seg_ports(&self.out.queues);
+                        self.out.refresh_limits(snap);
                     }
                     self.rx.retain(|q| q.port() != port);
                 }
@@ -416,6 +419,7 @@ impl Worker {
             iterations += 1;
             if self.shared.published.generation() != snap.generation {
                 snap = self.shared.published.load();
+                self.out.refresh_limits(&snap);
                 self.sync_vnics(&snap);
                 self.stats
                     .generation
@@ -1145,15 +1149,13 @@ where
     P: Pick,
 {
     let mut bytes = 0u64;
-    // Whether a member of this uplink must not be given chains: only then does the
-    // loop look at frame lengths (real NICs take chains; so do the benchmarks' ports).
-    let chains = out.single_seg & up.ports.mask != 0;
+    // The first segments the loop takes: from MIN_LEN to what every member sends
+    // (its MTU) and short of a full mbuf (a full one may head a chain), as one
+    // unsigned range check; the rest leave the run for the checks of `enqueue`.
+    let span = out.run_max(up.ports.mask).saturating_sub(MIN_LEN as u32);
     loop {
-        let stop = if chains {
-            direct_loop::<P, ET, MIN_LEN, true>(frames, &key, up, out, select, pick, &mut bytes)
-        } else {
-            direct_loop::<P, ET, MIN_LEN, false>(frames, &key, up, out, select, pick, &mut bytes)
-        };
+        let stop =
+            direct_loop::<P, ET, MIN_LEN>(frames, &key, up, out, select, pick, span, &mut bytes);
         let rest = match stop {
             Stop::End => None,
             Stop::Other(m) => Some(m),
@@ -1203,16 +1205,18 @@ enum Stop {
 /// values stay in registers from its arguments on. Inlined, they were live across
 /// `direct_run`'s calls, and the compiler kept them on the stack, reloading four a
 /// frame. Adds the bytes of the frames it buffers to `bytes`.
-/// With `CHAINS`, a frame longer than one mbuf stops the loop like a full buffer, for
-/// [`TxPath::enqueue_full`]'s chain check.
+/// A frame whose first segment is shorter than `MIN_LEN` or longer than `MIN_LEN +
+/// span` is not part of the run.
+#[allow(clippy::too_many_arguments)]
 #[inline(never)]
-fn direct_loop<P, const ET: u16, const MIN_LEN: usize, const CHAINS: bool>(
+fn direct_loop<P, const ET: u16, const MIN_LEN: usize>(
     frames: &mut Drain<'_, RX_BURST>,
     key: &EthHeaderKey,
     up: &UplinkEntry,
     out: &mut TxPath,
     select: &mut SelectCtx,
     pick: &P,
+    span: u32,
     bytes: &mut u64,
 ) -> Stop
 where
@@ -1224,7 +1228,7 @@ where
     let stop = 'run: {
         for m in frames.by_ref() {
             let data = m.data();
-            if data.len() < MIN_LEN {
+            if (data.len() as u32).wrapping_sub(MIN_LEN as u32) > span {
                 break 'run Stop::Other(m);
             }
             // An IPv4 loop is for a key whose IP header has no options: its frames'
@@ -1251,9 +1255,6 @@ where
             let len = m.pkt_len();
             b += len as u64;
             let i = o as usize % TX_BUFS;
-            if CHAINS && len > ONE_SEGMENT_MAX {
-                break 'run Stop::Full(m, i);
-            }
             if let Err(m) = out.push_short(i, m, len) {
                 break 'run Stop::Full(m, i);
             }
@@ -1399,6 +1400,13 @@ struct TxPath {
     /// A bit per port id whose queue must not be given chained mbufs
     /// ([`single_seg_ports`]).
     single_seg: u64,
+    /// The longest frame each port (by id) may send: a NIC's MTU with an Ethernet
+    /// header and a VLAN tag, `u32::MAX` for a vNIC ([`TxPath::refresh_limits`]).
+    frame_max: [u32; MAX_PORTS],
+    /// No frame this long or shorter is refused by any port: the least of
+    /// `frame_max` over the ports this worker sends to, and [`ONE_SEGMENT_MAX`] (a
+    /// longer frame may be a chain).
+    short_max: u32,
     /// A buffer per port id (below [`MAX_PORTS`]), and [`SINK`].
     bufs: [TxBuf; TX_BUFS],
     pending: u64,
@@ -1472,14 +1480,47 @@ impl TxPath {
     /// here, the check out of line there, and no call in the loops that buffer.
     #[inline(always)]
     fn try_push(&mut self, i: usize, m: Mbuf, len: u32) -> Result<(), Mbuf> {
-        if len > ONE_SEGMENT_MAX {
+        if len > self.short_max {
             return Err(m);
         }
         self.push_short(i, m, len)
     }
 
+    /// The longest first segment [`direct_loop`] may buffer for an uplink whose member
+    /// ports are the bits of `mask`: within every member's `frame_max` and short of a
+    /// full mbuf (a frame that fills its first segment may be a chain). Once a run.
+    #[inline(always)]
+    fn run_max(&self, mask: u64) -> u32 {
+        let mut max = ONE_SEGMENT_MAX - 1;
+        let mut bits = mask;
+        while bits != 0 {
+            let p = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            max = max.min(self.frame_max.get(p).copied().unwrap_or(u32::MAX));
+        }
+        max
+    }
+
+    /// Takes each port's limits from the worker's tx queues (which take chains) and
+    /// from `snap` (each NIC's longest frame).
+    fn refresh_limits(&mut self, snap: &Snapshot) {
+        self.single_seg = single_seg_ports(&self.queues);
+        let mut short = ONE_SEGMENT_MAX;
+        for (p, max) in self.frame_max.iter_mut().enumerate() {
+            *max = snap
+                .ports
+                .get(p)
+                .and_then(|e| e.as_ref())
+                .map_or(u32::MAX, |e| e.frame_max);
+            if self.queues.get(p).is_some_and(|q| q.is_some()) {
+                short = short.min(*max);
+            }
+        }
+        self.short_max = short;
+    }
+
     /// [`try_push`](Self::try_push) without the length check, for a loop that made it
-    /// (or whose ports all take chains).
+    /// ([`TxPath::run_max`]).
     #[inline(always)]
     fn push_short(&mut self, i: usize, m: Mbuf, len: u32) -> Result<(), Mbuf> {
         let buf = &mut self.bufs[i];
@@ -1504,18 +1545,28 @@ impl TxPath {
     }
 
     /// A frame [`try_push`](Self::try_push) gave back for buffer `p`: one longer than
-    /// one mbuf, or any frame for a full buffer. A chain of segments for a port whose
-    /// device does not transmit chains is freed and counted as
-    /// [`DropReason::ChainUnsupported`] of that port (without the offload, a PMD may
-    /// send the first segment and never free the rest); otherwise a full buffer is
-    /// flushed and the frame buffered.
+    /// `short_max`, or any frame for a full buffer. A frame longer than port `p`'s
+    /// `frame_max` (its MTU) is freed and counted as [`DropReason::MtuExceeded`] of
+    /// that port; a chain of segments for a port whose device does not transmit chains
+    /// as [`DropReason::ChainUnsupported`] (without the offload, a PMD may send the
+    /// first segment and never free the rest). Otherwise a full buffer is flushed and
+    /// the frame buffered.
     #[cold]
     #[inline(never)]
     fn enqueue_full(&mut self, p: usize, m: Mbuf) {
-        if m.nb_segs() > 1 && p < MAX_PORTS && self.single_seg & (1u64 << p) != 0 {
-            drop(m);
-            self.stats.ports[p].drop_one(DropReason::ChainUnsupported);
-            return;
+        if p < MAX_PORTS {
+            let refused = if m.pkt_len() > self.frame_max[p] {
+                Some(DropReason::MtuExceeded)
+            } else if m.nb_segs() > 1 && self.single_seg & (1u64 << p) != 0 {
+                Some(DropReason::ChainUnsupported)
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                drop(m);
+                self.stats.ports[p].drop_one(why);
+                return;
+            }
         }
         if self.bufs[p].frames.is_full() {
             self.flush(p);

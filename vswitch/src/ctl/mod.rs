@@ -194,6 +194,9 @@ pub struct MemberShow {
     /// Link speed in Mb/s.
     #[serde(default)]
     pub speed_mbps: u32,
+    /// The NIC's MTU.
+    #[serde(default)]
+    pub mtu: u16,
     /// Frames transmitted.
     #[serde(default)]
     pub tx_pkts: u64,
@@ -573,7 +576,7 @@ pub struct LacpMemberShow {
     deny_unknown_fields
 )]
 pub enum ConfigChange {
-    /// `add-nic NAME DEVARGS [--speed-mbps N]`
+    /// `add-nic NAME DEVARGS [--speed-mbps N] [--mtu N]`
     AddNic {
         /// NIC name.
         name: String,
@@ -582,6 +585,16 @@ pub enum ConfigChange {
         /// Assumed speed when the PMD reports none.
         #[serde(default)]
         speed_mbps: Option<u32>,
+        /// MTU (default 1500).
+        #[serde(default)]
+        mtu: Option<u16>,
+    },
+    /// `set-nic NIC key=value...`
+    SetNic {
+        /// NIC name.
+        nic: String,
+        /// Keys of the `[[nic]]` table and their new values.
+        settings: Vec<(String, String)>,
     },
     /// `del-nic NAME`
     DelNic {
@@ -700,8 +713,9 @@ pub const DATAPLANE_LIVE: &[&str] = &["pmd_sleep_max_us"];
 
 impl ConfigChange {
     /// The wire names (`cmd`) of every variant.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "add-nic",
+        "set-nic",
         "del-nic",
         "add-vm",
         "del-vm",
@@ -761,6 +775,8 @@ impl fmt::Display for ConfigChange {
     }
 }
 
+/// Keys `set-nic` may not change.
+const NIC_FIXED: &[&str] = &["name"];
 /// Keys `set-bond` may not change (they have their own commands).
 const BOND_FIXED: &[&str] = &["name", "members"];
 /// Keys `set-vm` may not change.
@@ -781,13 +797,26 @@ pub fn apply_to_config(cfg: &Config, change: &ConfigChange) -> Result<Config, Ct
             name,
             devargs,
             speed_mbps,
+            mtu,
         } => {
             let mut v = json!({ "name": name, "devargs": devargs });
             if let Some(s) = speed_mbps {
                 v["speed_mbps"] = json!(s);
             }
+            if let Some(m) = mtu {
+                v["mtu"] = json!(m);
+            }
             let nic: NicConfig = from_json("nic", v)?;
             c.nic.push(nic);
+        }
+        ConfigChange::SetNic { nic, settings } => {
+            let i = c
+                .nic
+                .iter()
+                .position(|n| &n.name == nic)
+                .ok_or_else(|| not_found("nic", nic))?;
+            check_fixed("set-nic", settings, NIC_FIXED)?;
+            c.nic[i] = set_keys("nic", &c.nic[i], settings)?;
         }
         ConfigChange::DelNic { name } => {
             let i = c

@@ -57,7 +57,7 @@ pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.ctl";
 
 /// Every command name the server knows: the read commands, then every
 /// [`ConfigChange`](super::ConfigChange) name.
-pub const COMMANDS: [&str; 26] = [
+pub const COMMANDS: [&str; 27] = [
     "hello",
     "show",
     "dump-config",
@@ -70,6 +70,7 @@ pub const COMMANDS: [&str; 26] = [
     "bond/failback",
     "vnic/bandwidth",
     "add-nic",
+    "set-nic",
     "del-nic",
     "add-vm",
     "del-vm",

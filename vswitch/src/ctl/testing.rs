@@ -197,6 +197,11 @@ impl FakeApi {
                     .find(|n| n.name == name)
                     .and_then(|n| n.speed_mbps)
                     .unwrap_or(10_000),
+                mtu: cfg
+                    .nic
+                    .iter()
+                    .find(|n| n.name == name)
+                    .map_or(0, |n| n.mtu()),
                 tx_pkts: s.tx_pkts,
                 tx_bytes: s.tx_bytes,
                 rx_pkts: s.rx_pkts,

@@ -42,6 +42,7 @@ fn add_nic3() -> Config {
         name: "nic3".into(),
         devargs: "net_null3".into(),
         speed_mbps: Some(25_000),
+        mtu: None,
     };
     apply(ch).unwrap()
 }
@@ -58,6 +59,7 @@ fn add_nic_and_duplicate() {
         name: "bond0".into(),
         devargs: "x".into(),
         speed_mbps: None,
+        mtu: None,
     });
     assert!(
         e.contains("already used by a nic") || e.contains("already used by a bond"),
@@ -67,8 +69,94 @@ fn add_nic_and_duplicate() {
         name: "nic9".into(),
         devargs: " ".into(),
         speed_mbps: None,
+        mtu: None,
     });
     assert!(e.contains("devargs is empty"), "{e}");
+}
+
+#[test]
+fn nic_mtu_defaults_and_is_set_within_its_range() {
+    let c = add_nic3();
+    assert_eq!(c.nic[3].mtu, None);
+    assert_eq!(c.nic[3].mtu(), 1500);
+    assert_eq!(
+        c.nic[3].frame_max(),
+        1518,
+        "MTU + Ethernet header + a VLAN tag"
+    );
+    let c2 = apply_to_config(
+        &c,
+        &ConfigChange::SetNic {
+            nic: "nic3".into(),
+            settings: vec![s("mtu", "9000")],
+        },
+    )
+    .unwrap();
+    assert_eq!(c2.nic[3].mtu, Some(9000));
+    assert_eq!(c2.nic[3].frame_max(), 9018);
+    // An empty value goes back to the default.
+    let c3 = apply_to_config(
+        &c2,
+        &ConfigChange::SetNic {
+            nic: "nic3".into(),
+            settings: vec![s("mtu", "")],
+        },
+    )
+    .unwrap();
+    assert_eq!(c3.nic[3].mtu(), 1500);
+    for bad in ["67", "9711"] {
+        let e = apply_to_config(
+            &c,
+            &ConfigChange::SetNic {
+                nic: "nic3".into(),
+                settings: vec![s("mtu", bad)],
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("mtu {bad} is outside 68..=9710")),
+            "{e}"
+        );
+    }
+    let e = apply_to_config(
+        &c,
+        &ConfigChange::SetNic {
+            nic: "nic3".into(),
+            settings: vec![s("mtu", "70000")],
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("mtu"), "{e}");
+    let e = apply_to_config(
+        &c,
+        &ConfigChange::SetNic {
+            nic: "nic3".into(),
+            settings: vec![s("name", "x")],
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("name"), "{e}");
+    assert!(matches!(
+        apply_to_config(
+            &c,
+            &ConfigChange::SetNic {
+                nic: "nic9".into(),
+                settings: vec![s("mtu", "9000")],
+            },
+        ),
+        Err(CtlError::NotFound { kind: "nic", .. })
+    ));
+    let added = apply(ConfigChange::AddNic {
+        name: "nic4".into(),
+        devargs: "net_null4".into(),
+        speed_mbps: None,
+        mtu: Some(9000),
+    })
+    .unwrap();
+    assert_eq!(added.nic[3].mtu, Some(9000));
 }
 
 #[test]
@@ -630,6 +718,11 @@ fn one_of_each() -> Vec<ConfigChange> {
             name: "n".into(),
             devargs: "d".into(),
             speed_mbps: Some(1),
+            mtu: Some(9000),
+        },
+        ConfigChange::SetNic {
+            nic: "n".into(),
+            settings: st.clone(),
         },
         ConfigChange::DelNic { name: "n".into() },
         ConfigChange::AddVm {
