@@ -1149,13 +1149,13 @@ where
     P: Pick,
 {
     let mut bytes = 0u64;
-    // The first segments the loop takes: from MIN_LEN to what every member sends
-    // (its MTU) and short of a full mbuf (a full one may head a chain), as one
-    // unsigned range check; the rest leave the run for the checks of `enqueue`.
-    let span = out.run_max(up.ports.mask).saturating_sub(MIN_LEN as u32);
+    // The frames the loop takes: first segments of MIN_LEN bytes or more, frames no
+    // longer than every member sends (its MTU) nor than one mbuf (a longer one may be
+    // a chain); the rest leave the run for the checks of `enqueue`.
+    let max = out.run_max(up.ports.mask);
     loop {
         let stop =
-            direct_loop::<P, ET, MIN_LEN>(frames, &key, up, out, select, pick, span, &mut bytes);
+            direct_loop::<P, ET, MIN_LEN>(frames, &key, up, out, select, pick, max, &mut bytes);
         let rest = match stop {
             Stop::End => None,
             Stop::Other(m) => Some(m),
@@ -1205,8 +1205,8 @@ enum Stop {
 /// values stay in registers from its arguments on. Inlined, they were live across
 /// `direct_run`'s calls, and the compiler kept them on the stack, reloading four a
 /// frame. Adds the bytes of the frames it buffers to `bytes`.
-/// A frame whose first segment is shorter than `MIN_LEN` or longer than `MIN_LEN +
-/// span` is not part of the run.
+/// A frame whose first segment is shorter than `MIN_LEN`, or longer than `max` in all,
+/// is not part of the run.
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 fn direct_loop<P, const ET: u16, const MIN_LEN: usize>(
@@ -1216,7 +1216,7 @@ fn direct_loop<P, const ET: u16, const MIN_LEN: usize>(
     out: &mut TxPath,
     select: &mut SelectCtx,
     pick: &P,
-    span: u32,
+    max: u32,
     bytes: &mut u64,
 ) -> Stop
 where
@@ -1228,7 +1228,7 @@ where
     let stop = 'run: {
         for m in frames.by_ref() {
             let data = m.data();
-            if (data.len() as u32).wrapping_sub(MIN_LEN as u32) > span {
+            if data.len() < MIN_LEN {
                 break 'run Stop::Other(m);
             }
             // An IPv4 loop is for a key whose IP header has no options: its frames'
@@ -1252,7 +1252,11 @@ where
             } else {
                 pick.pick(up, &frame, select)
             };
+            // Longer than a member sends, or maybe a chain: for the general path.
             let len = m.pkt_len();
+            if len > max {
+                break 'run Stop::Other(m);
+            }
             b += len as u64;
             let i = o as usize % TX_BUFS;
             if let Err(m) = out.push_short(i, m, len) {
@@ -1486,12 +1490,12 @@ impl TxPath {
         self.push_short(i, m, len)
     }
 
-    /// The longest first segment [`direct_loop`] may buffer for an uplink whose member
-    /// ports are the bits of `mask`: within every member's `frame_max` and short of a
-    /// full mbuf (a frame that fills its first segment may be a chain). Once a run.
+    /// The longest frame [`direct_loop`] may buffer for an uplink whose member ports
+    /// are the bits of `mask`: within every member's `frame_max` and one mbuf (a
+    /// longer frame may be a chain). Once a run.
     #[inline(always)]
     fn run_max(&self, mask: u64) -> u32 {
-        let mut max = ONE_SEGMENT_MAX - 1;
+        let mut max = ONE_SEGMENT_MAX;
         let mut bits = mask;
         while bits != 0 {
             let p = bits.trailing_zeros() as usize;
