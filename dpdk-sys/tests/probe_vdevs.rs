@@ -86,6 +86,16 @@ fn every_vdev_kind_probes_and_forwards() {
         // DPDK 22.11: these advertise multi-segment tx; net_null and net_pcap do not.
         let chains = !matches!(*driver, "net_null" | "net_pcap");
         assert_eq!(info.tx_multi_seg, chains, "{driver}: multi-segment tx");
+        // What DPDK 22.11 reports here: net_tap's longest receivable frame (1522
+        // bytes) bounds its MTU at 1504; net_ring and net_tap have rx scatter.
+        let max_mtu = match *driver {
+            "net_tap" => 1504,
+            "net_af_packet" | "net_memif" => 1500,
+            _ => 65535,
+        };
+        assert_eq!(info.max_mtu, max_mtu, "{driver}: largest MTU");
+        let scatter = matches!(*driver, "net_tap" | "net_ring");
+        assert_eq!(info.rx_scatter, scatter, "{driver}: rx scatter");
         p.start().unwrap_or_else(|e| panic!("{driver}: {e}"));
         ports.push((driver, p));
     }

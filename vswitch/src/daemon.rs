@@ -358,7 +358,10 @@ impl ControlApi for SwitchApi {
                     ),
                     None => None,
                 };
-                PortStatsShow::from_totals(&p.name, p.kind, uplink, p.link_up, &p.counters)
+                let mut s =
+                    PortStatsShow::from_totals(&p.name, p.kind, uplink, p.link_up, &p.counters);
+                s.mtu = p.mtu;
+                s
             })
             .collect();
         if let Some(n) = port {

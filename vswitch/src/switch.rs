@@ -76,6 +76,8 @@ pub struct PortStatus {
     pub devargs: String,
     /// Link up.
     pub link_up: bool,
+    /// The device's MTU (`rte_eth_dev_get_mtu`).
+    pub mtu: Option<u16>,
     /// The switch's own counters.
     pub counters: PortTotals,
     /// The PMD's counters.
@@ -380,36 +382,10 @@ impl PortSet {
                 info.driver, info.min_mtu, info.max_mtu
             )));
         }
-        if needs_scatter(mtu) && info.rx_scatter && !o.scatter {
-            return Err(SwitchError::Other(format!(
-                "{what}: mtu {mtu} makes frames longer than one mbuf, which takes rx scatter, off since the port opened; {REOPEN}"
-            )));
+        if needs_scatter(mtu) && info.rx_scatter && !o.scatter && o.lacp_queue.is_some() {
+            return Err(lacp_reopen(what, mtu));
         }
         Ok(())
-    }
-
-    /// Sets the MTUs of `changes` on the running devices. Returns what to undo them
-    /// with ([`PortSet::revert_mtus`]); on an error, those already set are undone.
-    fn apply_mtus(
-        &mut self,
-        changes: &[(&str, &str, u16)],
-    ) -> Result<Vec<(u16, u16)>, SwitchError> {
-        let mut done = Vec::new();
-        for &(key, what, mtu) in changes {
-            let Some(o) = self.open.get_mut(key) else {
-                continue;
-            };
-            let old = o.mtu.unwrap_or(crate::config::DEFAULT_MTU);
-            if let Err(e) = Port::from_id(o.id).set_mtu(mtu) {
-                revert_mtus(&done);
-                return Err(SwitchError::Other(format!(
-                    "{what}: the device refuses mtu {mtu} while running ({e}); {REOPEN}"
-                )));
-            }
-            o.mtu = Some(mtu);
-            done.push((o.id, old));
-        }
-        Ok(done)
     }
 
     /// The queue tokens of port `o`, as mailbox messages by worker: its rx queues to
@@ -513,13 +489,12 @@ fn needs_scatter(mtu: u16) -> bool {
     u32::from(mtu) + 14 + 4 + 4 > crate::worker::ONE_SEGMENT_MAX
 }
 
-/// Sets the MTUs of `done` (port id, MTU) back, as far as the devices let it.
-fn revert_mtus(done: &[(u16, u16)]) {
-    for &(id, mtu) in done {
-        if let Err(e) = Port::from_id(id).set_mtu(mtu) {
-            tracing::error!(port = id, mtu, "could not set the MTU back: {e}");
-        }
-    }
+/// Why the MTU of a port whose LACP queues the control thread holds cannot change by
+/// opening the port anew.
+fn lacp_reopen(what: &str, mtu: u16) -> SwitchError {
+    SwitchError::Other(format!(
+        "{what}: mtu {mtu} takes opening the port anew, which cannot be done under LACP's dedicated queues; {REOPEN}"
+    ))
 }
 
 /// Builds the control-plane topology of `cfg` over the open ports and vNIC slots.
@@ -978,7 +953,7 @@ impl Switch {
         }
         let built = ps.assign_slots(cfg).and_then(|_| build_topology(cfg, &ps));
         let mtus = match &built {
-            Ok(_) => ps.apply_mtus(&mtu_changes),
+            Ok(_) => self.apply_mtus(&mut ps, &mtu_changes),
             Err(_) => Ok(Vec::new()),
         };
         let (topo, mtus) = match built.and_then(|t| Ok((t, mtus?))) {
@@ -1000,7 +975,7 @@ impl Switch {
         }) {
             Some(g) => g,
             None => {
-                revert_mtus(&mtus);
+                self.set_mtus_back(&mut ps, &mtus);
                 (ps.open, ps.slots) = before;
                 ps.just_vacated.clear();
                 self.release_ports(&mut ps, &new_ports);
@@ -1032,6 +1007,140 @@ impl Switch {
         };
         tracing::info!(added = ?report.added, removed = ?report.removed, generation, "switch reconfigured");
         Ok(report)
+    }
+
+    /// Gives each kept NIC of `changes` (key, description, MTU) its new MTU
+    /// ([`Switch::change_mtu`]). Returns (key, description, old MTU) of those changed,
+    /// for [`Switch::set_mtus_back`]; on an error, those already changed are set back.
+    fn apply_mtus(
+        &self,
+        ps: &mut PortSet,
+        changes: &[(&str, &str, u16)],
+    ) -> Result<Vec<(String, String, u16)>, SwitchError> {
+        let mut done = Vec::new();
+        for &(key, what, mtu) in changes {
+            let Some(old) = ps
+                .open
+                .get(key)
+                .map(|o| o.mtu.unwrap_or(crate::config::DEFAULT_MTU))
+            else {
+                continue;
+            };
+            if let Err(e) = self.change_mtu(ps, key, what, mtu) {
+                self.set_mtus_back(ps, &done);
+                return Err(e);
+            }
+            done.push((key.to_string(), what.to_string(), old));
+        }
+        Ok(done)
+    }
+
+    /// Undoes [`Switch::apply_mtus`], as far as the devices let it (failures logged).
+    fn set_mtus_back(&self, ps: &mut PortSet, done: &[(String, String, u16)]) {
+        for (key, what, mtu) in done {
+            if let Err(e) = self.change_mtu(ps, key, what, *mtu) {
+                tracing::error!(port = %what, mtu, "could not set the MTU back: {e}");
+            }
+        }
+    }
+
+    /// Gives open NIC `key` the MTU `mtu`: on the running device when that needs no rx
+    /// scatter the port lacks and the device takes it (tap: its kernel interface's
+    /// MTU; PMDs without an MTU operation: nothing to do), else by opening the port
+    /// anew in place, as Open vSwitch reconfigures a netdev for a new `mtu_request`
+    /// ([`Switch::reopen_with_mtu`]; its link drops briefly).
+    fn change_mtu(
+        &self,
+        ps: &mut PortSet,
+        key: &str,
+        what: &str,
+        mtu: u16,
+    ) -> Result<(), SwitchError> {
+        let Some(o) = ps.open.get(key).cloned() else {
+            return Ok(());
+        };
+        let p = Port::from_id(o.id);
+        let info = p.info().map_err(port_err(what.to_string()))?;
+        let scatter = needs_scatter(mtu) && info.rx_scatter;
+        let live = if scatter && !o.scatter {
+            Err("it needs rx scatter, off since the port opened".to_string())
+        } else {
+            p.set_mtu(mtu).map_err(|e| e.to_string())
+        };
+        match live {
+            Ok(()) => {
+                if let Some(o) = ps.open.get_mut(key) {
+                    o.mtu = Some(mtu);
+                }
+                Ok(())
+            }
+            Err(why) => {
+                if o.lacp_queue.is_some() {
+                    return Err(lacp_reopen(what, mtu));
+                }
+                tracing::info!(port = %what, mtu, "opening the port anew for its MTU: {why}");
+                self.reopen_with_mtu(ps, key, what, o, mtu, scatter)
+            }
+        }
+    }
+
+    /// Opens NIC `o` (key `key`) anew with MTU `mtu` and rx scatter as `scatter` says,
+    /// keeping its port id and counters: every worker lets go of its queues (what
+    /// they had buffered for it is sent), the device is stopped, configured with the
+    /// MTU and started, and the queues are handed back. Frames switched to the port
+    /// in between are counted as `unknown_port` drops. If the device does not take
+    /// the MTU, it is opened with its old one again and the error returned.
+    fn reopen_with_mtu(
+        &self,
+        ps: &mut PortSet,
+        key: &str,
+        what: &str,
+        o: OpenPort,
+        mtu: u16,
+        scatter: bool,
+    ) -> Result<(), SwitchError> {
+        let n = self.worker_stats.len();
+        self.send_to_workers(
+            (0..n)
+                .map(|w| (w, WorkerMsg::Detach { port: o.id }))
+                .collect(),
+        )?;
+        ps.rx_owners.remove(&o.id);
+        let p = Port::from_id(o.id);
+        let (desc, pool) = (ps.desc, ps.pool);
+        let restart = |m: u16| -> Result<(), dpdk_sys::PortError> {
+            p.stop()?;
+            let setup = PortSetup {
+                lsc: false,
+                mtu: Some(m),
+            };
+            p.configure_with(o.nb_rx, o.nb_tx, desc, &pool, setup)?;
+            p.set_promiscuous(true)?;
+            p.start()
+        };
+        let mut now = o.clone();
+        let result = restart(mtu);
+        match &result {
+            Ok(()) => {
+                now.mtu = Some(mtu);
+                now.scatter = scatter;
+            }
+            Err(e) => {
+                tracing::error!(port = %what, mtu, "the device did not take the MTU: {e}");
+                let old = o.mtu.unwrap_or(crate::config::DEFAULT_MTU);
+                if let Err(e) = restart(old) {
+                    tracing::error!(port = %what, mtu = old, "could not open the port again with its old MTU: {e}");
+                }
+            }
+        }
+        let msgs = ps.hand_out(&now, what)?;
+        self.send_to_workers(msgs)?;
+        ps.open.insert(key.to_string(), now);
+        result.map_err(|e| {
+            SwitchError::Other(format!(
+                "{what}: the device does not take mtu {mtu} ({e}); it runs with its old MTU"
+            ))
+        })
     }
 
     /// Pushes hand-over messages to the workers' mailboxes and waits until every
@@ -1169,6 +1278,7 @@ impl Switch {
                     kind: p.role.kind(),
                     devargs: sp.devargs.clone(),
                     link_up: port.link().up,
+                    mtu: port.mtu(),
                     counters: port_totals(&self.worker_stats, p.id).since(&sp.baseline),
                     pmd: port.stats(),
                 }

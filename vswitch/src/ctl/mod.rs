@@ -307,6 +307,9 @@ pub struct PortStatsShow {
     /// Link state.
     #[serde(default)]
     pub link_up: bool,
+    /// The device's MTU, where it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
     /// Frames received.
     pub rx_pkts: u64,
     /// Bytes received.
@@ -333,6 +336,7 @@ impl PortStatsShow {
             kind: kind.to_string(),
             uplink: uplink.map(str::to_string),
             link_up,
+            mtu: None,
             rx_pkts: t.rx_pkts,
             rx_bytes: t.rx_bytes,
             tx_pkts: t.tx_pkts,
