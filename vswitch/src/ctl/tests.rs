@@ -76,6 +76,19 @@ fn add_nic_and_duplicate() {
 
 #[test]
 fn nic_mtu_defaults_and_is_set_within_its_range() {
+    // `set-nic NIC key=value` on `c`.
+    let set_nic = |c: &Config, nic: &str, key: &str, value: &str| {
+        apply_to_config(
+            c,
+            &ConfigChange::SetNic {
+                nic: nic.into(),
+                settings: vec![s(key, value)],
+            },
+        )
+    };
+    let refused = |c: &Config, key: &str, value: &str| {
+        set_nic(c, "nic3", key, value).unwrap_err().to_string()
+    };
     let c = add_nic3();
     assert_eq!(c.nic[3].mtu, None);
     assert_eq!(c.nic[3].mtu(), 1500);
@@ -84,69 +97,25 @@ fn nic_mtu_defaults_and_is_set_within_its_range() {
         1518,
         "MTU + Ethernet header + a VLAN tag"
     );
-    let c2 = apply_to_config(
-        &c,
-        &ConfigChange::SetNic {
-            nic: "nic3".into(),
-            settings: vec![s("mtu", "9000")],
-        },
-    )
-    .unwrap();
+    let c2 = set_nic(&c, "nic3", "mtu", "9000").unwrap();
     assert_eq!(c2.nic[3].mtu, Some(9000));
     assert_eq!(c2.nic[3].frame_max(), 9018);
     // An empty value goes back to the default.
-    let c3 = apply_to_config(
-        &c2,
-        &ConfigChange::SetNic {
-            nic: "nic3".into(),
-            settings: vec![s("mtu", "")],
-        },
-    )
-    .unwrap();
+    let c3 = set_nic(&c2, "nic3", "mtu", "").unwrap();
     assert_eq!(c3.nic[3].mtu(), 1500);
     for bad in ["67", "9711"] {
-        let e = apply_to_config(
-            &c,
-            &ConfigChange::SetNic {
-                nic: "nic3".into(),
-                settings: vec![s("mtu", bad)],
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused(&c, "mtu", bad);
         assert!(
             e.contains(&format!("mtu {bad} is outside 68..=9710")),
             "{e}"
         );
     }
-    let e = apply_to_config(
-        &c,
-        &ConfigChange::SetNic {
-            nic: "nic3".into(),
-            settings: vec![s("mtu", "70000")],
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = refused(&c, "mtu", "70000");
     assert!(e.contains("mtu"), "{e}");
-    let e = apply_to_config(
-        &c,
-        &ConfigChange::SetNic {
-            nic: "nic3".into(),
-            settings: vec![s("name", "x")],
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = refused(&c, "name", "x");
     assert!(e.contains("name"), "{e}");
     assert!(matches!(
-        apply_to_config(
-            &c,
-            &ConfigChange::SetNic {
-                nic: "nic9".into(),
-                settings: vec![s("mtu", "9000")],
-            },
-        ),
+        set_nic(&c, "nic9", "mtu", "9000"),
         Err(CtlError::NotFound { kind: "nic", .. })
     ));
     let added = apply(ConfigChange::AddNic {
