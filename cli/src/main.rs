@@ -152,6 +152,11 @@ enum Cmd {
         /// vNIC name (default VM.N).
         #[arg(long, value_name = "N")]
         name: Option<String>,
+        /// MTU (68-9710; Open vSwitch's mtu_request): longer frames are not delivered
+        /// to the VM but counted as mtu_exceeded drops. Default: no limit. Give the
+        /// guest the same with QEMU's host_mtu=.
+        #[arg(long, value_name = "BYTES")]
+        mtu: Option<u16>,
     },
     /// Delete a vNIC.
     #[command(after_help = "Example:\n  vsctl del-vnic vm1.1")]
@@ -387,10 +392,11 @@ fn action(cmd: &Cmd) -> Action {
             devargs,
             uplink,
             name,
+            mtu,
         } => Change {
             cmd: "add-vnic",
             args: json!({"vm": vm, "mac": mac, "socket": socket, "vhost_mode": vhost_mode,
-                         "devargs": devargs, "uplink": uplink, "name": name}),
+                         "devargs": devargs, "uplink": uplink, "name": name, "mtu": mtu}),
         },
         Cmd::DelVnic { name } => Change {
             cmd: "del-vnic",

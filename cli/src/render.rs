@@ -207,9 +207,13 @@ pub fn show(t: &Value) -> String {
             }
         }
         for v in arr(vm, "vnics") {
+            let mtu = match v.get("mtu").and_then(Value::as_u64) {
+                Some(m) => format!(", mtu {m}"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 o,
-                "      vnic {}: mac {}, {}, link {}",
+                "      vnic {}: mac {}, {}, link {}{mtu}",
                 s(v, "name"),
                 s(v, "mac"),
                 s(v, "backend"),

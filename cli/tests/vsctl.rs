@@ -240,6 +240,8 @@ fn changes_are_applied_and_persisted() {
             "client",
             "--uplink",
             "bond1",
+            "--mtu",
+            "9000",
         ],
         &[
             "add-vnic",
@@ -283,9 +285,10 @@ fn changes_are_applied_and_persisted() {
         (
             vm3.vnic[0].vhost_mode.as_str(),
             vm3.vnic[0].shares,
-            vm3.vnic[0].priority
+            vm3.vnic[0].priority,
+            vm3.vnic[0].mtu
         ),
-        ("client", Some(50), Some(2))
+        ("client", Some(50), Some(2), Some(9000))
     );
     assert_eq!(
         (vm3.vnic[1].name.as_deref(), vm3.vnic[1].uplink.as_str()),

@@ -923,3 +923,112 @@ fn an_mtu_that_takes_rx_scatter_opens_the_nic_anew() {
     let s = last_json(&out);
     assert_eq!(s["mbufs_in_use_at_exit"], 0, "{s}");
 }
+
+/// A vNIC's MTU (`mtu` of `[[vm.vnic]]`, Open vSwitch's `mtu_request` on a vhost-user
+/// port) limits what the switch delivers to the VM, from another VM (the VM → VM
+/// path) and from the wire (the uplink → VM path) alike: a frame longer than the MTU
+/// plus an Ethernet header and a VLAN tag is counted at the vNIC as `mtu_exceeded`
+/// and never reaches the guest. `vsctl set-vnic` changes it live; an MTU out of range
+/// is refused and changes nothing. A vNIC without one takes any length (the jumbo
+/// test above). No mbuf is left in use at exit.
+#[test]
+fn a_vnic_mtu_limits_what_its_vm_is_given() {
+    let dir = Scratch::new();
+    let tap = unique("vvm");
+    let (sock1, sock2) = (
+        dir.path("vm1.sock").display().to_string(),
+        dir.path("vm2.sock").display().to_string(),
+    );
+    let cfg = Topology::new("vvm")
+        .dataplane("bandwidth", false)
+        .nic(Nic::tap("nic0", 0, &tap))
+        .vm(Vm::new("vm1").vnic(Vnic::vhost(&sock1, VM1, "nic0")))
+        .vm(Vm::new("vm2").vnic(Vnic::vhost(&sock2, VM2, "nic0").set("mtu", 1400)))
+        .render();
+    let sw = start_vswitchd(&dir.0, &cfg, &[]);
+    assert!(wait_until(Duration::from_secs(5), || iface_exists(&tap)));
+    quiet_iface(&tap);
+    set_link(&tap, true);
+    let show = vsctl_json(&dir.0, &["show"]);
+    assert_eq!(show["vms"][1]["vnics"][0]["mtu"], 1400, "{show}");
+    assert!(show["vms"][0]["vnics"][0]["mtu"].is_null(), "{show}");
+    let (_, text, _) = vsctl(&dir.0, &["show"]);
+    assert!(text.contains(", mtu 1400\n"), "{text}");
+
+    // VM1's frames of `from_vm1` bytes and the host's of `from_host`, both to VM2:
+    // [frames the switch took from VM1, VM2 got from VM1, from the host, VM2's
+    // mtu_exceeded drops].
+    let to_vm2 = |from_vm1: u64, from_host: u64| -> [u64; 4] {
+        let read = || {
+            [
+                port_rx(&dir.0, "vm1.0"),
+                drops(&port_stats(&dir.0, "vm2.0"), "mtu_exceeded"),
+            ]
+        };
+        let before = read();
+        let r = vsperf_run(
+            "vms",
+            &VsperfArgs::new()
+                .wait_link(10)
+                .duration(3)
+                .drain_ms(300)
+                .vm(0, &sock1)
+                .opt("size", from_vm1)
+                .txonly(VM1, VM2)
+                .count(100)
+                .rate("5kpps")
+                .vm(1, &sock2)
+                .rxonly()
+                .host(0, &tap)
+                .opt("size", from_host)
+                .txonly(EXT, VM2)
+                .count(100)
+                .rate("5kpps")
+                .build(),
+            Duration::from_secs(30),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let after = read();
+        let took = after[0] - before[0];
+        assert!(
+            took >= 80,
+            "the switch took {took} of VM1's 100 frames: {r}"
+        );
+        [
+            took,
+            rx_from(&r, 1, VM1),
+            rx_from(&r, 1, EXT),
+            after[1] - before[1],
+        ]
+    };
+    // MTU 1400: 1418 B fits (1400 + header + VLAN tag), 1419 does not.
+    let [took, vm1, host, mtu] = to_vm2(1418, 1419);
+    assert_eq!(vm1, took, "VM1's 1418-B frames at MTU 1400");
+    assert_eq!(host, 0, "the host's 1419-B frames at MTU 1400");
+    assert!(
+        (80..=100).contains(&mtu),
+        "{mtu} mtu_exceeded of the host's 100"
+    );
+    let [took, vm1, host, mtu] = to_vm2(1419, 1418);
+    assert_eq!((vm1, mtu), (0, took), "VM1's 1419-B frames at MTU 1400");
+    assert!(host >= 80, "VM2 got {host} of the host's 100 1418-B frames");
+
+    // Raised live; then a value out of range is refused and changes nothing.
+    let (code, out, err) = vsctl(&dir.0, &["set-vnic", "vm2.0", "mtu=1500"]);
+    assert_eq!(code, 0, "set-vnic: {err}{out}");
+    let [took, vm1, _, mtu] = to_vm2(1419, 1418);
+    assert_eq!((vm1, mtu), (took, 0), "VM1's 1419-B frames at MTU 1500");
+    let (code, _, err) = vsctl(&dir.0, &["set-vnic", "vm2.0", "mtu=67"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("vnic 'vm2.0': mtu 67 is outside 68..=9710"),
+        "{err}"
+    );
+    let saved = vsctl_json(&dir.0, &["dump-config"]);
+    assert_eq!(saved["vm"][1]["vnic"][0]["mtu"], 1500, "{saved}");
+
+    let (code, out) = sw.stop(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}");
+    let s = last_json(&out);
+    assert_eq!(s["mbufs_in_use_at_exit"], 0, "{s}");
+}

@@ -516,9 +516,25 @@ pub struct VnicConfig {
     /// Traffic shaping: window over which the peak is enforced, ms.
     #[serde(default)]
     pub peak_period_ms: Option<u64>,
+    /// The vNIC's MTU (Open vSwitch's `mtu_request` on a vhost-user port): a frame
+    /// longer than it plus an Ethernet header and a VLAN tag
+    /// ([`VnicConfig::frame_max`]) is not delivered to the VM but counted at the vNIC
+    /// as an `mtu_exceeded` drop. Unset, the switch delivers frames of any length (as
+    /// before this setting existed; Open vSwitch's default is 1500). The guest learns
+    /// its MTU from QEMU (`host_mtu=` on the virtio-net device, `VIRTIO_NET_F_MTU`),
+    /// not from the switch: give both the same value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 impl VnicConfig {
+    /// The longest frame (mbuf `pkt_len`) delivered to this vNIC: its MTU plus
+    /// [`MTU_FRAME_OVERHEAD`], or no limit when it sets none.
+    pub fn frame_max(&self) -> u32 {
+        self.mtu
+            .map_or(u32::MAX, |m| u32::from(m) + MTU_FRAME_OVERHEAD)
+    }
+
     /// The bandwidth settings of this vNIC, with `vm`'s defaults filled in.
     pub fn bandwidth(&self, vm: &VmConfig) -> policy::bandwidth::VnicBandwidth {
         use policy::bandwidth::{Shaping, VnicBandwidth};
@@ -1031,6 +1047,13 @@ impl Config {
                 }
                 if v.priority.is_some_and(|p| p > 10) {
                     return bad(format!("{what}: priority out of range 0-10"));
+                }
+                if let Some(mtu) = v.mtu {
+                    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+                        return bad(format!(
+                            "{what}: mtu {mtu} is outside {MIN_MTU}..={MAX_MTU}"
+                        ));
+                    }
                 }
                 if v.average_bps.is_none()
                     && (v.peak_bps.is_some()

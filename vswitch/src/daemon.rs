@@ -180,6 +180,7 @@ impl SwitchApi {
                     link_up: idx
                         .and_then(|i| view.vnic_link.get(i).copied())
                         .unwrap_or(false),
+                    mtu: v.mtu,
                     uplink: v.uplink.clone(),
                     member: idx.and_then(|i| view.vnic_member.get(i).cloned().flatten()),
                     shares: v.shares.unwrap_or(vm.shares),

@@ -55,8 +55,9 @@ pub struct PortEntry {
     /// Its role.
     pub role: PortRole,
     /// The longest frame (mbuf `pkt_len`) that may leave through this port: a NIC's
-    /// MTU plus an Ethernet header and a VLAN tag ([`crate::config::NicConfig::frame_max`]);
-    /// `u32::MAX` for a vNIC (no limit).
+    /// MTU plus an Ethernet header and a VLAN tag ([`crate::config::NicConfig::frame_max`]),
+    /// a vNIC's likewise when it sets an MTU, else `u32::MAX` (no limit;
+    /// [`crate::config::VnicConfig::frame_max`]).
     pub frame_max: u32,
 }
 

@@ -621,7 +621,7 @@ fn build_topology(cfg: &Config, ports: &PortSet) -> Result<Topology, SwitchError
                 id,
                 name,
                 role: PortRole::Vnic { vnic: slot as u32 },
-                frame_max: u32::MAX,
+                frame_max: v.frame_max(),
             });
         }
     }

@@ -1405,7 +1405,8 @@ struct TxPath {
     /// ([`single_seg_ports`]).
     single_seg: u64,
     /// The longest frame each port (by id) may send: a NIC's MTU with an Ethernet
-    /// header and a VLAN tag, `u32::MAX` for a vNIC ([`TxPath::refresh_limits`]).
+    /// header and a VLAN tag, a vNIC's likewise or `u32::MAX` when it sets no MTU
+    /// ([`TxPath::refresh_limits`]).
     frame_max: [u32; MAX_PORTS],
     /// No frame this long or shorter is refused by any port: the least of
     /// `frame_max` over the ports this worker sends to, and [`ONE_SEGMENT_MAX`] (a
@@ -1506,7 +1507,7 @@ impl TxPath {
     }
 
     /// Takes each port's limits from the worker's tx queues (which take chains) and
-    /// from `snap` (each NIC's longest frame).
+    /// from `snap` (each port's longest frame).
     fn refresh_limits(&mut self, snap: &Snapshot) {
         self.single_seg = single_seg_ports(&self.queues);
         let mut short = ONE_SEGMENT_MAX;

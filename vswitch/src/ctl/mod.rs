@@ -260,6 +260,9 @@ pub struct VnicShow {
     /// Link (vhost connected).
     #[serde(default)]
     pub link_up: bool,
+    /// Its MTU, when it sets one ([`VnicConfig::mtu`]).
+    #[serde(default)]
+    pub mtu: Option<u16>,
     /// Its uplink (bond or unbonded NIC).
     pub uplink: String,
     /// The member its traffic currently leaves on, when one is pinned.
@@ -641,6 +644,9 @@ pub enum ConfigChange {
         devargs: Option<String>,
         /// Bond or unbonded NIC.
         uplink: String,
+        /// The vNIC's MTU ([`VnicConfig::mtu`]; none: no limit).
+        #[serde(default)]
+        mtu: Option<u16>,
     },
     /// `del-vnic NAME`
     DelVnic {
@@ -871,6 +877,7 @@ pub fn apply_to_config(cfg: &Config, change: &ConfigChange) -> Result<Config, Ct
             vhost_mode,
             devargs,
             uplink,
+            mtu,
         } => {
             let vi =
                 c.vm.iter()
@@ -901,6 +908,9 @@ pub fn apply_to_config(cfg: &Config, change: &ConfigChange) -> Result<Config, Ct
             }
             if let Some(d) = devargs {
                 v["devargs"] = json!(d);
+            }
+            if let Some(m) = mtu {
+                v["mtu"] = json!(m);
             }
             let vnic: VnicConfig = from_json("vnic", v)?;
             c.vm[vi].vnic.push(vnic);

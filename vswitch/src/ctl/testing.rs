@@ -299,6 +299,7 @@ impl FakeApi {
                         _ => String::new(),
                     },
                     link_up: true,
+                    mtu: v.mtu,
                     uplink: v.uplink.clone(),
                     member: up.and_then(|u| {
                         u.members

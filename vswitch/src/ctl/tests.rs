@@ -219,6 +219,44 @@ fn vnic(vm: &str, mac: &str, uplink: &str) -> ConfigChange {
         vhost_mode: None,
         devargs: None,
         uplink: uplink.into(),
+        mtu: None,
+    }
+}
+
+#[test]
+fn vnic_mtu_is_unlimited_unless_set_within_its_range() {
+    let c = apply(vnic("vm1", "02:00:00:00:00:10", "bond0")).unwrap();
+    let v = &c.vm[0].vnic[2];
+    assert_eq!(
+        (v.mtu, v.frame_max()),
+        (None, u32::MAX),
+        "no limit by default"
+    );
+    let mut add = vnic("vm1", "02:00:00:00:00:10", "bond0");
+    if let ConfigChange::AddVnic { mtu, .. } = &mut add {
+        *mtu = Some(1500);
+    }
+    let c = apply(add).unwrap();
+    assert_eq!(c.vm[0].vnic[2].frame_max(), 1518);
+    let set = |c: &Config, value: &str| {
+        apply_to_config(
+            c,
+            &ConfigChange::SetVnic {
+                vnic: "vm1.2".into(),
+                settings: vec![s("mtu", value)],
+            },
+        )
+    };
+    let c2 = set(&c, "9000").unwrap();
+    assert_eq!(c2.vm[0].vnic[2].frame_max(), 9018);
+    // An empty value takes the limit away again.
+    assert_eq!(set(&c2, "").unwrap().vm[0].vnic[2].mtu, None);
+    for bad in ["67", "9711"] {
+        let e = set(&c, bad).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("vnic 'vm1.2': mtu {bad} is outside 68..=9710")),
+            "{e}"
+        );
     }
 }
 
@@ -243,6 +281,7 @@ fn add_vnic_names_and_rules() {
             vhost_mode: None,
             devargs: Some("net_null7".into()),
             uplink: "nic2".into(),
+            mtu: None,
         },
     )
     .unwrap();
@@ -269,6 +308,7 @@ fn add_vnic_names_and_rules() {
         vhost_mode: Some("client".into()),
         devargs: Some("net_null5".into()),
         uplink: "bond0".into(),
+        mtu: None,
     });
     assert!(e.contains("not both"), "{e}");
     let e = apply_err(ConfigChange::AddVnic {
@@ -279,6 +319,7 @@ fn add_vnic_names_and_rules() {
         vhost_mode: None,
         devargs: Some("net_null5".into()),
         uplink: "bond0".into(),
+        mtu: None,
     });
     assert!(e.contains("'web'") && e.contains("already used"), "{e}");
     assert!(matches!(
