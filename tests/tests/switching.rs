@@ -865,16 +865,7 @@ fn vm_sends(dir: &Scratch, sock: &str, nic: &str, size: u64, dst: &str) -> [u64;
     let before = read();
     let r = vsperf_run(
         "vm1",
-        &VsperfArgs::new()
-            .wait_link(10)
-            .duration(3)
-            .drain_ms(300)
-            .opt("size", size)
-            .vm(0, sock)
-            .txonly(VM1, dst)
-            .count(100)
-            .rate("5kpps")
-            .build(),
+        &vm1_sends_100(sock, size, dst).build(),
         Duration::from_secs(30),
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -887,6 +878,20 @@ fn vm_sends(dir: &Scratch, sock: &str, nic: &str, size: u64, dst: &str) -> [u64;
     ];
     assert!(d[0] >= 80, "the switch took {} of 100 frames: {r}", d[0]);
     d
+}
+
+/// A vsperf run whose first port is VM1 (vhost-user socket `sock`) sending 100 frames
+/// of `size` bytes to `dst` at 5 kpps; more ports may follow.
+fn vm1_sends_100(sock: &str, size: u64, dst: &str) -> VsperfArgs {
+    VsperfArgs::new()
+        .wait_link(10)
+        .duration(3)
+        .drain_ms(300)
+        .vm(0, sock)
+        .opt("size", size)
+        .txonly(VM1, dst)
+        .count(100)
+        .rate("5kpps")
 }
 
 /// An MTU change the running device cannot take in place (here one needing rx
@@ -968,15 +973,7 @@ fn a_vnic_mtu_limits_what_its_vm_is_given() {
         let before = read();
         let r = vsperf_run(
             "vms",
-            &VsperfArgs::new()
-                .wait_link(10)
-                .duration(3)
-                .drain_ms(300)
-                .vm(0, &sock1)
-                .opt("size", from_vm1)
-                .txonly(VM1, VM2)
-                .count(100)
-                .rate("5kpps")
+            &vm1_sends_100(&sock1, from_vm1, VM2)
                 .vm(1, &sock2)
                 .rxonly()
                 .host(0, &tap)
