@@ -84,13 +84,18 @@ fn member_line(m: &Value) -> String {
         let _ = write!(l, " ({})", s(m, "reason"));
     }
     let _ = write!(l, ", link {}", updown(b(m, "link_up")));
+    speed_and_mtu(&mut l, m);
+    l
+}
+
+/// Appends NIC `m`'s speed and MTU, where known, to a line about it.
+fn speed_and_mtu(l: &mut String, m: &Value) {
     if u(m, "speed_mbps") > 0 {
         let _ = write!(l, ", {} Mb/s", u(m, "speed_mbps"));
     }
     if u(m, "mtu") > 0 {
         let _ = write!(l, ", mtu {}", u(m, "mtu"));
     }
-    l
 }
 
 fn policy_line(v: &Value) -> String {
@@ -147,12 +152,7 @@ pub fn show(t: &Value) -> String {
                 s(up, "name"),
                 updown(b(&m, "link_up"))
             );
-            if u(&m, "speed_mbps") > 0 {
-                let _ = write!(l, ", {} Mb/s", u(&m, "speed_mbps"));
-            }
-            if u(&m, "mtu") > 0 {
-                let _ = write!(l, ", mtu {}", u(&m, "mtu"));
-            }
+            speed_and_mtu(&mut l, &m);
             let _ = writeln!(o, "{l}");
         }
         let vnics = strs(up, "vnics");

@@ -53,6 +53,13 @@ impl Mempool {
         unsafe { ffi::rte_mempool_in_use_count(self.0.as_ptr()) }
     }
 
+    /// The bytes of frame one mbuf of this pool holds: its data room less the headroom.
+    pub fn segment_room(&self) -> u32 {
+        // SAFETY: the pool pointer is valid for the life of the process.
+        let room = unsafe { ffi::rte_pktmbuf_data_room_size(self.0.as_ptr()) };
+        u32::from(room).saturating_sub(ffi::RTE_PKTMBUF_HEADROOM)
+    }
+
     /// Mbufs available in the pool.
     pub fn available(&self) -> u32 {
         // SAFETY: the pool pointer is valid for the life of the process.

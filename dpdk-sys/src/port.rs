@@ -133,8 +133,21 @@ const RX_OFFLOAD_SCATTER: u64 = 1 << 13;
 /// What DPDK adds to an MTU for the longest frame a port receives: the Ethernet
 /// header, the FCS and one VLAN tag.
 const MTU_OVERHEAD: u32 = 14 + 4 + 4;
-/// `RTE_PKTMBUF_HEADROOM`.
-const HEADROOM: u32 = 128;
+
+/// Whether a port with MTU `mtu` receives frames longer than one mbuf of `pool`,
+/// which a device puts into several mbufs only with rx scatter.
+fn needs_segments(mtu: u16, pool: &Mempool) -> bool {
+    u32::from(mtu) + MTU_OVERHEAD > pool.segment_room()
+}
+
+impl PortInfo {
+    /// Whether [`Port::configure_with`] turns rx scatter on for MTU `mtu` with rx
+    /// buffers from `pool`: a frame of that MTU needs more than one mbuf, and the
+    /// device has rx scatter.
+    pub fn rx_scatter_for(&self, mtu: u16, pool: &Mempool) -> bool {
+        self.rx_scatter && needs_segments(mtu, pool)
+    }
+}
 
 /// Drivers that do not advertise `RTE_ETH_TX_OFFLOAD_MULTI_SEGS` but whose tx takes a
 /// chain whole: DPDK 22.11's `net_null` counts `pkt_len` and frees every mbuf with
@@ -344,9 +357,7 @@ impl Port {
         conf.txmode.offloads = info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS;
         if let Some(mtu) = setup.mtu {
             conf.rxmode.mtu = u32::from(mtu);
-            // SAFETY: the pool pointer is valid for the life of the process.
-            let room = u32::from(unsafe { ffi::rte_pktmbuf_data_room_size(pool.as_ptr()) });
-            if u32::from(mtu) + MTU_OVERHEAD > room.saturating_sub(HEADROOM) {
+            if needs_segments(mtu, pool) {
                 conf.rxmode.offloads |= info.rx_offload_capa & RX_OFFLOAD_SCATTER;
             }
         }

@@ -213,8 +213,8 @@ pub struct NicConfig {
     /// The MTU (bytes of IP packet; Open vSwitch's `mtu_request`), default 1500. The
     /// device is set to it, and a frame longer than the MTU plus an Ethernet header
     /// and one VLAN tag ([`NicConfig::frame_max`]) is not sent out of this NIC but
-    /// counted as an `mtu_exceeded` drop. A change reopens the port (its link drops
-    /// briefly).
+    /// counted as an `mtu_exceeded` drop. A change is made on the running device
+    /// where it takes it, else by opening the port anew (its link drops briefly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
 }
@@ -238,7 +238,24 @@ impl NicConfig {
 
     /// The longest frame (mbuf `pkt_len`) this NIC sends.
     pub fn frame_max(&self) -> u32 {
-        u32::from(self.mtu()) + MTU_FRAME_OVERHEAD
+        frame_max(self.mtu())
+    }
+}
+
+/// The longest frame (mbuf `pkt_len`) a port with MTU `mtu` sends: the MTU plus
+/// [`MTU_FRAME_OVERHEAD`].
+fn frame_max(mtu: u16) -> u32 {
+    u32::from(mtu) + MTU_FRAME_OVERHEAD
+}
+
+/// Refuses a configured MTU (of `what`, e.g. `nic 'nic0'`) outside
+/// [`MIN_MTU`]..=[`MAX_MTU`].
+fn check_mtu(what: &str, mtu: Option<u16>) -> Result<(), ConfigError> {
+    match mtu {
+        Some(m) if !(MIN_MTU..=MAX_MTU).contains(&m) => Err(ConfigError::Invalid(format!(
+            "{what}: mtu {m} is outside {MIN_MTU}..={MAX_MTU}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -531,8 +548,7 @@ impl VnicConfig {
     /// The longest frame (mbuf `pkt_len`) delivered to this vNIC: its MTU plus
     /// [`MTU_FRAME_OVERHEAD`], or no limit when it sets none.
     pub fn frame_max(&self) -> u32 {
-        self.mtu
-            .map_or(u32::MAX, |m| u32::from(m) + MTU_FRAME_OVERHEAD)
+        self.mtu.map_or(u32::MAX, frame_max)
     }
 
     /// The bandwidth settings of this vNIC, with `vm`'s defaults filled in.
@@ -866,14 +882,7 @@ impl Config {
                     n.name
                 ));
             }
-            if let Some(mtu) = n.mtu {
-                if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-                    return bad(format!(
-                        "nic '{}': mtu {mtu} is outside {MIN_MTU}..={MAX_MTU}",
-                        n.name
-                    ));
-                }
-            }
+            check_mtu(&format!("nic '{}'", n.name), n.mtu)?;
         }
         let mut bonded: HashMap<&str, &str> = HashMap::new();
         for b in &self.bond {
@@ -1048,13 +1057,7 @@ impl Config {
                 if v.priority.is_some_and(|p| p > 10) {
                     return bad(format!("{what}: priority out of range 0-10"));
                 }
-                if let Some(mtu) = v.mtu {
-                    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-                        return bad(format!(
-                            "{what}: mtu {mtu} is outside {MIN_MTU}..={MAX_MTU}"
-                        ));
-                    }
-                }
+                check_mtu(&what, v.mtu)?;
                 if v.average_bps.is_none()
                     && (v.peak_bps.is_some()
                         || v.burst_bytes.is_some()

@@ -59,8 +59,9 @@ pub enum DropReason {
     /// counted here, charged to that port, instead of handing the PMD a chain whose
     /// tail it could neither send nor free.
     ChainUnsupported,
-    /// Longer than the MTU of the NIC it was to leave by, plus an Ethernet header and
-    /// a VLAN tag (Open vSwitch's `tx_mtu_exceeded`), charged to that NIC.
+    /// Longer than the MTU of the port it was to leave by (a NIC's, or a vNIC's that
+    /// sets one), plus an Ethernet header and a VLAN tag (Open vSwitch's
+    /// `tx_mtu_exceeded`), charged to that port.
     MtuExceeded,
 }
 

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dpdk_sys::{Eal, Mempool, Port, PortSetup, PortStats, SharedTxQueue};
+use dpdk_sys::{Eal, Mempool, Port, PortInfo, PortSetup, PortStats, SharedTxQueue};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
@@ -254,18 +254,13 @@ impl PortSet {
         }
         let info = p.info().map_err(port_err(what.clone())).map_err(fail)?;
         if let Some(mtu) = w.mtu {
-            if !(info.min_mtu..=info.max_mtu).contains(&mtu) {
-                return Err(fail(SwitchError::Other(format!(
-                    "{what}: mtu {mtu} is outside what its device ({}) takes, {}..={}",
-                    info.driver, info.min_mtu, info.max_mtu
-                ))));
-            }
+            device_takes_mtu(&info, &what, mtu).map_err(fail)?;
         }
         let setup = PortSetup {
             lsc: false,
             mtu: w.mtu,
         };
-        let scatter = w.mtu.is_some_and(needs_scatter) && info.rx_scatter;
+        let scatter = w.mtu.is_some_and(|m| info.rx_scatter_for(m, &self.pool));
         // One rx and one tx queue per worker where the device allows it (rx queues are
         // spread over the workers); a port with fewer tx queues than workers
         // (vhost-user, whose guest may enable a single queue pair; pcap) gets one tx
@@ -376,13 +371,8 @@ impl PortSet {
         let info = Port::from_id(o.id)
             .info()
             .map_err(port_err(what.to_string()))?;
-        if !(info.min_mtu..=info.max_mtu).contains(&mtu) {
-            return Err(SwitchError::Other(format!(
-                "{what}: mtu {mtu} is outside what its device ({}) takes, {}..={}",
-                info.driver, info.min_mtu, info.max_mtu
-            )));
-        }
-        if needs_scatter(mtu) && info.rx_scatter && !o.scatter && o.lacp_queue.is_some() {
+        device_takes_mtu(&info, what, mtu)?;
+        if info.rx_scatter_for(mtu, &self.pool) && !o.scatter && o.lacp_queue.is_some() {
             return Err(lacp_reopen(what, mtu));
         }
         Ok(())
@@ -482,11 +472,15 @@ impl PortSet {
 /// The advice given with an MTU change a running device cannot take.
 const REOPEN: &str = "the port must be opened anew: put the mtu in the nic's [[nic]] table of the configuration file and restart vswitchd (an unbonded nic no vnic uses can also be deleted and added again with the mtu)";
 
-/// Whether a NIC with MTU `mtu` receives frames longer than one of the switch's mbufs
-/// (a frame of the MTU, its Ethernet header, FCS and one VLAN tag), which a device
-/// puts into several mbufs only with rx scatter.
-fn needs_scatter(mtu: u16) -> bool {
-    u32::from(mtu) + 14 + 4 + 4 > crate::worker::ONE_SEGMENT_MAX
+/// Refuses an MTU outside the range `info`'s device takes.
+fn device_takes_mtu(info: &PortInfo, what: &str, mtu: u16) -> Result<(), SwitchError> {
+    if (info.min_mtu..=info.max_mtu).contains(&mtu) {
+        return Ok(());
+    }
+    Err(SwitchError::Other(format!(
+        "{what}: mtu {mtu} is outside what its device ({}) takes, {}..={}",
+        info.driver, info.min_mtu, info.max_mtu
+    )))
 }
 
 /// Why the MTU of a port whose LACP queues the control thread holds cannot change by
@@ -1061,7 +1055,7 @@ impl Switch {
         };
         let p = Port::from_id(o.id);
         let info = p.info().map_err(port_err(what.to_string()))?;
-        let scatter = needs_scatter(mtu) && info.rx_scatter;
+        let scatter = info.rx_scatter_for(mtu, &ps.pool);
         let live = if scatter && !o.scatter {
             Err("it needs rx scatter, off since the port opened".to_string())
         } else {

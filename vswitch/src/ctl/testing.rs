@@ -179,6 +179,7 @@ impl FakeApi {
                 .cloned()
                 .unwrap_or_default();
             let up = !self.is_down(name);
+            let nic = cfg.nic.iter().find(|n| n.name == name);
             MemberShow {
                 name: name.to_string(),
                 state: if up {
@@ -193,17 +194,8 @@ impl FakeApi {
                 },
                 link_up: up,
                 usable: up,
-                speed_mbps: cfg
-                    .nic
-                    .iter()
-                    .find(|n| n.name == name)
-                    .and_then(|n| n.speed_mbps)
-                    .unwrap_or(10_000),
-                mtu: cfg
-                    .nic
-                    .iter()
-                    .find(|n| n.name == name)
-                    .map_or(0, |n| n.mtu()),
+                speed_mbps: nic.and_then(|n| n.speed_mbps).unwrap_or(10_000),
+                mtu: nic.map_or(0, |n| n.mtu()),
                 tx_pkts: s.tx_pkts,
                 tx_bytes: s.tx_bytes,
                 rx_pkts: s.rx_pkts,
