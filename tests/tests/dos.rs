@@ -427,7 +427,9 @@ fn failover_response_moves_the_attacked_vm_to_the_alternate_uplink_and_back() {
         "vm1",
         &VsperfArgs::new()
             .wait_link(10)
-            .duration(12)
+            // Stopped after the last window: a fixed run (12 s) could end before it
+            // on a loaded host, which left the last window empty (CI, session 17).
+            .duration(120)
             .vm(0, &s1)
             .txonly(VM1, EXT)
             .rate("2kpps")
@@ -498,7 +500,7 @@ fn failover_response_moves_the_attacked_vm_to_the_alternate_uplink_and_back() {
     let (a, b) = window("after the attack");
     assert!(a > 1000 && b == 0, "after: nic0 {a}, nic1 {b}");
 
-    let _ = vm.wait(Duration::from_secs(30));
+    let _ = vm.stop(Duration::from_secs(30));
     let (code, out) = sw.stop(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(last_json(&out)["mbufs_in_use_at_exit"], 0, "{out}");
